@@ -1,0 +1,210 @@
+"""Ports: the small interfaces the campaign phases use for every external capability.
+
+A phase never knows which backend it talks to. Each port has a local backend (real parts on
+this machine: Qdrant on disk, git, Pillow, SMTP, folders) and, later, production backends; the
+Airflow connection configured for the port decides which one runs (see ``connections.py``).
+
+Every call that changes the world returns an :class:`Effect`: a plain record of what it created,
+enough for ``undo`` to remove it later, idempotently. Records travel through XCom, so they are
+JSON-only and never carry secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Effect(BaseModel):
+    """A side effect already made, described well enough to undo it.
+
+    ``kind`` names what exists now (``memory_points``, ``file``, ``git_branch``, ``git_commit``,
+    ``email``, ``social_post``, ``notification``, ``dashboard``); ``ref`` holds the identifiers
+    the backend needs to find it again (point ids, paths, branch names, commit shas, message ids).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: str
+    conn_id: str
+    backend: str
+    kind: str
+    ref: dict[str, Any]
+    undoable: bool = True
+    summary: str = ""
+
+
+class Recollection(BaseModel):
+    """One hit recalled from memory."""
+
+    key: str
+    text: str
+    score: float
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class Note(BaseModel):
+    """A research note (a Notion page in production, a markdown file locally)."""
+
+    title: str
+    text: str
+    source: str
+
+
+class PageHeadlines(BaseModel):
+    """What research keeps of one competitor page."""
+
+    url: str
+    final_url: str
+    status: int
+    title: str
+    headlines: list[str]
+
+
+class CopyBrief(BaseModel):
+    """Everything a copy writer gets. Research text is data, never instructions."""
+
+    campaign_name: str
+    product_description: str
+    audience: str
+    brand_voice: str
+    channels: list[str]
+    research_headlines: list[str]
+    research_notes: list[str]
+    writer_notes: str = ""
+    call_to_action: str = ""
+    url: str = ""
+
+
+class Copy(BaseModel):
+    """Generated copy for every channel."""
+
+    headline: str
+    email_subject: str
+    email_body: str
+    social_posts: list[str]
+    blog_title: str
+    blog_body: str
+    writer: str
+
+
+class ImageSpec(BaseModel):
+    """One image to render for a channel."""
+
+    key: str  # deterministic name: campaign slug, run key and channel
+    channel: str
+    width: int
+    height: int
+    headline: str
+    subline: str = ""
+    background: str  # "#rrggbb"
+    foreground: str  # "#rrggbb"
+
+
+class Image(BaseModel):
+    channel: str
+    path: str
+    width: int
+    height: int
+    sha256: str
+
+
+class ReviewBundle(BaseModel):
+    """What a reviewer reads: drafts and images of one run."""
+
+    key: str  # deterministic per run: branch / folder name
+    campaign_slug: str
+    title: str
+    markdown: str
+    images: list[Image]
+
+
+class Message(BaseModel):
+    """A notification to people (review request, announcement)."""
+
+    key: str
+    to: list[str]
+    subject: str
+    text: str
+    link: str = ""
+
+
+class Email(BaseModel):
+    key: str  # idempotency key; becomes part of the Message-ID
+    sender: str
+    to: list[str]
+    subject: str
+    text: str
+    reply_to: str = ""
+
+
+class SocialPost(BaseModel):
+    key: str
+    profiles: list[str]
+    text: str
+    image_path: str = ""
+
+
+class BlogPost(BaseModel):
+    key: str
+    path: str  # _posts/<date>-<slug>.md
+    title: str
+    markdown: str
+
+
+class Dashboard(BaseModel):
+    uid: str
+    title: str
+    model: dict[str, Any]
+
+
+class Undoable(Protocol):
+    def undo(self, effect: Effect) -> bool:
+        """Remove what ``effect`` describes; True if something was removed, False if it was
+        already gone (undo is idempotent and a no-op when the step never happened)."""
+
+
+class MemoryPort(Undoable, Protocol):
+    def remember(self, namespace: str, key: str, text: str, payload: dict[str, Any]) -> Effect: ...
+    def recall(self, namespace: str, query: str, limit: int, where: dict[str, str] | None = None) -> list[Recollection]: ...
+
+
+class NotesPort(Protocol):
+    def search(self, query: str, limit: int) -> list[Note]: ...
+
+
+class WebPort(Protocol):
+    def fetch_headlines(self, url: str) -> PageHeadlines: ...
+
+
+class WriterPort(Protocol):
+    def write(self, brief: CopyBrief) -> Copy: ...
+
+
+class DesignPort(Undoable, Protocol):
+    def render(self, spec: ImageSpec) -> tuple[Image, Effect]: ...
+
+
+class ReviewPort(Undoable, Protocol):
+    def open_review(self, bundle: ReviewBundle) -> Effect: ...
+
+
+class NotifyPort(Undoable, Protocol):
+    def notify(self, message: Message) -> Effect: ...
+
+
+class EmailPort(Undoable, Protocol):
+    def send(self, email: Email) -> Effect: ...
+
+
+class SocialPort(Undoable, Protocol):
+    def post(self, post: SocialPost) -> Effect: ...
+
+
+class BlogPort(Undoable, Protocol):
+    def publish(self, post: BlogPost) -> Effect: ...
+
+
+class AnalyticsPort(Undoable, Protocol):
+    def create_dashboard(self, dashboard: Dashboard) -> Effect: ...
