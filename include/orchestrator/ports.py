@@ -100,6 +100,7 @@ class ImageSpec(BaseModel):
     subline: str = ""
     background: str  # "#rrggbb"
     foreground: str  # "#rrggbb"
+    accent: str = "#f59e0b"  # "#rrggbb", the brand accent bar
 
 
 class Image(BaseModel):

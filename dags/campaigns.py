@@ -1,0 +1,5 @@
+"""Airflow DAG file: one DAG per campaign file in include/campaigns/ (see the README)."""
+
+from include.orchestrator.render import build_dags
+
+build_dags(globals())

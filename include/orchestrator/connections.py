@@ -1,0 +1,175 @@
+"""Which backend serves a port: decided by the Airflow connection configured for it.
+
+Every port has a default connection id (``campaign_<port>``; a campaign file may name another).
+The connection's type picks the backend: ``fs`` means a local backend living in the folder given
+by the ``path`` extra (relative paths are under ``$AIRFLOW_HOME``, or under the project folder
+with ``"relative_to": "project"``), ``smtp`` an SMTP server, and so on. A missing connection or an unsupported type is an error naming the connection and what
+would work, never a silent fallback. Connections are read at execute time only, never at parse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from include.orchestrator.model import PORTS
+
+DEFAULT_CONN_IDS: dict[str, str] = {port: f"campaign_{port}" for port in PORTS}
+
+
+class ConnectionConfigError(Exception):
+    """A port's connection is missing or configured in a way no backend understands."""
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds dags/ and include/ (the Astro project)
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+
+
+def _path(conn_id: str, conn: Any) -> Path:
+    raw = conn.extra_dejson.get("path") or conn.host
+    if not raw:
+        raise ConnectionConfigError(f"connection {conn_id!r} (type fs) needs the extra 'path': the folder of its local backend")
+    path = Path(raw).expanduser()
+    base = PROJECT_ROOT if conn.extra_dejson.get("relative_to") == "project" else airflow_home()
+    return path if path.is_absolute() else base / path
+
+
+def _flag(conn: Any, name: str) -> bool:
+    value = conn.extra_dejson.get(name, False)
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
+# One small factory per (port, connection type); imports stay inside so parsing loads none of them.
+def _memory_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory
+
+    return LocalQdrantMemory(conn_id, _path(conn_id, conn))
+
+
+def _notes_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.notes_folder import MarkdownNotes
+
+    return MarkdownNotes(conn_id, _path(conn_id, conn))
+
+
+def _web_http(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.web import HttpWebPages
+
+    extra = conn.extra_dejson
+    return HttpWebPages(
+        conn_id,
+        allow_private_network=_flag(conn, "allow_private_network"),
+        timeout=float(extra.get("timeout", 10.0)),
+    )
+
+
+def _writer_generic(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.copywriter import TemplateCopywriter
+
+    return TemplateCopywriter()
+
+
+def _design_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.images import PillowDesign
+
+    return PillowDesign(conn_id, _path(conn_id, conn))
+
+
+def _review_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.git_repo import GitReview
+
+    return GitReview(conn_id, _path(conn_id, conn))
+
+
+def _notify_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.outbox import OutboxNotifier
+
+    return OutboxNotifier(conn_id, _path(conn_id, conn))
+
+
+def _email_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.outbox import OutboxEmail
+
+    return OutboxEmail(conn_id, _path(conn_id, conn))
+
+
+def _email_smtp(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.smtp_email import SmtpEmail
+
+    return SmtpEmail(conn_id)
+
+
+def _social_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.outbox import LocalSocialQueue
+
+    return LocalSocialQueue(conn_id, _path(conn_id, conn))
+
+
+def _blog_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.git_repo import GitBlog
+
+    return GitBlog(conn_id, _path(conn_id, conn), branch=conn.extra_dejson.get("branch", "main"))
+
+
+def _analytics_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.backends.dashboards import GrafanaFolder
+
+    return GrafanaFolder(conn_id, _path(conn_id, conn))
+
+
+Factory = Callable[[str, Any], Any]
+BACKENDS: dict[str, dict[str, tuple[Factory, str]]] = {
+    "memory": {"fs": (_memory_fs, "Qdrant local mode on disk at extra.path")},
+    "notes": {"fs": (_notes_fs, "a folder of markdown research notes at extra.path")},
+    "web": {"http": (_web_http, "direct HTTP fetch; extra.allow_private_network for loopback/private hosts")},
+    "writer": {"generic": (_writer_generic, "the offline template copywriter (no LLM)")},
+    "design": {"fs": (_design_fs, "PNG images drawn with Pillow into extra.path")},
+    "review": {"fs": (_review_fs, "review branches in the local git repository at extra.path")},
+    "notify": {"fs": (_notify_fs, "notification files in the outbox folder at extra.path")},
+    "email": {
+        "smtp": (_email_smtp, "delivery through the SMTP server of the connection"),
+        "fs": (_email_fs, ".eml files in the outbox folder at extra.path"),
+    },
+    "social": {"fs": (_social_fs, "a local queue file in extra.path")},
+    "blog": {"fs": (_blog_fs, "commits pushed to the bare git repository at extra.path")},
+    "analytics": {"fs": (_analytics_fs, "Grafana dashboard JSON models written to extra.path")},
+}
+
+
+def conn_id_for(port: str, overrides: dict[str, str] | None = None) -> str:
+    return (overrides or {}).get(port, DEFAULT_CONN_IDS[port])
+
+
+def get_connection(conn_id: str) -> Any:
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise ConnectionConfigError(
+            f"connection {conn_id!r} is not defined: add it to airflow_settings.yaml (or set "
+            f"AIRFLOW_CONN_{conn_id.upper()}); see the README's connection table"
+        ) from None
+
+
+def backend_for(port: str, conn_id: str, conn: Any) -> Any:
+    """Build the backend a connection asks for; raises ConnectionConfigError otherwise."""
+    choices = BACKENDS[port]
+    kind = (conn.conn_type or "").lower()
+    if kind not in choices:
+        supported = "; ".join(f"{t} ({desc})" for t, (_, desc) in choices.items())
+        raise ConnectionConfigError(
+            f"connection {conn_id!r} has type {kind or '(none)'!r}, which the {port} port cannot use. Supported: {supported}"
+        )
+    return choices[kind][0](conn_id, conn)
+
+
+def open_port(port: str, overrides: dict[str, str] | None = None) -> Any:
+    conn_id = conn_id_for(port, overrides)
+    return backend_for(port, conn_id, get_connection(conn_id))

@@ -1,0 +1,241 @@
+"""Local development: `make demo` and `make up` on the embedded backends.
+
+Connections come from ``airflow_settings.yaml`` (the Astro CLI file) as ``AIRFLOW_CONN_*``
+environment variables, so the demo, the UI and Astro all read one definition. The demo starts the
+two loopback servers the sample campaign needs (an SMTP server and the competitor pages), seeds
+memory, runs ``airflow dags test``, approves the run as a reviewer would once it waits at the
+gate, and prints where every artifact went.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from include.orchestrator.connections import PROJECT_ROOT, airflow_home, backend_for
+
+SETTINGS = PROJECT_ROOT / "airflow_settings.yaml"
+DEMO_CAMPAIGN = "spring-launch"
+DEMO_SITE = PROJECT_ROOT / "include" / "demo_site"
+DEMO_SITE_PORT = 8808
+SEED = PROJECT_ROOT / "include" / "memory_seed"
+
+
+def settings_connections(path: Path = SETTINGS) -> dict[str, dict[str, Any]]:
+    """Connections of airflow_settings.yaml in Airflow's JSON connection form, by conn_id."""
+    data = yaml.safe_load(path.read_text())
+    conns = {}
+    for item in data["airflow"]["connections"]:
+        conn = {"conn_type": item["conn_type"]}
+        for key in ("host", "port", "login", "schema", "description"):
+            if item.get(f"conn_{key}") not in (None, ""):
+                conn[key] = item[f"conn_{key}"]
+        if item.get("conn_extra"):
+            conn["extra"] = item["conn_extra"]
+        conns[item["conn_id"]] = conn
+    return conns
+
+
+def connection_env(conns: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in conns.items()}
+
+
+def sdk_connection(conn_id: str, conn: dict[str, Any]) -> Any:
+    from airflow.sdk import Connection
+
+    return Connection(
+        conn_id=conn_id,
+        conn_type=conn["conn_type"],
+        host=conn.get("host"),
+        port=conn.get("port"),
+        extra=json.dumps(conn.get("extra", {})),
+    )
+
+
+def seed_memory(conns: dict[str, dict[str, Any]]) -> int:
+    """Remember the brand voices and past research of include/memory_seed (idempotent)."""
+    memory = backend_for("memory", "campaign_memory", sdk_connection("campaign_memory", conns["campaign_memory"]))
+    return sum(len(memory.seed_from_folder(folder.name, folder)) for folder in sorted(SEED.iterdir()) if folder.is_dir())
+
+
+@contextlib.contextmanager
+def demo_servers(conns: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The loopback SMTP server of campaign_email and the competitor pages, while in the block."""
+    from include.orchestrator.smtp_server import LocalSmtpServer
+
+    maildir = airflow_home() / "campaign_data" / "smtp-maildir"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(DEMO_SITE))
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None  # keep the demo output short
+    try:
+        site = http.server.ThreadingHTTPServer(("127.0.0.1", DEMO_SITE_PORT), handler)
+    except OSError as exc:
+        raise SystemExit(f"cannot serve the demo competitor pages on 127.0.0.1:{DEMO_SITE_PORT}: {exc}") from None
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    smtp_port = int(conns["campaign_email"].get("port", 2525))
+    try:
+        with LocalSmtpServer(maildir, port=smtp_port) as smtp:
+            yield {"maildir": maildir, "smtp": smtp, "site": f"http://127.0.0.1:{DEMO_SITE_PORT}/"}
+    finally:
+        site.shutdown()
+
+
+def _env(conns: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {**os.environ, **connection_env(conns)}
+
+
+def _waiting_run(dag_id: str) -> tuple[str, str] | None:
+    """(run_id, state of the approval task) of the newest run, once it reached the gate."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
+        if run is None:
+            return None
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dag_id, run_id=run.run_id, task_id="review.wait_for_approval")
+            .one_or_none()
+        )
+        return (run.run_id, ti.state) if ti is not None and ti.state in ("up_for_reschedule", "running") else None
+
+
+def record_decision(dag_id: str, run_id: str, decision: str, by: str, reason: str, means: str = "cli") -> str:
+    """Write a reviewer's decision where the run's approval sensor looks for it."""
+    from airflow.models import DagRun, Variable
+    from airflow.utils.session import create_session
+
+    from include.orchestrator.approval import Decision, decision_key
+
+    with create_session() as session:
+        if session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one_or_none() is None:
+            raise SystemExit(f"no run {run_id!r} of DAG {dag_id!r}")
+    record = Decision(decision=decision, by=by, reason=reason, means=means)
+    Variable.set(decision_key(dag_id, run_id), record.model_dump_json())
+    return f"{decision} run {run_id} of {dag_id} as {by}"
+
+
+def run_summary(dag_id: str, run_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """Final state of a run and, per task instance, its state and result (from XCom)."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one()
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id).all()
+        xcoms = {
+            (x.task_id, x.map_index): x.value
+            for x in session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id, key="return_value")
+        }
+        rows = []
+        for ti in sorted(tis, key=lambda t: (t.start_date or run.start_date, t.task_id, t.map_index)):
+            value = xcoms.get((ti.task_id, ti.map_index))
+            if isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    value = json.loads(value)
+            rows.append(
+                {
+                    "task": ti.task_id + (f"[{ti.rendered_map_index or ti.map_index}]" if ti.map_index >= 0 else ""),
+                    "state": str(ti.state),
+                    "seconds": round(ti.duration or 0, 2),
+                    "value": value,
+                }
+            )
+        return str(run.state), rows
+
+
+def _describe(row: dict[str, Any]) -> str:
+    value = row["value"] if isinstance(row["value"], dict) else {}
+    effects = value.get("effects") or []
+    if effects:
+        return "; ".join(e.get("summary") or json.dumps(e["ref"]) for e in effects)
+    result = value.get("result")
+    if isinstance(result, list):
+        return f"{len(result)} item(s)"
+    if isinstance(result, dict):
+        return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])[:160]
+    return ""
+
+
+def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
+    conns = settings_connections()
+    dag_id = f"campaign_{slug}"
+    log_path = airflow_home() / "demo-dags-test.log"
+    started = time.monotonic()
+    with demo_servers(conns) as servers:
+        os.environ.update(connection_env(conns))
+        print(f"Seeded memory with {seed_memory(conns)} brand voice and research entries.")
+        print(f"Running {dag_id} with `airflow dags test` (log: {log_path}) ...")
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "airflow", "dags", "test", dag_id], stdout=log, stderr=subprocess.STDOUT, env=_env(conns)
+            )
+            run_id, decided = None, False
+            while proc.poll() is None:
+                if time.monotonic() - started > timeout:
+                    proc.terminate()
+                    raise SystemExit(f"the demo run took longer than {timeout} s; see {log_path}")
+                waiting = None if decided else _waiting_run(dag_id)
+                if waiting:
+                    run_id = waiting[0]
+                    outbox = Path(conns["campaign_notify"]["extra"]["path"])
+                    print(f"Run {run_id} waits for approval; review request in {airflow_home() / outbox}.")
+                    print("  " + record_decision(dag_id, run_id, "approved", "admin", "copy and images look good (make demo)"))
+                    decided = True
+                time.sleep(0.5)
+        if proc.returncode != 0 or run_id is None:
+            print(log_path.read_text()[-3000:])
+            raise SystemExit(f"`airflow dags test {dag_id}` failed (exit {proc.returncode}); full log: {log_path}")
+        state, rows = run_summary(dag_id, run_id)
+        wall = time.monotonic() - started
+        print(f"\nRun {run_id} of {dag_id}: {state.upper()} in {wall:.1f} s\n")
+        for row in rows:
+            print(f"  {row['task']:<38} {row['state']:<9} {row['seconds']:>6.2f}s  {_describe(row)}")
+        home = airflow_home()
+        print("\nWhere everything is:")
+        for conn_id, label in (
+            ("campaign_memory", "memory (Qdrant on disk)"),
+            ("campaign_design", "images (PNG)"),
+            ("campaign_review", "review repository (git, branch review/...)"),
+            ("campaign_notify", "notifications outbox"),
+            ("campaign_social", "social queue"),
+            ("campaign_blog", "blog remote (bare git)"),
+            ("campaign_analytics", "Grafana dashboards (JSON, ready to import)"),
+        ):
+            print(f"  {label:<44} {home / conns[conn_id]['extra']['path']}")
+        print(f"  {'email (delivered over SMTP to the demo server)':<44} {servers['maildir']}")
+        print("\nNext: `make up` starts the Airflow UI at http://localhost:8080 (user admin, password admin)")
+        print("to watch and trigger campaigns; approve a waiting run with")
+        print("  .venv/bin/python -m include.orchestrator approve <dag_id> <run_id> --by admin --reason '...'")
+        return 0 if state == "success" else 1
+
+
+def up() -> int:
+    """Airflow standalone (api-server, scheduler, dag-processor, triggerer) plus the demo servers."""
+    conns = settings_connections()
+    with demo_servers(conns):
+        os.environ.update(connection_env(conns))
+        seed_memory(conns)
+        print("Starting Airflow at http://localhost:8080 (user admin, password admin); Ctrl-C stops it.")
+        proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=_env(conns), start_new_session=True)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # standalone ignores SIGINT when backgrounded: stop its whole process group.
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+            return 0

@@ -1,0 +1,214 @@
+"""The campaign model: what a campaign file may say, validated by pydantic.
+
+Airflow-free on purpose: the renderer (``render.py``) turns a :class:`Campaign` into a DAG, and
+the first task of every run validates the trigger conf against :class:`RunOverrides` and builds
+the :class:`RunPlan` the other tasks follow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SLUG_PATTERN = r"^[a-z0-9-]{1,64}$"
+CHANNELS = ("email", "social", "blog")
+Channel = Literal["email", "social", "blog"]
+FailurePolicy = Literal["continue", "compensate"]
+PORTS = ("memory", "notes", "web", "writer", "design", "review", "notify", "email", "social", "blog", "analytics")
+Port = Literal["memory", "notes", "web", "writer", "design", "review", "notify", "email", "social", "blog", "analytics"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept "24h", "90m", "2d", "30s" or a number of seconds, besides ISO 8601 ("PT24H")."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo in a campaign file must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Product(Strict):
+    description: Text
+    url: AnyHttpUrl | None = None
+    call_to_action: ShortText = "Learn more"
+
+
+class BrandVoice(Strict):
+    reference: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+    seed: Text = Field(description="Used, and remembered, when memory holds no voice under `reference`.")
+    primary_colour: Colour = "#1f2937"
+    accent_colour: Colour = "#f59e0b"
+    text_colour: Colour = "#ffffff"
+
+
+class Research(Strict):
+    competitor_urls: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+    notes_query: ShortText | None = Field(None, description="Defaults to the audience.")
+    recall_limit: int = Field(5, ge=1, le=50)
+
+    @field_validator("competitor_urls")
+    @classmethod
+    def _unique(cls, urls: list[AnyHttpUrl]) -> list[AnyHttpUrl]:
+        seen = [str(u) for u in urls]
+        if len(set(seen)) != len(seen):
+            raise ValueError("competitor_urls lists the same URL twice")
+        return urls
+
+
+class EmailChannel(Strict):
+    sender: EmailAddress
+    recipients: list[EmailAddress] = Field(min_length=1, max_length=1000)
+    subject_prefix: str = Field("", max_length=40)
+    on_failure: FailurePolicy = "compensate"
+
+
+class SocialChannel(Strict):
+    profiles: list[ShortText] = Field(min_length=1, max_length=10)
+    max_length: int = Field(280, ge=50, le=3000)
+    on_failure: FailurePolicy = "continue"
+
+
+class BlogChannel(Strict):
+    author: ShortText
+    category: ShortText = "news"
+    on_failure: FailurePolicy = "compensate"
+
+
+class Channels(Strict):
+    email: EmailChannel | None = None
+    social: SocialChannel | None = None
+    blog: BlogChannel | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Channels:
+        if not self.enabled:
+            raise ValueError("configure at least one channel: email, social or blog")
+        return self
+
+    @property
+    def enabled(self) -> list[str]:
+        return [name for name in CHANNELS if getattr(self, name) is not None]
+
+
+class Approval(Strict):
+    approvers: list[ShortText] = Field(min_length=1, description="Airflow user names allowed to decide.")
+    approver_roles: list[ShortText] = Field(default_factory=list)
+    timeout: Duration = Field(timedelta(hours=24), description='"24h", "90m", "2d" or seconds; timeout = reject.')
+    poll_interval: Duration = Field(timedelta(seconds=60), description="How often the gate looks for a decision.")
+    allow_self_approval: bool = False
+
+    @field_validator("timeout", "poll_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1 or value > timedelta(days=30):
+            raise ValueError("must be between 1 second and 30 days")
+        return value
+
+
+class Campaign(Strict):
+    """One marketing campaign; becomes the DAG ``campaign_<slug>``."""
+
+    slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+    name: ShortText
+    description: Text
+    owner: ShortText
+    audience: ShortText
+    product: Product
+    brand_voice: BrandVoice
+    research: Research = Research()
+    channels: Channels
+    approval: Approval
+    schedule: ShortText | None = Field(None, description="Cron expression or preset; none = triggered by hand.")
+    tags: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")]] = Field(
+        default_factory=list, max_length=10
+    )
+    connections: dict[Port, Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]] = Field(
+        default_factory=dict, description="Per-port Airflow connection ids replacing the defaults."
+    )
+
+    @property
+    def dag_id(self) -> str:
+        return f"campaign_{self.slug}"
+
+
+class RunOverrides(Strict):
+    """What a user may change per run, through trigger conf (the UI trigger form shows these)."""
+
+    audience: ShortText | None = None
+    channels: list[Channel] | None = Field(None, min_length=1)
+    writer_notes: str = Field("", max_length=2000)
+
+    @field_validator("channels")
+    @classmethod
+    def _no_repeats(cls, channels: list[str] | None) -> list[str] | None:
+        if channels is not None and len(set(channels)) != len(channels):
+            raise ValueError("lists a channel twice")
+        return channels
+
+
+class RunPlan(BaseModel):
+    """The validated plan of one run: campaign defaults with the run's overrides applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slug: str
+    run_key: str = Field(description="Short hash of the run id: safe in names, paths and idempotency keys.")
+    audience: str
+    channels: list[Channel]
+    competitor_urls: list[str]
+    writer_notes: str
+
+    def key(self, step: str, item: str = "") -> str:
+        """The deterministic name of one side effect: campaign, run, step (and item)."""
+        return "-".join(part for part in (self.slug, self.run_key, step, item) if part)
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    return hashlib.sha256(f"{dag_id}\n{run_id}".encode()).hexdigest()[:12]
+
+
+def plan_run(campaign: Campaign, dag_id: str, run_id: str, conf: dict[str, Any]) -> RunPlan:
+    """Validate the trigger conf and merge it into the campaign; raises ValueError naming the field."""
+    overrides = RunOverrides.model_validate(conf)
+    channels = overrides.channels or campaign.channels.enabled
+    missing = [c for c in channels if c not in campaign.channels.enabled]
+    if missing:
+        raise ValueError(
+            f"conf.channels asks for {missing}, but campaign {campaign.slug!r} configures only "
+            f"{campaign.channels.enabled}"
+        )
+    return RunPlan(
+        slug=campaign.slug,
+        run_key=run_key(dag_id, run_id),
+        audience=overrides.audience or campaign.audience,
+        channels=[c for c in CHANNELS if c in channels],
+        competitor_urls=[str(u) for u in campaign.research.competitor_urls],
+        writer_notes=overrides.writer_notes,
+    )

@@ -1,0 +1,308 @@
+"""The work of every task: one function per step, Airflow-free, registered by name.
+
+A step gets a :class:`StepContext` (the campaign, the run plan, its item when mapped, earlier
+results, and the ports) and returns a :class:`StepOutput`: a JSON result for the next steps and
+the :class:`Effect` records of everything it created, which compensation will undo. The renderer
+maps each step onto one Airflow task; tests call the same functions directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from include.orchestrator.model import Campaign, RunPlan, plan_run
+from include.orchestrator.ports import (
+    BlogPost,
+    Copy,
+    CopyBrief,
+    Dashboard,
+    Effect,
+    Email,
+    Image,
+    ImageSpec,
+    Message,
+    ReviewBundle,
+    SocialPost,
+)
+
+# Pixel sizes per channel: an email banner, a social card, a blog hero image.
+IMAGE_SIZES = {"email": (1200, 400), "social": (1200, 675), "blog": (1600, 900)}
+
+
+@dataclass
+class StepOutput:
+    result: Any = None
+    effects: list[Effect] = field(default_factory=list)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"result": self.result, "effects": [e.model_dump(mode="json") for e in self.effects]}
+
+
+@dataclass
+class StepContext:
+    campaign: Campaign
+    dag_id: str
+    run_id: str
+    run_date: date
+    conf: dict[str, Any]
+    pull: Callable[[str], Any]  # full task id -> that task's result (a list for a mapped task)
+    open_port: Callable[[str], Any]  # port name -> backend
+    ui_link: str = ""
+    item: str | None = None
+
+    @property
+    def plan(self) -> RunPlan:
+        return RunPlan.model_validate(self.pull("validate_conf"))
+
+
+class NotThisRun(Exception):
+    """This mapped item is not part of the run (a channel left out by the trigger conf)."""
+
+
+def chosen_channel(ctx: StepContext) -> str:
+    if ctx.item not in ctx.plan.channels:
+        raise NotThisRun(f"channel {ctx.item!r} is not chosen for this run (channels: {ctx.plan.channels})")
+    return ctx.item
+
+
+Step = Callable[[StepContext], StepOutput]
+STEPS: dict[str, Step] = {}
+
+
+def step(func: Step) -> Step:
+    """Register a step under its function name: the closed set of things a task can do."""
+    STEPS[func.__name__] = func
+    return func
+
+
+@step
+def validate_conf(ctx: StepContext) -> StepOutput:
+    plan = plan_run(ctx.campaign, ctx.dag_id, ctx.run_id, ctx.conf)
+    return StepOutput(plan.model_dump(mode="json"))
+
+
+# --- research --------------------------------------------------------------------------------
+@step
+def search_notes(ctx: StepContext) -> StepOutput:
+    query = ctx.campaign.research.notes_query or ctx.plan.audience
+    notes = ctx.open_port("notes").search(query, limit=5)
+    return StepOutput([n.model_dump() for n in notes])
+
+
+@step
+def scrape_competitor(ctx: StepContext) -> StepOutput:
+    assert ctx.item, "scrape_competitor is mapped over competitor URLs"
+    return StepOutput(ctx.open_port("web").fetch_headlines(ctx.item).model_dump())
+
+
+@step
+def recall_research(ctx: StepContext) -> StepOutput:
+    hits = ctx.open_port("memory").recall(
+        "research", f"market research {ctx.plan.audience}", limit=ctx.campaign.research.recall_limit
+    )
+    return StepOutput([h.model_dump() for h in hits])
+
+
+# --- content ---------------------------------------------------------------------------------
+@step
+def load_brand_voice(ctx: StepContext) -> StepOutput:
+    voice = ctx.campaign.brand_voice
+    memory = ctx.open_port("memory")
+    found = memory.recall("brand_voices", voice.reference, limit=1, where={"key": voice.reference})
+    if found:
+        return StepOutput({"reference": voice.reference, "text": found[0].text, "source": "memory"})
+    # First use of this voice: remember the campaign's seed so later campaigns recall it.
+    effect = memory.remember("brand_voices", voice.reference, voice.seed, {"campaign": ctx.campaign.slug})
+    return StepOutput({"reference": voice.reference, "text": voice.seed, "source": "campaign seed"}, [effect])
+
+
+@step
+def write_copy(ctx: StepContext) -> StepOutput:
+    campaign, plan = ctx.campaign, ctx.plan
+    pages = [p for p in ctx.pull("research.scrape_competitor") or [] if p]
+    brief = CopyBrief(
+        campaign_name=campaign.name,
+        product_description=campaign.product.description,
+        audience=plan.audience,
+        brand_voice=ctx.pull("content.load_brand_voice")["text"],
+        channels=plan.channels,
+        research_headlines=[h for page in pages for h in page["headlines"]],
+        research_notes=[n["text"] for n in ctx.pull("research.search_notes") or []]
+        + [r["text"] for r in ctx.pull("research.recall_research") or []],
+        writer_notes=plan.writer_notes,
+        call_to_action=campaign.product.call_to_action,
+        url=str(campaign.product.url or ""),
+    )
+    return StepOutput(ctx.open_port("writer").write(brief).model_dump())
+
+
+@step
+def store_draft(ctx: StepContext) -> StepOutput:
+    plan, copy = ctx.plan, Copy.model_validate(ctx.pull("content.write_copy"))
+    key = plan.key("draft")
+    effect = ctx.open_port("memory").remember(
+        "drafts",
+        key,
+        f"{copy.headline}\n\n{copy.email_body}",
+        {"campaign": plan.slug, "run_key": plan.run_key, "copy": copy.model_dump_json()},
+    )
+    return StepOutput({"key": key}, [effect])
+
+
+# --- design ----------------------------------------------------------------------------------
+@step
+def render_image(ctx: StepContext) -> StepOutput:
+    channel = chosen_channel(ctx)
+    copy, voice = Copy.model_validate(ctx.pull("content.write_copy")), ctx.campaign.brand_voice
+    width, height = IMAGE_SIZES[channel]
+    spec = ImageSpec(
+        key=ctx.plan.key("image", channel),
+        channel=channel,
+        width=width,
+        height=height,
+        headline=copy.headline,
+        subline=ctx.campaign.product.call_to_action,
+        background=voice.primary_colour,
+        foreground=voice.text_colour,
+        accent=voice.accent_colour,
+    )
+    image, effect = ctx.open_port("design").render(spec)
+    return StepOutput(image.model_dump(), [effect])
+
+
+# --- review ----------------------------------------------------------------------------------
+def _images(ctx: StepContext) -> list[Image]:
+    return [Image.model_validate(i) for i in ctx.pull("design.render_image") or [] if i]
+
+
+def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[Image]) -> str:
+    """The page a reviewer reads. Copy is shown in fenced blocks: it is data, not markup to trust."""
+
+    def fenced(text: str) -> str:
+        return "~~~~text\n" + text.replace("~~~~", "~ ~ ~ ~") + "\n~~~~"
+
+    parts = [
+        f"# Review: {campaign.name}",
+        f"Campaign `{campaign.slug}`, run `{plan.run_key}`, audience: {plan.audience}. Channels: {', '.join(plan.channels)}.",
+        f"Approvers: {', '.join(campaign.approval.approvers)}. Undecided after {campaign.approval.timeout} means rejected.",
+        "## Headline",
+        fenced(copy.headline),
+    ]
+    if "email" in plan.channels:
+        parts += ["## Email", "Subject:", fenced(copy.email_subject), "Body:", fenced(copy.email_body)]
+    if "social" in plan.channels:
+        parts += ["## Social posts", *(fenced(p) for p in copy.social_posts)]
+    if "blog" in plan.channels:
+        parts += ["## Blog post", fenced(copy.blog_title), fenced(copy.blog_body)]
+    parts += ["## Images", *(f"![{i.channel}]({i.path.rsplit('/', 1)[-1]})" for i in images)]
+    parts.append(f"_Written by: {copy.writer}_")
+    return "\n\n".join(parts) + "\n"
+
+
+@step
+def open_review(ctx: StepContext) -> StepOutput:
+    plan, copy = ctx.plan, Copy.model_validate(ctx.pull("content.write_copy"))
+    images = _images(ctx)
+    bundle = ReviewBundle(
+        key=plan.key("review"),
+        campaign_slug=plan.slug,
+        title=f"Review {ctx.campaign.name} ({plan.run_key})",
+        markdown=review_markdown(ctx.campaign, plan, copy, images),
+        images=images,
+    )
+    effect = ctx.open_port("review").open_review(bundle)
+    return StepOutput({"key": bundle.key, **effect.ref}, [effect])
+
+
+@step
+def notify_reviewers(ctx: StepContext) -> StepOutput:
+    campaign, plan = ctx.campaign, ctx.plan
+    review = ctx.pull("review.open_review")
+    message = Message(
+        key=plan.key("review-request"),
+        to=list(campaign.approval.approvers),
+        subject=f"Review needed: {campaign.name}",
+        text=(
+            f"Campaign {campaign.name!r} ({campaign.slug}) is ready for review.\n"
+            f"Review bundle: branch {review.get('branch', review['key'])} in {review.get('repo', 'the review repository')}.\n"
+            f"Decide within {campaign.approval.timeout}; no decision by then rejects the campaign.\n"
+            f"Run: dag {ctx.dag_id}, run {ctx.run_id}"
+        ),
+        link=ctx.ui_link,
+    )
+    return StepOutput({"to": message.to}, [ctx.open_port("notify").notify(message)])
+
+
+# --- distribution ----------------------------------------------------------------------------
+def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
+    settings = ctx.campaign.channels.email
+    assert settings is not None
+    email = Email(
+        key=ctx.plan.key("email"),
+        sender=settings.sender,
+        to=list(settings.recipients),
+        subject=f"{settings.subject_prefix}{copy.email_subject}".strip(),
+        text=copy.email_body,
+    )
+    return ctx.open_port("email").send(email)
+
+
+def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
+    settings = ctx.campaign.channels.social
+    assert settings is not None
+    image = next((i.path for i in _images(ctx) if i.channel == "social"), "")
+    post = SocialPost(
+        key=ctx.plan.key("social"), profiles=list(settings.profiles), text=copy.social_posts[0][: settings.max_length], image_path=image
+    )
+    return ctx.open_port("social").post(post)
+
+
+def blog_markdown(campaign: Campaign, copy: Copy, day: date) -> str:
+    settings = campaign.channels.blog
+    assert settings is not None
+    front = {"layout": "post", "title": copy.blog_title, "date": day.isoformat(), "author": settings.author,
+             "categories": [settings.category], "campaign": campaign.slug}
+    # JSON is valid YAML: front matter without a YAML emitter and without any templating.
+    lines = ["---", *(f"{k}: {json.dumps(v)}" for k, v in front.items()), "---", ""]
+    return "\n".join(lines) + copy.blog_body + "\n"
+
+
+def _publish_blog(ctx: StepContext, copy: Copy) -> Effect:
+    post = BlogPost(
+        key=ctx.plan.key("blog"),
+        path=f"_posts/{ctx.run_date.isoformat()}-{ctx.campaign.slug}.md",
+        title=copy.blog_title,
+        markdown=blog_markdown(ctx.campaign, copy, ctx.run_date),
+    )
+    return ctx.open_port("blog").publish(post)
+
+
+PUBLISHERS: dict[str, Callable[[StepContext, Copy], Effect]] = {
+    "email": _publish_email,
+    "social": _publish_social,
+    "blog": _publish_blog,
+}
+
+
+@step
+def publish_channel(ctx: StepContext) -> StepOutput:
+    channel = chosen_channel(ctx)
+    effect = PUBLISHERS[channel](ctx, Copy.model_validate(ctx.pull("content.write_copy")))
+    return StepOutput({"channel": channel, "summary": effect.summary}, [effect])
+
+
+# --- analytics -------------------------------------------------------------------------------
+@step
+def create_dashboard(ctx: StepContext) -> StepOutput:
+    from include.orchestrator.backends.dashboards import campaign_dashboard
+
+    campaign, plan = ctx.campaign, ctx.plan
+    uid = f"{campaign.slug[:27]}-{plan.run_key}"  # Grafana uids are at most 40 characters
+    title = f"Campaign {campaign.name} ({plan.run_key})"
+    model = campaign_dashboard(uid, title, campaign.slug, plan.channels, ["campaign", *campaign.tags])
+    effect = ctx.open_port("analytics").create_dashboard(Dashboard(uid=uid, title=title, model=model))
+    return StepOutput({"uid": uid, **effect.ref}, [effect])

@@ -1,0 +1,98 @@
+"""The DAG files as Airflow's dag processor sees them."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+
+from include.orchestrator.loader import CAMPAIGNS_DIR, campaign_files
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+PHASES = ["research", "content", "design", "review", "distribution", "analytics"]
+
+
+@pytest.fixture
+def no_outside_world(monkeypatch):
+    """Parsing must not look up a connection or a variable, nor open a socket."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("touched the outside world while parsing")
+
+    from airflow.sdk import Connection, Variable
+
+    monkeypatch.setattr(Connection, "get", refuse)
+    monkeypatch.setattr(Variable, "get", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def bag(no_outside_world) -> DagBag:
+    return DagBag(dag_folder=DAGS)
+
+
+def test_no_import_errors_and_one_dag_per_campaign(bag):
+    assert bag.import_errors == {}
+    expected = {f"campaign_{p.stem}" for p in campaign_files(CAMPAIGNS_DIR)}
+    assert set(bag.dag_ids) == expected
+
+
+def test_every_dag_is_documented_tagged_and_every_task_retries_with_a_timeout(bag):
+    for dag in bag.dags.values():
+        assert "campaign" in dag.tags and dag.doc_md
+        for task in dag.tasks:
+            assert task.execution_timeout or task.task_id == "review.wait_for_approval", task.task_id
+            if task.task_id not in ("validate_conf", "review.wait_for_approval"):
+                assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
+            assert not task.template_fields, "no user text may be rendered as a template"
+
+
+def test_phases_are_task_groups_in_order(bag):
+    dag = bag.dags["campaign_spring-launch"]
+    groups = [g for g in dag.task_group.children if g in PHASES]
+    assert groups == PHASES
+    order = {t.task_id: i for i, t in enumerate(dag.topological_sort())}
+    firsts = [min(order[t] for t in order if t.startswith(f"{p}.")) for p in PHASES]
+    assert firsts == sorted(firsts)
+    mapped = {t.task_id for t in dag.tasks if t.is_mapped}
+    assert mapped == {"research.scrape_competitor", "design.render_image", "distribution.publish_channel"}
+    assert dag.tasks[-1].task_id == "analytics.create_dashboard" or "analytics.create_dashboard" in dag.task_dict
+
+
+def test_approval_sensor_timeout_follows_the_campaign(bag):
+    sensor = bag.dags["campaign_webinar-invite"].task_dict["review.wait_for_approval"]
+    assert sensor.timeout == 12 * 3600 and sensor.mode == "reschedule" and not sensor.soft_fail
+
+
+def test_params_are_on_the_dag_not_copied_to_tasks(bag):
+    dag = bag.dags["campaign_spring-launch"]
+    assert set(dag.params) == {"audience", "channels", "writer_notes"}
+    serialized = DagSerialization.to_dict(dag)["dag"]
+    assert [name for name, _ in serialized["params"]] == ["audience", "channels", "writer_notes"]
+    assert all("params" not in task["__var"] for task in serialized["tasks"])
+
+
+def test_invalid_campaign_shows_as_import_error_without_hiding_others(tmp_path, monkeypatch, no_outside_world):
+    for path in campaign_files(CAMPAIGNS_DIR):
+        shutil.copy(path, tmp_path)
+    bad = yaml.safe_load((tmp_path / "webinar-invite.yaml").read_text())
+    bad["channels"]["email"]["recipients"] = ["not-an-address"]
+    (tmp_path / "webinar-invite.yaml").write_text(yaml.safe_dump(bad))
+    monkeypatch.setenv("CAMPAIGNS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=DAGS)
+    assert set(bag.dag_ids) == {"campaign_spring-launch", "campaign_changelog-digest"}
+    [(path, message)] = bag.import_errors.items()
+    assert path.endswith("campaign_file_errors.py")
+    assert "webinar-invite.yaml" in message and "channels.email.recipients.0" in message and "not-an-address" in message
+
+
+def test_worker_parse_builds_only_the_dag_it_runs(monkeypatch, no_outside_world):
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "campaign_webinar-invite")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "validate_conf")
+    bag = DagBag(dag_folder=DAGS / "campaigns.py")
+    assert bag.dag_ids == ["campaign_webinar-invite"]

@@ -1,0 +1,117 @@
+"""Campaign files and trigger conf: valid ones load, invalid ones say which file and field."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from include.orchestrator.__main__ import SCHEMA_PATH, schema_text
+from include.orchestrator.loader import CAMPAIGNS_DIR, CampaignFilesInvalid, campaign_files, load_campaigns, parse_campaign
+from include.orchestrator.model import Campaign, plan_run, run_key
+
+SAMPLE = CAMPAIGNS_DIR / "spring-launch.yaml"
+
+
+def sample() -> dict:
+    return yaml.safe_load(SAMPLE.read_text())
+
+
+def write(folder: Path, name: str, data: dict | str) -> Path:
+    path = folder / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def problems_of(path: Path) -> str:
+    with pytest.raises(CampaignFilesInvalid) as info:
+        parse_campaign(path)
+    return str(info.value)
+
+
+def test_sample_campaigns_are_valid_and_cover_different_channel_sets():
+    campaigns, errors = load_campaigns()
+    assert errors == []
+    assert len(campaigns) >= 3
+    assert len({tuple(c.channels.enabled) for c in campaigns}) >= 3
+    assert all(c.dag_id == f"campaign_{c.slug}" for c in campaigns)
+
+
+def test_defaults_and_durations():
+    data = sample()
+    del data["approval"]["timeout"]
+    data["approval"]["poll_interval"] = "90m"
+    campaign = Campaign.model_validate(data)
+    assert campaign.approval.timeout == timedelta(hours=24)
+    assert campaign.approval.poll_interval == timedelta(minutes=90)
+    assert campaign.channels.email.on_failure == "compensate"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d.update(slug="Spring Launch"), "slug: String should match pattern"),
+        (lambda d: d["channels"]["email"]["recipients"].append("bob"), "channels.email.recipients.2"),
+        (lambda d: d["channels"].update(fax={"number": 1}), "channels.fax: Extra inputs are not permitted"),
+        (lambda d: d.update(channels={}), "configure at least one channel"),
+        (lambda d: d["approval"].update(timeout="forever"), "approval.timeout"),
+        (lambda d: d["approval"].update(timeout="45d"), "between 1 second and 30 days"),
+        (lambda d: d["approval"].update(approvers=[]), "approval.approvers"),
+        (lambda d: d["research"]["competitor_urls"].append("ftp://x.example/"), "research.competitor_urls.2"),
+        (lambda d: d["brand_voice"].update(primary_colour="blue"), "brand_voice.primary_colour"),
+        (lambda d: d.pop("owner"), "owner: Field required"),
+        (lambda d: d.update(connections={"fax": "x"}), "connections.fax"),
+    ],
+)
+def test_invalid_campaign_names_file_and_field(tmp_path, change, expected):
+    data = sample()
+    change(data)
+    message = problems_of(write(tmp_path, f"{data['slug']}.yaml" if " " not in str(data["slug"]) else "x.yaml", data))
+    assert expected in message
+    assert str(tmp_path) in message
+
+
+def test_yaml_syntax_error_gives_line(tmp_path):
+    message = problems_of(write(tmp_path, "broken.yaml", "slug: broken\nname: [unclosed\n"))
+    assert "YAML syntax error: line 3" in message or "YAML syntax error: line 2" in message
+
+
+def test_file_must_be_named_after_slug(tmp_path):
+    message = problems_of(write(tmp_path, "other.yaml", sample()))
+    assert "rename the file to spring-launch.yaml" in message
+
+
+def test_bad_and_duplicate_files_never_hide_good_ones(tmp_path):
+    for path in campaign_files(CAMPAIGNS_DIR):
+        shutil.copy(path, tmp_path)
+    write(tmp_path, "broken.yaml", "slug: [")
+    shutil.copy(SAMPLE, tmp_path / "spring-launch.yml")  # the same slug twice
+    campaigns, errors = load_campaigns(tmp_path)
+    assert {c.slug for c in campaigns} == {"webinar-invite", "changelog-digest"}
+    assert {e.path.name for e in errors} == {"broken.yaml", "spring-launch.yaml", "spring-launch.yml"}
+    assert any("is also used by" in p for e in errors for p in e.problems)
+
+
+def test_conf_overrides_are_validated_and_merged():
+    campaign = parse_campaign(SAMPLE)
+    plan = plan_run(campaign, campaign.dag_id, "manual__1", {"channels": ["blog", "email"], "writer_notes": "short"})
+    assert plan.channels == ["email", "blog"]  # campaign order, whatever the conf order
+    assert plan.audience == campaign.audience
+    assert plan.run_key == run_key(campaign.dag_id, "manual__1") and len(plan.run_key) == 12
+    assert plan.key("image", "email") == f"spring-launch-{plan.run_key}-image-email"
+    with pytest.raises(ValueError, match="unexpected_key"):
+        plan_run(campaign, campaign.dag_id, "r", {"unexpected_key": 1})
+    with pytest.raises(ValueError, match="channels"):
+        plan_run(campaign, campaign.dag_id, "r", {"channels": ["fax"]})
+    with pytest.raises(ValueError, match="lists a channel twice"):
+        plan_run(campaign, campaign.dag_id, "r", {"channels": ["email", "email"]})
+    webinar = parse_campaign(CAMPAIGNS_DIR / "webinar-invite.yaml")
+    with pytest.raises(ValueError, match="configures only"):
+        plan_run(webinar, webinar.dag_id, "r", {"channels": ["blog"]})
+
+
+def test_json_schema_file_is_current():
+    assert SCHEMA_PATH.read_text() == schema_text(), "run `make schema` and commit campaign.schema.json"
