@@ -230,7 +230,11 @@ def up() -> int:
     with demo_servers(conns):
         os.environ.update(connection_env(conns))
         seed_memory(conns)
-        print("Starting Airflow at http://localhost:8080 (user admin, password admin); Ctrl-C stops it.")
+        # Local development only: known passwords for the users of the Makefile's user list.
+        passwords = airflow_home() / "simple_auth_manager_passwords.json.generated"
+        if not passwords.exists():
+            passwords.write_text(json.dumps({"admin": "admin", "dana": "dana"}))
+        print(f"Starting Airflow at http://localhost:8080 (passwords in {passwords}); Ctrl-C stops it.")
         proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=_env(conns), start_new_session=True)
         try:
             return proc.wait()

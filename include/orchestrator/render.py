@@ -77,8 +77,11 @@ class CampaignStep(BaseOperator):
             output = STEPS[self.step](ctx)
         except NotThisRun as exc:
             raise AirflowSkipException(str(exc)) from None
-        except _PERMANENT as exc:
-            raise AirflowFailException(f"{self.step}: {exc}") from exc
+        except Exception as exc:
+            # Backends flag what a retry cannot fix (a 404, a refused URL, a rejected address).
+            if isinstance(exc, _PERMANENT) or getattr(exc, "retryable", True) is False:
+                raise AirflowFailException(f"{self.step}: {exc}") from exc
+            raise
         for effect in output.effects:
             self.log.info("created %s: %s", effect.kind, effect.summary or effect.ref)
         return output.to_xcom()

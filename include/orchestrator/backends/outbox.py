@@ -1,0 +1,194 @@
+"""Folder backends for the notify, email and social ports: the outbox of a campaign on this machine.
+
+Nothing leaves the machine: a notification is a JSON file, an email a real RFC 5322 ``.eml`` file
+(any mail client opens it), a social post one line of a JSONL queue. Every file has a deterministic
+name derived from the effect's key, so an Airflow retry rewrites or adopts what a previous try
+made instead of adding a second copy; undo deletes it and is a no-op when it is already gone.
+
+:class:`FolderBackend` is the one shared helper ("write under a deterministic name atomically;
+undo = delete if present"); ``dashboards.py`` uses it too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Any, ClassVar
+
+from include.orchestrator.ports import Effect, Email, Message, SocialPost
+
+# Keys become file names and the left part of Message-IDs: dot-atoms of safe characters only.
+_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def checked_key(key: str, what: str = "key") -> str:
+    if len(key) > 200 or not _KEY.match(key):
+        raise ValueError(f"{what} {key!r} is not usable as a file name: use letters, digits, '-', '_' and single dots")
+    return key
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+class FolderBackend:
+    """Base of the folder backends: one file per effect, named after its key, under ``path``."""
+
+    port: ClassVar[str]
+    backend: ClassVar[str]
+    kind: ClassVar[str]
+
+    def __init__(self, conn_id: str, path: Path | str) -> None:
+        self.conn_id = conn_id
+        self.path = Path(path)
+
+    def _effect(self, ref: dict[str, Any], summary: str, undoable: bool = True) -> Effect:
+        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind,
+                      ref=ref, undoable=undoable, summary=summary)
+
+    def _write(self, name: str, data: bytes) -> Path:
+        target = self.path / name
+        write_atomic(target, data)
+        return target
+
+    def _own(self, effect: Effect) -> Path:
+        """The file an effect names, refusing paths outside this backend's folder (XCom is input)."""
+        target = Path(effect.ref["path"]).resolve()
+        if not target.is_relative_to(self.path.resolve()):
+            raise ValueError(f"{self.backend}: effect path {target} is outside the folder {self.path}")
+        return target
+
+    def undo(self, effect: Effect) -> bool:
+        target = self._own(effect)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+class OutboxNotifier(FolderBackend):
+    """Notify port: each message becomes ``<path>/<key>.json``."""
+
+    port, backend, kind = "notify", "outbox", "notification"
+
+    def notify(self, message: Message) -> Effect:
+        record = {"key": message.key, "to": message.to, "subject": message.subject, "text": message.text,
+                  "link": message.link, "created_at": now_iso()}
+        target = self._write(f"{checked_key(message.key)}.json", json_bytes(record))
+        return self._effect({"path": str(target)}, f"notification {message.subject!r} for {', '.join(message.to)} in {target}")
+
+
+def message_id(email: Email) -> str:
+    """The Message-ID of an email: derived from its key only (plus the sender's domain), so a
+    retried send carries the same id and receivers can recognise the duplicate."""
+    domain = parseaddr(email.sender)[1].rpartition("@")[2] or "localhost"
+    return f"<{checked_key(email.key, 'email key')}@{domain}>"
+
+
+def email_message(email: Email) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Message-ID"] = message_id(email)
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["From"] = email.sender
+    msg["To"] = ", ".join(email.to)
+    if email.reply_to:
+        msg["Reply-To"] = email.reply_to
+    msg["Subject"] = email.subject
+    msg.set_content(email.text)
+    return msg
+
+
+class OutboxEmail(FolderBackend):
+    """Email port without delivery: each email becomes ``<path>/<key>.eml``. Nothing was sent,
+    so unlike SMTP delivery this is undoable."""
+
+    port, backend, kind = "email", "outbox", "email"
+
+    def send(self, email: Email) -> Effect:
+        msg = email_message(email)
+        target = self._write(f"{checked_key(email.key)}.eml", msg.as_bytes())
+        return self._effect({"path": str(target), "message_id": msg["Message-ID"]},
+                            f"email {email.subject!r} for {len(email.to)} recipient(s) written to {target}")
+
+
+class LocalSocialQueue(FolderBackend):
+    """Social port: posts queue as JSON lines in ``<path>/queue.jsonl`` for a publisher to pick up.
+
+    Writers from any number of processes serialise on an fcntl lock of a separate lock file (the
+    queue file itself is replaced on undo, and a lock on a replaced inode would protect nothing).
+    """
+
+    port, backend, kind = "social", "local_queue", "social_post"
+
+    @property
+    def queue(self) -> Path:
+        return self.path / "queue.jsonl"
+
+    @contextmanager
+    def _locked(self) -> Iterator[list[str]]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".queue.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield self.queue.read_text().splitlines(keepends=True) if self.queue.exists() else []
+
+    @staticmethod
+    def _key_of(line: str) -> str | None:
+        try:
+            return json.loads(line).get("key")
+        except (ValueError, AttributeError):
+            return None  # a torn or foreign line: kept as is, never matched
+
+    def post(self, post: SocialPost) -> Effect:
+        checked_key(post.key)
+        with self._locked() as lines:
+            queued = any(self._key_of(line) == post.key for line in lines)
+            if not queued:
+                record = {"key": post.key, "profiles": post.profiles, "text": post.text,
+                          "image_path": post.image_path, "queued_at": now_iso()}
+                with open(self.queue, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+        verb = "already queued" if queued else "queued"
+        return self._effect({"path": str(self.queue), "key": post.key},
+                            f"social post {post.key} for {', '.join(post.profiles)} {verb} in {self.queue}")
+
+    def undo(self, effect: Effect) -> bool:
+        self._own(effect)
+        key = effect.ref["key"]
+        with self._locked() as lines:
+            kept = [line for line in lines if self._key_of(line) != key]
+            if len(kept) == len(lines):
+                return False
+            write_atomic(self.queue, "".join(kept).encode())
+        return True
+
