@@ -48,6 +48,7 @@ class LocalSmtpServer:
         if not _is_loopback(host):
             raise ValueError(f"LocalSmtpServer listens on loopback only, not {host!r}: it has no auth and no TLS")
         self.maildir = Path(maildir)
+        self.maildir.parent.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port or free_port(host)
         # aiosmtpd's Mailbox handler adds each message (with X-Peer/X-MailFrom/X-RcptTo) to the Maildir.
