@@ -13,6 +13,7 @@ import contextlib
 import functools
 import http.server
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -75,6 +76,8 @@ def seed_memory(conns: dict[str, dict[str, Any]]) -> int:
 def demo_servers(conns: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The loopback SMTP server of campaign_email and the competitor pages, while in the block."""
     from include.orchestrator.smtp_server import LocalSmtpServer
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
 
     maildir = airflow_home() / "campaign_data" / "smtp-maildir"
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(DEMO_SITE))
@@ -159,6 +162,10 @@ def run_summary(dag_id: str, run_id: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _describe(row: dict[str, Any]) -> str:
+    return " ".join(_result_text(row).split())[:110]
+
+
+def _result_text(row: dict[str, Any]) -> str:
     value = row["value"] if isinstance(row["value"], dict) else {}
     effects = value.get("effects") or []
     if effects:
@@ -204,7 +211,8 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         wall = time.monotonic() - started
         print(f"\nRun {run_id} of {dag_id}: {state.upper()} in {wall:.1f} s\n")
         for row in rows:
-            print(f"  {row['task']:<38} {row['state']:<9} {row['seconds']:>6.2f}s  {_describe(row)}")
+            task = row["task"] if len(row["task"]) <= 36 else row["task"][:35] + "…"
+            print(f"  {task:<36} {row['state']:<8} {row['seconds']:>5.2f}s  {_describe(row)}")
         home = airflow_home()
         print("\nWhere everything is:")
         for conn_id, label in (

@@ -1,7 +1,9 @@
 """Design port, local backend: channel images drawn with Pillow into a folder.
 
-The same spec always gives the same bytes (no timestamps in the PNG), and the file name is the
-spec's deterministic key, so a retry overwrites instead of duplicating.
+Each spec becomes one headline card: brand background, the headline wrapped and sized to fit,
+the subline under it and an accent bar. The same spec always gives the same bytes (Pillow
+writes no timestamps into a PNG) and the file is named after the spec's deterministic key, so a
+retry overwrites the same file instead of adding another. Sizes come from the caller's spec.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import os
 import re
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image as PILImage
@@ -19,65 +22,98 @@ from PIL import ImageDraw, ImageFont
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,150}$")
+_MIN_SIDE, _MAX_SIDE = 64, 8192  # below: nothing legible fits; above: a typo, not a banner
+_MIN_FONT = 12
+_LEADING = 1.2  # line height as a multiple of the font size
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+@lru_cache(maxsize=64)  # the layout search asks for the same few sizes again and again
+def _font(size: int) -> Font:
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Font, width: float) -> list[str]:
+    """Greedy word wrap; a single word wider than ``width`` keeps its own (too long) line."""
     lines: list[str] = []
     for word in text.split():
-        candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and draw.textlength(candidate, font=font) <= width:
-            lines[-1] = candidate
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
         else:
             lines.append(word)
     return lines
 
 
+def _layout(draw: ImageDraw.ImageDraw, spec: ImageSpec, box_w: float, box_h: float) -> tuple[int, list[str], int, list[str]]:
+    """The largest headline size (and its subline at about half) whose text fits the box."""
+    size = max(_MIN_FONT, min(spec.height // 5, spec.width // 9))
+    while True:
+        sub_size = max(_MIN_FONT, int(size * 0.45))
+        head = _wrap(draw, spec.headline, _font(size), box_w)
+        sub = _wrap(draw, spec.subline, _font(sub_size), box_w)
+        widest = max([draw.textlength(line, font=_font(size)) for line in head] + [0.0])
+        widest = max([widest] + [draw.textlength(line, font=_font(sub_size)) for line in sub])
+        height = len(head) * size * _LEADING + (len(sub) * sub_size * _LEADING + size * 0.5 if sub else 0)
+        if (widest <= box_w and height <= box_h) or size <= _MIN_FONT:
+            return size, head, sub_size, sub
+        size = max(_MIN_FONT, int(size * 0.9))
+
+
 def draw_png(spec: ImageSpec) -> bytes:
-    """A headline card: brand background, accent bar, wrapped headline and subline."""
+    """The PNG bytes of one headline card (deterministic for a given spec)."""
+    if not (_MIN_SIDE <= spec.width <= _MAX_SIDE and _MIN_SIDE <= spec.height <= _MAX_SIDE):
+        raise ValueError(f"image {spec.key!r}: {spec.width}x{spec.height} is outside {_MIN_SIDE}..{_MAX_SIDE} px per side")
     image = PILImage.new("RGB", (spec.width, spec.height), spec.background)
     draw = ImageDraw.Draw(image)
-    margin = spec.width // 16
-    draw.rectangle([0, spec.height - spec.height // 20, spec.width, spec.height], fill=spec.accent)
-    draw.rectangle([margin, margin, margin + spec.width // 10, margin + spec.height // 60 + 4], fill=spec.accent)
-    size = max(16, spec.height // 8)
-    font = ImageFont.load_default(size=size)
-    while True:  # shrink the headline until it fits in three quarters of the height
-        lines = _wrap(draw, spec.headline, font, spec.width - 2 * margin)
-        if len(lines) * size * 1.25 <= spec.height * 0.6 or size <= 16:
-            break
-        size = int(size * 0.85)
-        font = ImageFont.load_default(size=size)
-    y = margin * 1.6
-    for line in lines:
-        draw.text((margin, y), line, fill=spec.foreground, font=font)
-        y += size * 1.25
-    if spec.subline:
-        small = ImageFont.load_default(size=max(12, size // 2))
-        draw.text((margin, y + size * 0.4), spec.subline, fill=spec.accent, font=small)
+    margin, bar = max(8, spec.width // 16), max(4, spec.height // 24)
+    rule = max(3, spec.height // 80)
+    draw.rectangle([0, spec.height - bar, spec.width, spec.height], fill=spec.accent)  # brand bar
+    box_w, box_h = spec.width - 2 * margin, spec.height - 2 * margin - bar - 3 * rule
+    size, head, sub_size, sub = _layout(draw, spec, box_w, box_h)
+    block = len(head) * size * _LEADING + (len(sub) * sub_size * _LEADING + size * 0.5 if sub else 0)
+    y = margin + 3 * rule + max(0.0, (box_h - block) / 2)  # vertically centred in the box
+    draw.rectangle([margin, y - 3 * rule, margin + spec.width // 10, y - 2 * rule], fill=spec.accent)  # accent rule
+    for line in head:
+        draw.text((margin, y), line, fill=spec.foreground, font=_font(size))
+        y += size * _LEADING
+    y += size * 0.5
+    for line in sub:
+        draw.text((margin, y), line, fill=spec.foreground, font=_font(sub_size))
+        y += sub_size * _LEADING
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)
+    image.save(out, format="PNG")
     return out.getvalue()
 
 
+def write_atomically(target: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one; no temp file survives."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class PillowDesign:
-    """Implements the design port: one PNG per spec under ``path``."""
+    """Implements the design port: one PNG per spec, ``<path>/<spec.key>.png``."""
 
     def __init__(self, conn_id: str, path: Path) -> None:
         self.conn_id, self.path = conn_id, Path(path)
 
     def _file(self, key: str) -> Path:
         if not _KEY.match(key):
-            raise ValueError(f"image key {key!r} is not a safe file name")
+            raise ValueError(f"image key {key!r} is not allowed (lowercase letters, digits and '-' only)")
         return self.path / f"{key}.png"
 
     def render(self, spec: ImageSpec) -> tuple[Image, Effect]:
-        data = draw_png(spec)
         target = self._file(spec.key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)  # atomic: readers never see half an image
+        data = draw_png(spec)
+        write_atomically(target, data)
         digest = hashlib.sha256(data).hexdigest()
         image = Image(channel=spec.channel, path=str(target), width=spec.width, height=spec.height, sha256=digest)
         effect = Effect(
@@ -92,8 +128,9 @@ class PillowDesign:
 
     def undo(self, effect: Effect) -> bool:
         target = Path(effect.ref["path"])
-        if target.parent.resolve() != self.path.resolve():
-            raise ValueError(f"{target} is not in the design folder {self.path}")
+        # The record travels through XCom: only ever delete one of our own PNGs.
+        if target.parent.resolve() != self.path.resolve() or self._file(target.stem).name != target.name:
+            raise ValueError(f"{target} is not an image of the design folder {self.path}")
         try:
             target.unlink()
         except FileNotFoundError:
