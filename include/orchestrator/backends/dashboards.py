@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from include.orchestrator.backends.outbox import FolderBackend, json_bytes
+from include.orchestrator.backends.folder import FolderBackend, json_bytes
 from include.orchestrator.ports import Dashboard, Effect
 
 SCHEMA_VERSION = 39  # Grafana 10.4/11.x; newer Grafana migrates older schema versions when it loads them

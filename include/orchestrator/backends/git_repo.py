@@ -1,28 +1,39 @@
 """Review and blog ports, local backends: real git repositories driven by the git CLI.
 
-Commits are built with git's plumbing (blobs, a private index, ``commit-tree``) so no working
-tree is ever touched and nothing depends on the user's git configuration. Branch moves use
-``update-ref`` / ``push`` with the expected old value, so two processes never overwrite each
-other's work. Names come from campaign slugs and run keys and are checked against a strict
-pattern before they reach git; arguments are always a list, never a shell string.
+``GitReview`` commits a review bundle on a branch ``review/<key>`` of a local repository;
+``GitBlog`` publishes posts to a bare repository acting as the remote, through a private clone.
+Both use the small :class:`Git` helper below.
+
+Commits are built with git's plumbing (blobs, a private temporary index, ``commit-tree``), so no
+working tree or real index is ever touched and nothing depends on a checkout's state. Every git
+command runs with a fixed identity, without system or global configuration and without inherited
+``GIT_*`` variables, so the user's set-up cannot change what happens. Branch names and paths come
+from campaign slugs and run keys: they are checked against strict patterns before they reach git,
+and arguments are always a list, never a shell string. Writers of one repository are serialised
+by an ``fcntl`` lock file beside it; ref updates also carry the expected old value.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import logging
 import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from include.orchestrator.ports import BlogPost, Effect, ReviewBundle
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,150}$")
-_PATH = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}$")
-_IDENTITY = {
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,150}$")  # campaign slugs and run keys
+_BRANCH = re.compile(r"^[a-z0-9][a-z0-9-]{0,100}(/[a-z0-9][a-z0-9-]{0,150})?$")  # main, review/<key>
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,150}$")  # one path component
+_ENV = {
     "GIT_AUTHOR_NAME": "campaign-orchestrator",
     "GIT_AUTHOR_EMAIL": "campaigns@localhost",
     "GIT_COMMITTER_NAME": "campaign-orchestrator",
@@ -30,115 +41,172 @@ _IDENTITY = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",  # stable messages: push rejections are recognised by their text
 }
+_TIMEOUT = 120  # seconds; a local git command that takes longer is stuck
 
 
 class GitError(RuntimeError):
-    pass
+    """A git command failed; the message carries git's own error output."""
 
 
-def checked(value: str, pattern: re.Pattern[str], what: str) -> str:
-    if not pattern.match(value):
-        raise ValueError(f"{what} {value!r} is not allowed (letters, digits, '-', '/' and '.' only; no '..')")
+def safe_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{what} {value!r} is not allowed: lowercase letters, digits and '-' only")
     return value
 
 
+def safe_branch(value: str) -> str:
+    if not _BRANCH.match(value):
+        raise ValueError(f"branch {value!r} is not allowed: lowercase letters, digits, '-' and one '/'")
+    return value
+
+
+def safe_path(value: str) -> str:
+    """A relative path inside a repository: plain components, no '..', no '.git', no spaces."""
+    parts = value.split("/")
+    if len(value) > 300 or not all(_PART.match(p) and ".." not in p and p.lower() != ".git" for p in parts):
+        raise ValueError(f"path {value!r} is not allowed: relative, components of letters, digits, '_', '-', '.', no '..'")
+    return value
+
+
+def _git(args: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None) -> bytes:
+    """Run one git command (no shell) and return its stdout; GitError with git's stderr if it fails."""
+    # Inherited GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE... would redirect every command: drop them.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    result = subprocess.run(
+        ["git", "-c", "protocol.file.allow=always", *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env={**clean, **_ENV, **(env or {})},
+        timeout=_TIMEOUT,
+    )
+    if result.returncode != 0:
+        raise GitError(f"git {' '.join(args[:3])} failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
+
+
 class Git:
-    """One repository (bare or not), with the few operations both backends need."""
+    """One repository, addressed by its git directory (a bare repository or a ``.git`` folder)."""
 
     def __init__(self, git_dir: Path) -> None:
-        self.git_dir = git_dir
+        self.git_dir = Path(git_dir)
 
-    def run(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:
-        result = subprocess.run(
-            ["git", "--git-dir", str(self.git_dir), "-c", "protocol.file.allow=always", *args],
-            input=stdin,
-            capture_output=True,
-            env={**os.environ, **_IDENTITY, **(env or {})},
-        )
-        if check and result.returncode != 0:
-            raise GitError(f"git {' '.join(args[:2])} failed in {self.git_dir}: {result.stderr.decode(errors='replace').strip()}")
-        return result.stdout.decode().strip() if result.returncode == 0 else ""
+    @classmethod
+    def at(cls, repo: Path) -> Git:
+        """A working repository's ``.git`` folder, or the path itself for a bare one."""
+        return cls(repo / ".git" if (repo / ".git").is_dir() else repo)
 
-    def rev(self, ref: str) -> str:
-        return self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    def exists(self) -> bool:
+        return (self.git_dir / "HEAD").is_file()
+
+    def run(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> str:
+        return _git(["--git-dir", str(self.git_dir), *args], stdin=stdin, env=env).decode().strip()
+
+    def rev(self, ref: str) -> str | None:
+        """The commit ``ref`` names, or None if there is no such ref."""
+        try:
+            return self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        except GitError:
+            return None
+
+    def blob_id(self, ref: str, path: str) -> str | None:
+        try:
+            return self.run("rev-parse", "--verify", "--quiet", f"{ref}:{path}")
+        except GitError:
+            return None
 
     def read(self, ref: str, path: str) -> bytes | None:
-        result = subprocess.run(
-            ["git", "--git-dir", str(self.git_dir), "cat-file", "blob", f"{ref}:{path}"], capture_output=True, env={**os.environ, **_IDENTITY}
-        )
-        return result.stdout if result.returncode == 0 else None
-
-    def commit(self, parent: str | None, message: str, add: dict[str, bytes], remove: tuple[str, ...] = ()) -> str:
-        """A commit of ``parent``'s tree with files added/replaced and removed; returns its sha."""
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            if parent:
-                self.run("read-tree", parent, env=env)
-            for path, data in add.items():
-                blob = self.run("hash-object", "-w", "--stdin", stdin=data)
-                self.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-            for path in remove:  # git wants a work tree here; an empty one changes nothing
-                self.run("--work-tree", tmp, "update-index", "--force-remove", path, env=env)
-            tree = self.run("write-tree", env=env)
-        return self.run("commit-tree", tree, *(["-p", parent] if parent else []), "-m", message)
-
-    def tree_of(self, ref: str) -> str:
-        return self.run("rev-parse", f"{ref}^{{tree}}")
+        try:
+            return _git(["--git-dir", str(self.git_dir), "cat-file", "blob", f"{ref}:{path}"])
+        except GitError:
+            return None
 
     def branches(self) -> list[str]:
         return self.run("for-each-ref", "--format=%(refname:short)", "refs/heads").splitlines()
 
+    def commit(self, parent: str | None, message: str, add: dict[str, bytes], remove: tuple[str, ...] = ()) -> str:
+        """A new commit: ``parent``'s tree with files added or replaced and removed; returns its sha."""
+        lines = [f"100644 {self.run('hash-object', '-w', '--stdin', stdin=data)}\t{path}" for path, data in add.items()]
+        lines += [f"0 {'0' * 40}\t{path}" for path in remove]  # mode 0 removes the entry
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}  # private index: the real one stays as it is
+            if parent:
+                self.run("read-tree", parent, env=env)
+            self.run("update-index", "--index-info", stdin="".join(f"{line}\n" for line in lines).encode(), env=env)
+            tree = self.run("write-tree", env=env)
+        return self.run("commit-tree", tree, *(["-p", parent] if parent else []), "-m", message)
 
-def _init(path: Path, bare: bool, branch: str) -> Git:
+    def same_tree(self, a: str, b: str) -> bool:
+        return self.run("rev-parse", f"{a}^{{tree}}") == self.run("rev-parse", f"{b}^{{tree}}")
+
+
+def ensure_repo(path: Path, *, bare: bool, branch: str) -> Git:
+    """Open the repository at ``path``, creating it (with an initial commit on ``branch``) if missing."""
     git = Git(path if bare else path / ".git")
-    if not (git.git_dir / "HEAD").exists():
+    created = False
+    if not git.exists():
+        if path.exists() and any(path.iterdir()):
+            raise GitError(f"{path} exists, is not empty and is not a git repository: refusing to make it one")
         path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "init", "-q", *(["--bare"] if bare else []), "-b", branch, str(path)], check=True, env={**os.environ, **_IDENTITY})
-    if not git.rev(branch):
+        _git(["init", "-q", *(["--bare"] if bare else []), "-b", branch, str(path)])
+        created = True
+    if not git.rev(f"refs/heads/{branch}"):
         first = git.commit(None, "Initial commit", {"README.md": b"Managed by the campaign orchestrator.\n"})
-        git.run("update-ref", f"refs/heads/{branch}", first, "")
-        if not bare:
-            git.run("--work-tree", str(path), "reset", "-q", "--hard", branch)
+        git.run("update-ref", f"refs/heads/{branch}", first, "")  # "": only if the branch is still absent
+        if created and not bare:  # our own new, empty folder: show the initial commit in it
+            _git(["-C", str(path), "reset", "-q", "--hard", branch])
     return git
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Serialise writers of one repository across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def locked(repo: Path) -> Iterator[None]:
+    """Serialise writers of one repository across processes: ``<repo>.lock`` beside it."""
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    with open(repo.with_name(repo.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
         yield
 
 
 def list_branches(repo: Path) -> list[str]:
-    return Git(repo / ".git" if (repo / ".git").exists() else repo).branches()
+    """Local branch names of a working or bare repository."""
+    return Git.at(Path(repo)).branches()
 
 
 def read_file(remote: Path, branch: str, path: str) -> str | None:
-    data = Git(remote).read(branch, path)
+    """The text of ``path`` on ``branch`` of a working or bare repository, None if absent."""
+    data = Git.at(Path(remote)).read(f"refs/heads/{safe_branch(branch)}", safe_path(path))
     return None if data is None else data.decode()
 
 
 class GitReview:
-    """Review port: the bundle committed on ``review/<key>`` of a local repository."""
+    """Review port: the bundle committed on ``review/<key>`` of a local (non-bare) repository."""
 
     def __init__(self, conn_id: str, path: Path) -> None:
         self.conn_id, self.path = conn_id, Path(path)
 
-    def open_review(self, bundle: ReviewBundle) -> Effect:
-        key = checked(bundle.key, _NAME, "review key")
-        folder = f"reviews/{checked(bundle.campaign_slug, _NAME, 'campaign slug')}/{key}"
+    def _files(self, bundle: ReviewBundle, folder: str) -> dict[str, bytes]:
         files = {f"{folder}/README.md": bundle.markdown.encode()}
-        files.update({f"{folder}/{Path(i.path).name}": Path(i.path).read_bytes() for i in bundle.images})
-        branch = f"review/{key}"
+        for image in bundle.images:
+            name, data = safe_path(Path(image.path).name), Path(image.path).read_bytes()
+            if hashlib.sha256(data).hexdigest() != image.sha256:  # a reviewer must see what was rendered
+                raise ValueError(f"image {image.path} changed since it was rendered (sha256 differs)")
+            if f"{folder}/{name}" in files:
+                raise ValueError(f"two files of review {bundle.key!r} are both named {name!r}")
+            files[f"{folder}/{name}"] = data
+        return files
+
+    def open_review(self, bundle: ReviewBundle) -> Effect:
+        key = safe_name(bundle.key, "review key")
+        folder = f"reviews/{safe_name(bundle.campaign_slug, 'campaign slug')}/{key}"
+        files, branch = self._files(bundle, folder), f"review/{key}"
         with locked(self.path):
-            git = _init(self.path, bare=False, branch="main")
-            head = git.rev(branch)
-            commit = git.commit(head or git.rev("main"), f"{bundle.title}\n\nReview bundle {key}", files)
-            if head and git.tree_of(head) == git.tree_of(commit):
-                commit = head  # a retry: the branch already holds this bundle, adopt it
+            git = ensure_repo(self.path, bare=False, branch="main")
+            head = git.rev(f"refs/heads/{branch}")
+            commit = git.commit(head or git.rev("refs/heads/main"), f"{bundle.title}\n\nReview bundle {key}", files)
+            if head and git.same_tree(head, commit):
+                commit = head  # a retry: the branch already holds this bundle, adopt it (the new commit stays unreferenced)
             else:
                 git.run("update-ref", f"refs/heads/{branch}", commit, head or "")
         return Effect(
@@ -152,12 +220,14 @@ class GitReview:
 
     def undo(self, effect: Effect) -> bool:
         branch = effect.ref["branch"]
-        checked(branch.removeprefix("review/"), _NAME, "review branch")
+        safe_name(branch.removeprefix("review/"), "review branch")
         with locked(self.path):
-            git = _init(self.path, bare=False, branch="main")
-            head = git.rev(branch)
+            git = Git(self.path / ".git")
+            head = git.rev(f"refs/heads/{branch}") if git.exists() else None
             if not head:
                 return False
+            if git.run("symbolic-ref", "-q", "HEAD") == f"refs/heads/{branch}":
+                git.run("update-ref", "--no-deref", "HEAD", head)  # a reviewer's checkout: detach it, not dangle
             git.run("update-ref", "-d", f"refs/heads/{branch}", head)
         return True
 
@@ -166,49 +236,74 @@ class GitBlog:
     """Blog port: posts committed in a private clone and pushed to a bare remote repository."""
 
     def __init__(self, conn_id: str, path: Path, branch: str = "main") -> None:
-        self.conn_id, self.remote, self.branch = conn_id, Path(path), checked(branch, _NAME, "branch")
-        self.clone = self.remote.with_name(self.remote.name + ".work")
+        self.conn_id, self.remote, self.branch = conn_id, Path(path), safe_branch(branch)
+        self.clone = self.remote.with_name(self.remote.name + ".work")  # private: only we write there
+        self.tracking = f"refs/remotes/origin/{self.branch}"
+
+    def _fetch(self, clone: Git) -> None:
+        clone.run("fetch", "-q", "--no-tags", str(self.remote), f"+refs/heads/{self.branch}:{self.tracking}")
 
     def _sync(self) -> Git:
-        _init(self.remote, bare=True, branch=self.branch)
-        if not (self.clone / "HEAD").exists():
-            subprocess.run(["git", "clone", "-q", "--bare", str(self.remote), str(self.clone)], check=True, env={**os.environ, **_IDENTITY})
+        ensure_repo(self.remote, bare=True, branch=self.branch)
         clone = Git(self.clone)
-        clone.run("fetch", "-q", str(self.remote), f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}")
+        if not clone.exists():
+            _git(["clone", "-q", "--bare", str(self.remote), str(self.clone)])
+        self._fetch(clone)
         return clone
 
-    def _push(self, clone: Git, commit: str) -> None:
-        clone.run("push", "-q", str(self.remote), f"{commit}:refs/heads/{self.branch}")
+    def _push(self, clone: Git, change: Callable[[str], str | None]) -> str | None:
+        """Commit ``change(tip)`` and push it; if the remote moved meanwhile (push rejected), fetch,
+        rebuild the change on the new tip (our one-commit rebase) and push once more."""
+        for attempt in (1, 2):
+            commit = change(clone.rev(self.tracking) or "")
+            if commit is None:
+                return None
+            try:
+                clone.run("push", "-q", str(self.remote), f"{commit}:refs/heads/{self.branch}")
+                return commit
+            except GitError as error:
+                if attempt == 2 or "rejected" not in str(error):
+                    raise
+                log.warning("push to %s was rejected, fetching and retrying once: %s", self.remote, error)
+                self._fetch(clone)
+        raise AssertionError("unreachable")
 
     def publish(self, post: BlogPost) -> Effect:
-        path = checked(post.path, _PATH, "post path")
-        key = checked(post.key, _NAME, "post key")
-        data = post.markdown.encode()
+        path, key, data = safe_path(post.path), safe_name(post.key, "post key"), post.markdown.encode()
+        subject = f"Publish {path} ({key})"
         with locked(self.remote):
             clone = self._sync()
-            tip = clone.rev(f"origin/{self.branch}")
-            marked = clone.run("log", "-1", "--format=%H", "-F", f"--grep=Publish {path} ({key})", f"origin/{self.branch}")
-            if marked and clone.read(f"origin/{self.branch}", path) == data:
-                commit = marked  # already published by an earlier try: adopt it
+            found = clone.run("log", "--format=%H %s", "-F", f"--grep={subject}", self.tracking).splitlines()
+            earlier = next((line.split(" ", 1)[0] for line in found if line.split(" ", 1)[1] == subject), None)
+            if earlier and clone.read(self.tracking, path) == data:
+                commit = earlier  # published by an earlier try: adopt it
             else:
-                commit = clone.commit(tip, f"Publish {path} ({key})\n\n{post.title}", {path: data})
-                self._push(clone, commit)
+                commit = self._push(clone, lambda tip: clone.commit(tip, f"{subject}\n\n{post.title}", {path: data}))
+            assert commit is not None
+            blob = clone.blob_id(commit, path)
         return Effect(
             port="blog",
             conn_id=self.conn_id,
             backend="git",
             kind="git_commit",
-            ref={"remote": str(self.remote), "branch": self.branch, "path": path, "commit": commit, "key": key},
+            ref={"remote": str(self.remote), "branch": self.branch, "path": path, "commit": commit, "key": key, "blob": blob},
             summary=f"blog post {path} at {commit[:10]} on {self.remote}:{self.branch}",
         )
 
     def undo(self, effect: Effect) -> bool:
-        path = checked(effect.ref["path"], _PATH, "post path")
+        path, key, ours = safe_path(effect.ref["path"]), effect.ref.get("key", ""), effect.ref.get("blob")
+
+        def unpublish(tip: str) -> str | None:
+            current = clone.blob_id(tip, path)
+            if current is None:
+                return None  # already gone
+            if ours and current != ours:  # a later post replaced ours at this path: not ours to remove
+                log.warning("%s on %s holds another post now (blob %s, ours %s): left alone", path, self.remote, current, ours)
+                return None
+            return clone.commit(tip, f"Unpublish {path} ({key})", {}, remove=(path,))
+
         with locked(self.remote):
-            clone = self._sync()
-            if clone.read(f"origin/{self.branch}", path) is None:
+            if not Git(self.remote).exists():
                 return False
-            tip = clone.rev(f"origin/{self.branch}")
-            commit = clone.commit(tip, f"Unpublish {path} ({effect.ref.get('key', '')})", {}, remove=(path,))
-            self._push(clone, commit)
-        return True
+            clone = self._sync()
+            return self._push(clone, unpublish) is not None

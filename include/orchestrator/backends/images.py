@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
+from include.orchestrator.backends.folder import FolderBackend, checked_key
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,150}$")
@@ -99,40 +100,15 @@ def write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-class PillowDesign:
-    """Implements the design port: one PNG per spec, ``<path>/<spec.key>.png``."""
+class PillowDesign(FolderBackend):
+    """Implements the design port: one PNG per spec under ``path``."""
 
-    def __init__(self, conn_id: str, path: Path) -> None:
-        self.conn_id, self.path = conn_id, Path(path)
-
-    def _file(self, key: str) -> Path:
-        if not _KEY.match(key):
-            raise ValueError(f"image key {key!r} is not allowed (lowercase letters, digits and '-' only)")
-        return self.path / f"{key}.png"
+    port, backend, kind = "design", "pillow", "file"
 
     def render(self, spec: ImageSpec) -> tuple[Image, Effect]:
-        target = self._file(spec.key)
         data = draw_png(spec)
-        write_atomically(target, data)
+        target = self._write(f"{checked_key(spec.key, 'image key')}.png", data)
         digest = hashlib.sha256(data).hexdigest()
         image = Image(channel=spec.channel, path=str(target), width=spec.width, height=spec.height, sha256=digest)
-        effect = Effect(
-            port="design",
-            conn_id=self.conn_id,
-            backend="pillow",
-            kind="file",
-            ref={"path": str(target), "sha256": digest},
-            summary=f"{spec.channel} image {spec.width}x{spec.height} at {target}",
-        )
-        return image, effect
-
-    def undo(self, effect: Effect) -> bool:
-        target = Path(effect.ref["path"])
-        # The record travels through XCom: only ever delete one of our own PNGs.
-        if target.parent.resolve() != self.path.resolve() or self._file(target.stem).name != target.name:
-            raise ValueError(f"{target} is not an image of the design folder {self.path}")
-        try:
-            target.unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        summary = f"{spec.channel} image {spec.width}x{spec.height} at {target}"
+        return image, self._effect({"path": str(target), "sha256": digest}, summary)

@@ -1,0 +1,85 @@
+"""The shared base of the folder backends: one file per effect under a deterministic name.
+
+Writing is atomic (readers see the old file or the new one) and undo deletes the file, a no-op
+when it is already gone. Used by the outbox, design and dashboard backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from include.orchestrator.ports import Effect
+
+# Keys become file names and the left part of Message-IDs: dot-atoms of safe characters only.
+_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def checked_key(key: str, what: str = "key") -> str:
+    if len(key) > 200 or not _KEY.match(key):
+        raise ValueError(f"{what} {key!r} is not usable as a file name: use letters, digits, '-', '_' and single dots")
+    return key
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+class FolderBackend:
+    """Base of the folder backends: one file per effect, named after its key, under ``path``."""
+
+    port: ClassVar[str]
+    backend: ClassVar[str]
+    kind: ClassVar[str]
+
+    def __init__(self, conn_id: str, path: Path | str) -> None:
+        self.conn_id = conn_id
+        self.path = Path(path)
+
+    def _effect(self, ref: dict[str, Any], summary: str, undoable: bool = True) -> Effect:
+        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind,
+                      ref=ref, undoable=undoable, summary=summary)
+
+    def _write(self, name: str, data: bytes) -> Path:
+        target = self.path / name
+        write_atomic(target, data)
+        return target
+
+    def _own(self, effect: Effect) -> Path:
+        """The file an effect names, refusing paths outside this backend's folder (XCom is input)."""
+        target = Path(effect.ref["path"]).resolve()
+        if not target.is_relative_to(self.path.resolve()):
+            raise ValueError(f"{self.backend}: effect path {target} is outside the folder {self.path}")
+        return target
+
+    def undo(self, effect: Effect) -> bool:
+        target = self._own(effect)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        return True
