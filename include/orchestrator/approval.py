@@ -6,7 +6,7 @@ writes it. Run ids are user-supplied, so the key uses a hash of them, never the 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ class Decision(BaseModel):
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)
     means: str = Field("cli", max_length=40)
-    at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 def decision_key(dag_id: str, run_id: str) -> str:

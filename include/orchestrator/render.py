@@ -10,16 +10,16 @@ no template fields.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from airflow.sdk import DAG, BaseOperator, BaseSensorOperator, Param, TaskGroup, Variable, get_parsing_context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from include.orchestrator.approval import Decision, decision_key
 from include.orchestrator.connections import ConnectionConfigError, open_port
 from include.orchestrator.loader import CampaignFilesInvalid, load_campaigns
-from include.orchestrator.approval import Decision, decision_key
 from include.orchestrator.model import Campaign
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext
 
@@ -76,7 +76,7 @@ class CampaignStep(BaseOperator):
             campaign=self.campaign,
             dag_id=ti.dag_id,
             run_id=ti.run_id,
-            run_date=(run.run_after or datetime.now(timezone.utc)).date(),
+            run_date=(run.run_after or datetime.now(UTC)).date(),
             conf=dict(context["params"]),
             pull=lambda task_id: self._pull(ti, task_id),
             open_port=lambda port: open_port(port, self.campaign.connections),
@@ -150,7 +150,7 @@ def build_dag(campaign: Campaign) -> DAG:
         description=f"{campaign.name}: {campaign.description}"[:200],
         doc_md=_doc(campaign),
         schedule=campaign.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=3,
         default_args=DEFAULT_ARGS,

@@ -135,7 +135,7 @@ class LocalQdrantMemory:
                 vector=vector.tolist(),
                 payload={**payload, "namespace": namespace, "key": key, "text": text},
             )
-            for (key, text, payload), vector in zip(items, vectors)
+            for (key, text, payload), vector in zip(items, vectors, strict=True)
         ]
         with self._client() as client:
             if not client.collection_exists(self.collection):

@@ -24,6 +24,7 @@ from pathlib import Path
 from include.orchestrator.backends.folder import FolderBackend, checked_key, json_bytes, now_iso, write_atomic
 from include.orchestrator.ports import Effect, Email, Message, SocialPost
 
+
 class OutboxNotifier(FolderBackend):
     """Notify port: each message becomes ``<path>/<key>.json``."""
 
