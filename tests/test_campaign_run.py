@@ -51,6 +51,11 @@ def world(tmp_path, monkeypatch, airflow_db):
 
 def decide_when_waiting(dag_id: str, decision: str, by: str = "admin") -> threading.Thread:
     """A reviewer: waits until the run sits at the approval gate, then decides."""
+    # Import what the reviewer thread uses here, in the main thread: two threads importing
+    # Airflow's ORM models at once can deadlock on SQLAlchemy's mapper configuration.
+    from airflow.models import Variable  # noqa: F401
+
+    localdev._waiting_run(dag_id)
 
     def review():
         deadline = time.monotonic() + 300
