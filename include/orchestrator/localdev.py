@@ -96,7 +96,9 @@ def demo_servers(conns: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _env(conns: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {**os.environ, **connection_env(conns)}
+    # standalone starts its components as `airflow ...`: this environment's bin comes first.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, **connection_env(conns), "PATH": path}
 
 
 def _waiting_run(dag_id: str) -> tuple[str, str] | None:
