@@ -246,10 +246,16 @@ def up() -> int:
             passwords.write_text(json.dumps({"admin": "admin", "dana": "dana"}))
         print(f"Starting Airflow at http://localhost:8080 (passwords in {passwords}); Ctrl-C stops it.")
         proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=_env(conns), start_new_session=True)
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        # Ctrl-C or a TERM stops standalone's whole process group: it ignores SIGINT itself.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, stop)
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            # standalone ignores SIGINT when backgrounded: stop its whole process group.
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
             return 0
