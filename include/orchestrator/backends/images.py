@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import re
-import tempfile
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
@@ -22,7 +18,6 @@ from PIL import ImageDraw, ImageFont
 from include.orchestrator.backends.folder import FolderBackend, checked_key
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
-_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,150}$")
 _MIN_SIDE, _MAX_SIDE = 64, 8192  # below: nothing legible fits; above: a typo, not a banner
 _MIN_FONT = 12
 _LEADING = 1.2  # line height as a multiple of the font size
@@ -85,19 +80,6 @@ def draw_png(spec: ImageSpec) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of one; no temp file survives."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PillowDesign(FolderBackend):
