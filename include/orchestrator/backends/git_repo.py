@@ -123,6 +123,13 @@ class Git:
         except GitError:
             return None
 
+    def symbolic_head(self) -> str | None:
+        """The branch HEAD points at, None when detached."""
+        try:
+            return self.run("symbolic-ref", "-q", "HEAD")
+        except GitError:
+            return None
+
     def branches(self) -> list[str]:
         return self.run("for-each-ref", "--format=%(refname:short)", "refs/heads").splitlines()
 
@@ -226,7 +233,7 @@ class GitReview:
             head = git.rev(f"refs/heads/{branch}") if git.exists() else None
             if not head:
                 return False
-            if git.run("symbolic-ref", "-q", "HEAD") == f"refs/heads/{branch}":
+            if git.symbolic_head() == f"refs/heads/{branch}":
                 git.run("update-ref", "--no-deref", "HEAD", head)  # a reviewer's checkout: detach it, not dangle
             git.run("update-ref", "-d", f"refs/heads/{branch}", head)
         return True
