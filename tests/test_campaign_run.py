@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import subprocess
 import threading
@@ -24,9 +22,7 @@ def world(tmp_path, monkeypatch, airflow_db):
     """Competitor pages and an SMTP server on loopback, every port's connection under tmp_path."""
     from include.orchestrator.smtp_server import LocalSmtpServer
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(localdev.DEMO_SITE))
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=site.serve_forever, daemon=True).start()
+    site = localdev.serve_demo_site()
     data = tmp_path / "data"
     conns = localdev.settings_connections()
     for conn in conns.values():

@@ -72,6 +72,18 @@ def seed_memory(conns: dict[str, dict[str, Any]]) -> int:
     return sum(len(memory.seed_from_folder(folder.name, folder)) for folder in sorted(SEED.iterdir()) if folder.is_dir())
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # keep the demo output short
+        pass
+
+
+def serve_demo_site(port: int = 0) -> http.server.ThreadingHTTPServer:
+    """The demo's competitor pages on 127.0.0.1 (port 0: any free port), served from a thread."""
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_QuietHandler, directory=str(DEMO_SITE)))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    return site
+
+
 @contextlib.contextmanager
 def demo_servers(conns: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The loopback SMTP server of campaign_email and the competitor pages, while in the block."""
@@ -80,13 +92,10 @@ def demo_servers(conns: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
 
     maildir = airflow_home() / "campaign_data" / "smtp-maildir"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(DEMO_SITE))
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None  # keep the demo output short
     try:
-        site = http.server.ThreadingHTTPServer(("127.0.0.1", DEMO_SITE_PORT), handler)
+        site = serve_demo_site(DEMO_SITE_PORT)
     except OSError as exc:
         raise SystemExit(f"cannot serve the demo competitor pages on 127.0.0.1:{DEMO_SITE_PORT}: {exc}") from None
-    threading.Thread(target=site.serve_forever, daemon=True).start()
     smtp_port = int(conns["campaign_email"].get("port", 2525))
     try:
         with LocalSmtpServer(maildir, port=smtp_port) as smtp:
@@ -95,10 +104,10 @@ def demo_servers(conns: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
         site.shutdown()
 
 
-def _env(conns: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _env() -> dict[str, str]:
     # standalone starts its components as `airflow ...`: this environment's bin comes first.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, **connection_env(conns), "PATH": path}
+    return {**os.environ, "PATH": path}
 
 
 def _waiting_run(dag_id: str) -> tuple[str, str] | None:
@@ -191,7 +200,7 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         print(f"Running {dag_id} with `airflow dags test` (log: {log_path}) ...")
         with log_path.open("w") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "airflow", "dags", "test", dag_id], stdout=log, stderr=subprocess.STDOUT, env=_env(conns)
+                [sys.executable, "-m", "airflow", "dags", "test", dag_id], stdout=log, stderr=subprocess.STDOUT, env=_env()
             )
             run_id, decided = None, False
             while proc.poll() is None:
@@ -245,7 +254,7 @@ def up() -> int:
         if not passwords.exists():
             passwords.write_text(json.dumps({"admin": "admin", "dana": "dana"}))
         print(f"Starting Airflow at http://localhost:8080 (passwords in {passwords}); Ctrl-C stops it.")
-        proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=_env(conns), start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=_env(), start_new_session=True)
 
         def stop(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt

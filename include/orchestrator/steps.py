@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 from include.orchestrator.model import Campaign, RunPlan, plan_run
@@ -54,7 +55,7 @@ class StepContext:
     ui_link: str = ""
     item: str | None = None
 
-    @property
+    @cached_property  # one XCom pull per task, however often a step reads it
     def plan(self) -> RunPlan:
         return RunPlan.model_validate(self.pull("validate_conf"))
 
