@@ -207,7 +207,7 @@ def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str
             "mode": "reschedule",
             "soft_fail": False,
             "timeout": campaign.approval.timeout.total_seconds(),
-            "poke_interval": campaign.approval.poll_interval.total_seconds(),
+            "poke_interval": 60,
             "retries": 0,
             "execution_timeout": None,
         },

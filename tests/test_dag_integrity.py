@@ -46,8 +46,8 @@ def test_every_dag_is_documented_tagged_and_every_task_retries_with_a_timeout(ba
     for dag in bag.dags.values():
         assert "campaign" in dag.tags and dag.doc_md
         for task in dag.tasks:
-            assert task.execution_timeout or task.task_id == "review.wait_for_approval", task.task_id
-            if task.task_id not in ("validate_conf", "review.wait_for_approval"):
+            assert task.execution_timeout, task.task_id
+            if task.task_id not in ("validate_conf", "review.approval"):
                 assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
             assert not task.template_fields, "no user text may be rendered as a template"
 
@@ -64,9 +64,13 @@ def test_phases_are_task_groups_in_order(bag):
     assert dag.tasks[-1].task_id == "analytics.create_dashboard" or "analytics.create_dashboard" in dag.task_dict
 
 
-def test_approval_sensor_timeout_follows_the_campaign(bag):
-    sensor = bag.dags["campaign_webinar-invite"].task_dict["review.wait_for_approval"]
-    assert sensor.timeout == 12 * 3600 and sensor.mode == "reschedule" and not sensor.soft_fail
+def test_approval_gate_is_human_in_the_loop_with_the_campaign_timeout_and_no_default(bag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    gate = bag.dags["campaign_webinar-invite"].task_dict["review.approval"]
+    assert isinstance(gate, HITLOperator) and gate.options == ["Approve", "Reject"]
+    assert gate.defaults is None, "a timeout must never pick an option"
+    assert gate.response_timeout.total_seconds() == 12 * 3600 and gate.retries == 0
 
 
 def test_params_are_on_the_dag_not_copied_to_tasks(bag):

@@ -43,10 +43,10 @@ def test_sample_campaigns_are_valid_and_cover_different_channel_sets():
 def test_defaults_and_durations():
     data = sample()
     del data["approval"]["timeout"]
-    data["approval"]["poll_interval"] = "90m"
+    data["approval"]["remind_before"] = "90m"
     campaign = Campaign.model_validate(data)
     assert campaign.approval.timeout == timedelta(hours=24)
-    assert campaign.approval.poll_interval == timedelta(minutes=90)
+    assert campaign.approval.remind_before == timedelta(minutes=90)
     assert campaign.channels.email.on_failure == "compensate"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 
 from include.orchestrator.loader import CAMPAIGNS_DIR, load_campaigns
@@ -24,12 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("seed-memory", help="remember the brand voices and research of include/memory_seed")
     sub.add_parser("schema", help=f"write the campaign JSON schema to {SCHEMA_PATH.name}")
     sub.add_parser("validate", help="check every campaign file and name what is wrong")
-    for verb in ("approve", "reject"):
-        cmd = sub.add_parser(verb, help=f"{verb} a run waiting at the approval gate")
+    for verb in ("approve", "reject", "approval-status"):
+        cmd = sub.add_parser(verb, help=f"{verb.replace('-', ' ')} of a run at the approval gate, through the Airflow API")
         cmd.add_argument("campaign", help="campaign slug or dag id")
         cmd.add_argument("run_id")
-        cmd.add_argument("--by", required=True, help="your Airflow user name")
-        cmd.add_argument("--reason", default="")
+        cmd.add_argument("--user", default=os.environ.get("AIRFLOW_USER", "admin"), help="Airflow user (env AIRFLOW_USER)")
+        cmd.add_argument("--api-url", default=os.environ.get("AIRFLOW_API_URL", "http://localhost:8080"), help="env AIRFLOW_API_URL")
+        if verb != "approval-status":
+            cmd.add_argument("--reason", default="", help="why (required to reject)")
+        if verb == "approve":
+            cmd.add_argument("--copy", type=argparse.FileType(), help="JSON file of edited copy fields (headline, email_body, ...)")
     args = parser.parse_args(argv)
 
     if args.command == "schema":
@@ -53,9 +59,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "seed-memory":
         print(f"{localdev.seed_memory(localdev.settings_connections())} entries remembered")
         return 0
+    return decide(args)
+
+
+def decide(args: argparse.Namespace) -> int:
+    """approve / reject / approval-status: the campaign decision API, as an Airflow user."""
+    from urllib.parse import quote
+
+    import httpx
+
+    from include.orchestrator.approval import DecisionRefused, call_api
+
     dag_id = args.campaign if args.campaign.startswith("campaign_") else f"campaign_{args.campaign}"
-    decision = "approved" if args.command == "approve" else "rejected"
-    print(localdev.record_decision(dag_id, args.run_id, decision, args.by, args.reason))
+    path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(args.run_id, safe='')}"
+    password = os.environ.get("AIRFLOW_PASSWORD") or getpass.getpass(f"Airflow password for {args.user}: ")
+    body = None
+    if args.command != "approval-status":
+        body = {"decision": args.command, "reason": args.reason, "via": "cli"}
+        if getattr(args, "copy", None):
+            try:
+                body["copy"] = json.load(args.copy)
+            except ValueError as exc:
+                print(f"error: {args.copy.name} is not JSON: {exc}", file=sys.stderr)
+                return 2
+    try:
+        answer = call_api(args.api_url, args.user, password, "GET" if body is None else "POST", path, body)
+    except DecisionRefused as exc:
+        print(f"error ({exc.status}): {exc}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the Airflow API at {args.api_url}: {exc}", file=sys.stderr)
+        return 1
+    if body is None:
+        print(json.dumps(answer, indent=2))
+    else:
+        from include.orchestrator.approval import Decision
+
+        print(Decision.model_validate(answer).summary())
     return 0
 
 

@@ -1,26 +1,194 @@
-"""The approval flag: where a reviewer's decision on one run is recorded and how it reads.
+"""The approval gate's rules, Airflow-free: who may decide, what a decision records, edited copy.
 
-The review group's sensor waits for this record; ``python -m include.orchestrator approve|reject``
-writes it. Run ids are user-supplied, so the key uses a hash of them, never the raw text.
+The gate (``render.ApprovalGate``) waits in Airflow's ``awaiting_input`` state; decisions reach
+it through Airflow's Required Actions form, the campaign decision API (``decisions.py``, used by
+``python -m include.orchestrator approve|reject``) or by marking the gate success or failed. All
+of them end in the same :class:`Decision` record, the gate task's XCom ``return_value``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Literal
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from include.orchestrator.model import run_key
+from include.orchestrator.model import Approval
+from include.orchestrator.ports import Copy
+
+GATE_TASK_ID = "review.approval"
+APPROVE, REJECT = "Approve", "Reject"
+# The copy a reviewer may edit, per channel: form field -> (Copy field, index into a list field).
+EDITABLE: dict[str, tuple[str | None, str, int | None]] = {
+    "headline": (None, "headline", None),
+    "email_subject": ("email", "email_subject", None),
+    "email_body": ("email", "email_body", None),
+    "social_post": ("social", "social_posts", 0),
+    "blog_title": ("blog", "blog_title", None),
+    "blog_body": ("blog", "blog_body", None),
+}
+MULTILINE = {"email_body", "blog_body"}
+Means = Literal["airflow-ui", "rest", "cli", "mark-success", "mark-failed", "timeout", "in-process"]
+
+
+class DecisionRefused(Exception):
+    """A decision that may not be taken; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Decision(BaseModel):
+    """What was decided on one run: who, when, how, why, and which copy was approved."""
+
+    model_config = ConfigDict(frozen=True)
+
     decision: Literal["approved", "rejected"]
-    by: str = Field(min_length=1, max_length=200)
+    by: str = Field(min_length=1, max_length=200, description='A user name, or "timeout".')
+    by_id: str = ""
+    means: Means
+    at: datetime
     reason: str = Field("", max_length=2000)
-    means: str = Field("cli", max_length=40)
-    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    draft_version: str = Field("", description="Hash of the copy the reviewers were shown.")
+    copy_version: str = Field("", description="Hash of the copy approved (differs when edited).")
+    edited_fields: list[str] = Field(default_factory=list)
+    edited_copy: dict[str, Any] | None = Field(None, description="The approved copy when a reviewer edited it.")
+    triggered_by: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approved"
+
+    def summary(self) -> str:
+        """One line for task notes and logs."""
+        line = f"{self.decision.capitalize()} by {self.by} via {self.means} at {self.at.isoformat(timespec='seconds')}"
+        if self.reason:
+            line += f": {self.reason}"
+        if self.edited_fields:
+            line += f" (copy edited: {', '.join(self.edited_fields)}; version {self.copy_version})"
+        elif self.copy_version:
+            line += f" (copy version {self.copy_version})"
+        return line
+
+    def failure(self) -> str:
+        """The message a rejected run fails with."""
+        return f"rejected by {self.by}: {self.reason or 'no reason given'}"
 
 
-def decision_key(dag_id: str, run_id: str) -> str:
-    return f"campaign_approval__{dag_id}__{run_key(dag_id, run_id)}"
+class GateState(BaseModel):
+    """What the gate publishes when it starts waiting (XCom ``gate``): the decision API reads it."""
+
+    deadline: datetime
+    draft: dict[str, Any]
+    draft_version: str
+    channels: list[str]
+    eligible: list[str] = Field(description="User ids the Required Actions form accepts.")
+    triggered_by: str | None = None
+
+
+def copy_version(copy: Copy | dict[str, Any]) -> str:
+    data = copy.model_dump() if isinstance(copy, Copy) else copy
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def editable_fields(channels: list[str]) -> list[str]:
+    return [name for name, (channel, _, _) in EDITABLE.items() if channel is None or channel in channels]
+
+
+def form_values(copy: Copy, channels: list[str]) -> dict[str, str]:
+    """The draft as the review form shows it, one field per editable part of the chosen channels."""
+    data = copy.model_dump()
+    values = {}
+    for name in editable_fields(channels):
+        _, attr, index = EDITABLE[name]
+        value = data[attr]
+        values[name] = value[index] if index is not None else value
+    return values
+
+
+def apply_edits(draft: Copy, channels: list[str], edits: dict[str, Any]) -> tuple[Copy, list[str]]:
+    """The copy with a reviewer's edits applied, and the fields that changed.
+
+    Unknown or off-channel fields and non-text values are refused by name: an edit that cannot
+    be applied must not be lost silently.
+    """
+    allowed = editable_fields(channels)
+    unknown = sorted(set(edits) - set(allowed))
+    if unknown:
+        raise DecisionRefused(400, f"cannot edit {unknown}; editable fields for this run: {allowed}")
+    data = draft.model_dump()
+    changed = []
+    for name, value in edits.items():
+        if not isinstance(value, str) or not value.strip():
+            raise DecisionRefused(400, f"edited {name} must be non-empty text")
+        if len(value) > 20_000:
+            raise DecisionRefused(400, f"edited {name} is longer than 20000 characters")
+        _, attr, index = EDITABLE[name]
+        current = data[attr][index] if index is not None else data[attr]
+        if value == current:
+            continue
+        if index is not None:
+            data[attr] = [*data[attr]]
+            data[attr][index] = value
+        else:
+            data[attr] = value
+        changed.append(name)
+    return Copy.model_validate(data), changed
+
+
+def refusal(approval: Approval, user_id: str, user_name: str, roles: list[str], triggered_by: str | None) -> str | None:
+    """Why this user may not decide on this run, or None when they may."""
+    names = {user_id, user_name} - {""}
+    wanted_roles = {r.casefold() for r in approval.approver_roles}
+    if not (names & set(approval.approvers) or wanted_roles & {r.casefold() for r in roles}):
+        roles_text = f" or a user with role {', '.join(approval.approver_roles)}" if approval.approver_roles else ""
+        return f"{user_name} is not an approver of this campaign (approvers: {', '.join(approval.approvers)}{roles_text})"
+    if triggered_by and triggered_by in names and not approval.allow_self_approval:
+        return f"{user_name} triggered this run and the campaign does not allow self-approval"
+    return None
+
+
+def eligible_users(approval: Approval, role_members: dict[str, list[str]], triggered_by: str | None) -> list[str]:
+    """The user ids who may answer the Required Actions form: named approvers and role members."""
+    users = list(approval.approvers)
+    for role in approval.approver_roles:
+        users += role_members.get(role.casefold(), [])
+    if triggered_by and not approval.allow_self_approval:
+        users = [u for u in users if u != triggered_by]
+    return sorted(set(users))
+
+
+def reminder_delay(approval: Approval) -> timedelta:
+    """How long after the gate opens the reminder goes out: ``remind_before`` the deadline, but
+    never in the first half of the wait (a reminder right after the request is noise)."""
+    return max(approval.timeout - approval.remind_before, approval.timeout / 2)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def call_api(api_url: str, user: str, password: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the Airflow API as ``user`` (token from ``/auth/token``); raise DecisionRefused on an error answer."""
+    import httpx
+
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=30) as client:
+        token = client.post("/auth/token", json={"username": user, "password": password})
+        if token.status_code >= 400:
+            raise DecisionRefused(token.status_code, f"Airflow refused the login of {user!r}: {_detail(token)}")
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        answer = client.request(method, path, json=body, headers=headers)
+    if answer.status_code >= 400:
+        raise DecisionRefused(answer.status_code, _detail(answer))
+    return answer.json()
+
+
+def _detail(response: Any) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return detail if isinstance(detail, str) else json.dumps(detail)

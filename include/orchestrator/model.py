@@ -118,13 +118,13 @@ class Channels(Strict):
 
 
 class Approval(Strict):
-    approvers: list[ShortText] = Field(min_length=1, description="Airflow user names allowed to decide.")
-    approver_roles: list[ShortText] = Field(default_factory=list)
+    approvers: list[ShortText] = Field(min_length=1, description="Airflow user ids (user names) allowed to decide.")
+    approver_roles: list[ShortText] = Field(default_factory=list, description="Airflow roles whose users may decide too.")
     timeout: Duration = Field(timedelta(hours=24), description='"24h", "90m", "2d" or seconds; timeout = reject.')
-    poll_interval: Duration = Field(timedelta(seconds=60), description="How often the gate looks for a decision.")
+    remind_before: Duration = Field(timedelta(hours=2), description="A reminder goes out this long before the timeout.")
     allow_self_approval: bool = False
 
-    @field_validator("timeout", "poll_interval")
+    @field_validator("timeout", "remind_before")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value.total_seconds() < 1 or value > timedelta(days=30):

@@ -3,9 +3,9 @@
 One DAG per campaign, six task groups in order (research, content, design, review,
 distribution, analytics). Every task is a :class:`CampaignStep` running one registered step of
 ``steps.py``; research, design and distribution fan out with dynamic task mapping; the review
-group ends in :class:`ApprovalSensor`. Nothing here touches a connection, the network or the
-metadata DB while parsing, and no user-supplied text is ever a template: the operators declare
-no template fields.
+group ends in :class:`ApprovalGate`, a human-in-the-loop task that waits in Airflow's
+``awaiting_input`` state. Nothing here touches a connection, the network or the metadata DB while
+parsing, and no user-supplied text is ever a template: the operators declare no template fields.
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from airflow.sdk import DAG, BaseOperator, BaseSensorOperator, Param, TaskGroup, Variable, get_parsing_context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, get_parsing_context
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskAwaitingInput
+from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail, update_hitl_detail_response, upsert_hitl_detail
 
-from include.orchestrator.approval import Decision, decision_key
+from include.orchestrator import approval as gate_rules
+from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
 from include.orchestrator.connections import ConnectionConfigError, open_port
 from include.orchestrator.loader import CampaignFilesInvalid, load_campaigns
 from include.orchestrator.model import Campaign
+from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext
 
 DEFAULT_ARGS: dict[str, Any] = {
@@ -34,17 +39,65 @@ DEFAULT_ARGS: dict[str, Any] = {
 _PERMANENT = (ValueError, ConnectionConfigError)
 
 
-def ui_link(dag_id: str, run_id: str) -> str:
+def ui_link(dag_id: str, run_id: str, task_id: str | None = None) -> str:
+    """The run's page in the Airflow UI; with a task id, that task's Required Actions page."""
     from airflow.sdk.configuration import conf
 
     base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
-    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    link = f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return f"{link}/tasks/{quote(task_id, safe='')}/required_actions" if task_id else link
+
+
+def role_members() -> dict[str, list[str]]:
+    """Users per role (casefolded), where the auth manager's users are known from config.
+
+    Only the simple auth manager lists its users in config; with others, role approvers decide
+    through the campaign decision API, which sees the caller's roles.
+    """
+    from airflow.sdk.configuration import conf
+
+    if not conf.get("core", "auth_manager", fallback="").endswith("SimpleAuthManager"):
+        return {}
+    members: dict[str, list[str]] = {}
+    for entry in conf.get("core", "simple_auth_manager_users", fallback="").split(","):
+        user, _, role = entry.strip().partition(":")
+        if user and role:
+            members.setdefault(role.strip().casefold(), []).append(user.strip())
+    return members
 
 
 # The campaign behind each DAG built in this process. Tasks look it up by dag id instead of
 # holding it: a mapped task's partial arguments are serialized, and the campaign would be stored
 # as its full text once per mapped task (measured: -28% serialized size at N=1000).
 CAMPAIGNS: dict[str, Campaign] = {}
+
+
+def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
+    """A step's result; for a mapped task, the list of its instances' results."""
+    if task_id == GATE_TASK_ID:  # the gate returns its decision record, not a step output
+        return ti.xcom_pull(task_ids=task_id)
+    value = ti.xcom_pull(task_ids=task_id)
+    if task_id in task.dag.task_dict and task.dag.task_dict[task_id].is_mapped:
+        # Airflow returns a bare value when a mapped task has one instance, None for none.
+        values = [] if value is None else [value] if isinstance(value, dict) else list(value)
+        return [v["result"] if v else None for v in values]
+    return value["result"] if isinstance(value, dict) else value
+
+
+def step_context(task: BaseOperator, context: Any, item: str | None = None) -> StepContext:
+    ti, run = context["ti"], context["dag_run"]
+    campaign = CAMPAIGNS[task.dag_id]
+    return StepContext(
+        campaign=campaign,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        run_date=(run.run_after or datetime.now(UTC)).date(),
+        conf=dict(context["params"]),
+        pull=lambda task_id: _pull(task, ti, task_id),
+        open_port=lambda port: open_port(port, campaign.connections),
+        ui_link=ui_link(ti.dag_id, ti.run_id, GATE_TASK_ID),
+        item=item,
+    )
 
 
 class CampaignStep(BaseOperator):
@@ -62,27 +115,8 @@ class CampaignStep(BaseOperator):
     def campaign(self) -> Campaign:
         return CAMPAIGNS[self.dag_id]
 
-    def _pull(self, ti: Any, task_id: str) -> Any:
-        value = ti.xcom_pull(task_ids=task_id)
-        if task_id in self.dag.task_dict and self.dag.task_dict[task_id].is_mapped:
-            # Airflow returns a bare value when a mapped task has one instance, None for none.
-            values = [] if value is None else [value] if isinstance(value, dict) else list(value)
-            return [v["result"] if v else None for v in values]
-        return value["result"] if isinstance(value, dict) else value
-
     def execute(self, context: Any) -> dict[str, Any]:
-        ti, run = context["ti"], context["dag_run"]
-        ctx = StepContext(
-            campaign=self.campaign,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            run_date=(run.run_after or datetime.now(UTC)).date(),
-            conf=dict(context["params"]),
-            pull=lambda task_id: self._pull(ti, task_id),
-            open_port=lambda port: open_port(port, self.campaign.connections),
-            ui_link=ui_link(ti.dag_id, ti.run_id),
-            item=self.item,
-        )
+        ctx = step_context(self, context, self.item)
         try:
             output = STEPS[self.step](ctx)
         except NotThisRun as exc:
@@ -97,24 +131,183 @@ class CampaignStep(BaseOperator):
         return output.to_xcom()
 
 
-class ApprovalSensor(BaseSensorOperator):
-    """Wait for the run's approval decision. Rejection fails the run; so does the timeout."""
+class ApprovalGate(HITLOperator):
+    """Wait, holding no worker slot, for a human decision on the run's copy; silence rejects.
 
+    The task parks in ``awaiting_input`` (no trigger, no triggerer). Reviewers answer the
+    Required Actions form (Approve/Reject, a reason, the copy to publish) or use the decision API;
+    marking this task success or failed in the UI approves or rejects too (see ``decisions.py``).
+    It wakes once before the deadline to send a reminder, and at the deadline closes the request
+    and fails the run: a timeout is a rejection. It returns the :class:`Decision` record.
+    """
+
+    template_fields = ()  # the form shows LLM output and user text: never render it as a template
     ui_color = "#fff4d6"
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(mode="reschedule", soft_fail=False, **kwargs)
+        super().__init__(subject="Campaign approval", options=[APPROVE, REJECT], multiple=False, **kwargs)
 
-    def poke(self, context: Any) -> bool:
+    def execute(self, context: Any) -> None:
+        ti, ctx = context["ti"], step_context(self, context)
+        approval, plan = ctx.campaign.approval, ctx.plan
+        draft = Copy.model_validate(ctx.pull("content.write_copy"))
+        triggered_by = context["dag_run"].triggering_user_name
+        eligible = gate_rules.eligible_users(approval, role_members(), triggered_by)
+        if not eligible:
+            raise AirflowFailException(
+                f"nobody may approve this run: {triggered_by} triggered it, the campaign does not allow "
+                "self-approval and names no other approver"
+            )
+        state = GateState(
+            deadline=gate_rules.now() + approval.timeout,
+            draft=draft.model_dump(),
+            draft_version=gate_rules.copy_version(draft),
+            channels=plan.channels,
+            eligible=eligible,
+            triggered_by=triggered_by,
+        )
+        ti.xcom_push(key="gate", value=state.model_dump(mode="json"))
+        self.params = ParamsDict(self._form(draft, plan.channels))
+        upsert_hitl_detail(
+            ti_id=ti.id,
+            options=self.options,
+            subject=f"Approve {ctx.campaign.name} ({plan.run_key})?",
+            body=self._body(ctx, state),
+            defaults=None,  # never a default: silence must not approve
+            multiple=False,
+            params=self.serialized_params,
+            assigned_users=[{"id": user, "name": user} for user in eligible],
+        )
+        self.log.info("waiting for a decision by %s until %s", ", ".join(eligible), state.deadline.isoformat())
+        raise TaskAwaitingInput(
+            method_name="execute_complete",
+            kwargs={"reminded": False},
+            timeout=gate_rules.reminder_delay(approval),
+        )
+
+    @staticmethod
+    def _form(draft: Copy, channels: list[str]) -> dict[str, Param]:
+        fields = {"reason": Param("", type="string", maxLength=2000, title="Reason", description="Why: required reading for a rejection.")}
+        for name, value in gate_rules.form_values(draft, channels).items():
+            extra = {"format": "multiline"} if name in gate_rules.MULTILINE else {}
+            fields[name] = Param(value, type="string", minLength=1, title=name.replace("_", " ").capitalize(), **extra)
+        return fields
+
+    @staticmethod
+    def _body(ctx: StepContext, state: GateState) -> str:
+        review = ctx.pull("review.open_review") or {}
+        where = review.get("branch") or review.get("key") or "the review bundle"
+        return (
+            f"Review the drafts ({where}) and the images, edit the copy below if needed, then approve or reject.\n\n"
+            f"- Campaign: {ctx.campaign.name} (`{ctx.campaign.slug}`), run `{ctx.plan.run_key}`\n"
+            f"- Channels: {', '.join(state.channels)}\n"
+            f"- Deadline: {state.deadline.isoformat(timespec='minutes')}. No decision by then rejects the campaign.\n"
+            f"- Draft version: `{state.draft_version}`\n"
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any], reminded: bool = False, **_: Any) -> dict[str, Any]:
         ti = context["ti"]
-        raw = Variable.get(decision_key(ti.dag_id, ti.run_id), default=None)
-        if raw is None:
-            return False
-        decision = Decision.model_validate_json(raw)
-        if decision.decision == "approved":
-            self.log.info("approved by %s via %s at %s: %s", decision.by, decision.means, decision.at, decision.reason)
-            return True
-        raise AirflowFailException(f"rejected by {decision.by}: {decision.reason}")
+        state = GateState.model_validate(ti.xcom_pull(task_ids=self.task_id, key="gate"))
+        if "error" in event:
+            if event.get("error_type") != "timeout":
+                raise AirflowFailException(f"approval failed: {event.get('error')}")
+            detail = get_hitl_detail_content_detail(ti.id)
+            if detail.response_received:  # an answer that raced the timeout sweep counts
+                event = self._event(detail)
+            elif gate_rules.now() < state.deadline and not reminded:
+                self._remind(context, state)
+                raise TaskAwaitingInput(
+                    method_name="execute_complete",
+                    kwargs={"reminded": True},
+                    timeout=state.deadline - gate_rules.now(),
+                )
+            else:
+                return self._timed_out(context, state)
+        record = self._record(ti, state, event)
+        return self._finish(ti, record)
+
+    @staticmethod
+    def _event(detail: Any) -> dict[str, Any]:
+        user = detail.responded_by_user
+        return {
+            "chosen_options": detail.chosen_options or [],
+            "params_input": detail.params_input or {},
+            "responded_at": detail.responded_at,
+            "responded_by_user": {"id": user.id, "name": user.name} if user else None,
+        }
+
+    def _record(self, ti: Any, state: GateState, event: dict[str, Any]) -> Decision:
+        chosen, params_input = event["chosen_options"], dict(event["params_input"] or {})
+        user = event["responded_by_user"] or {"id": "", "name": "unknown"}
+        decision = "approved" if chosen == [APPROVE] else "rejected"
+        # The decision API writes its record first, with the means it was called by.
+        api = ti.xcom_pull(task_ids=self.task_id, key="api_decision")
+        if api and api.get("decision") == decision and api.get("by_id") == user["id"]:
+            return Decision.model_validate(api)
+        reason = str(params_input.pop("reason", "") or "")
+        draft = Copy.model_validate(state.draft)
+        try:
+            approved, edited = gate_rules.apply_edits(draft, state.channels, params_input)
+        except DecisionRefused as exc:
+            raise AirflowFailException(f"the decision by {user['name']} carries copy that cannot be used: {exc}") from None
+        return Decision(
+            decision=decision,
+            by=user["name"],
+            by_id=user["id"],
+            means="airflow-ui",
+            at=event["responded_at"],
+            reason=reason[:2000],
+            draft_version=state.draft_version,
+            copy_version=gate_rules.copy_version(approved),
+            edited_fields=edited if decision == "approved" else [],
+            edited_copy=approved.model_dump() if edited and decision == "approved" else None,
+            triggered_by=state.triggered_by,
+        )
+
+    def _remind(self, context: Any, state: GateState) -> None:
+        ctx = step_context(self, context)
+        message = Message(
+            key=ctx.plan.key("review-reminder"),
+            to=list(ctx.campaign.approval.approvers),
+            subject=f"Reminder: {ctx.campaign.name} needs a decision by {state.deadline.isoformat(timespec='minutes')}",
+            text=(
+                f"Campaign {ctx.campaign.name!r} ({ctx.campaign.slug}) is still waiting for approval.\n"
+                f"Without a decision by {state.deadline.isoformat(timespec='minutes')} it is rejected.\n"
+                f"Run: dag {ctx.dag_id}, run {ctx.run_id}"
+            ),
+            link=ctx.ui_link,
+        )
+        effect = ctx.open_port("notify").notify(message)
+        self.log.info("reminder sent: %s", effect.summary or effect.ref)
+
+    def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
+        ti, approval = context["ti"], step_context(self, context).campaign.approval
+        reason = f"no decision within {approval.timeout} (deadline {state.deadline.isoformat(timespec='seconds')})"
+        try:
+            # Close the request: a late answer in the Required Actions form is then refused (409).
+            update_hitl_detail_response(ti_id=ti.id, chosen_options=[REJECT], params_input={"reason": reason})
+        except Exception:  # an answer landed first: honour it only if it came before the deadline
+            detail = get_hitl_detail_content_detail(ti.id)
+            if detail.response_received and detail.responded_at <= state.deadline:
+                return self._finish(ti, self._record(ti, state, self._event(detail)))
+        record = Decision(
+            decision="rejected",
+            by="timeout",
+            means="timeout",
+            at=gate_rules.now(),
+            reason=reason,
+            draft_version=state.draft_version,
+            triggered_by=state.triggered_by,
+        )
+        return self._finish(ti, record)
+
+    def _finish(self, ti: Any, record: Decision) -> dict[str, Any]:
+        self.log.info("decision: %s", record.summary())
+        value = record.model_dump(mode="json")
+        if not record.approved:
+            ti.xcom_push(key="return_value", value=value)  # kept although the task fails
+            raise AirflowFailException(record.failure())
+        return value
 
 
 def _params(campaign: Campaign) -> dict[str, Param]:
@@ -176,14 +369,11 @@ def build_dag(campaign: Campaign) -> DAG:
         with TaskGroup("design") as design:
             fan_out("render_image", campaign.channels.enabled)
         with TaskGroup("review") as review:
-            wait = ApprovalSensor(
-                task_id="wait_for_approval",
-                timeout=campaign.approval.timeout,
-                poke_interval=campaign.approval.poll_interval,
-                retries=0,
-                execution_timeout=None,
+            # No retries: a rejection is final, and a retry would reopen the request.
+            gate = ApprovalGate(
+                task_id="approval", response_timeout=campaign.approval.timeout, retries=0, execution_timeout=timedelta(minutes=5)
             )
-            task("open_review") >> task("notify_reviewers") >> wait
+            task("open_review") >> task("notify_reviewers") >> gate
         with TaskGroup("distribution") as distribution:
             fan_out("publish_channel", campaign.channels.enabled)
         with TaskGroup("analytics") as analytics:

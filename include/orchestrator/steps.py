@@ -15,6 +15,7 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
+from include.orchestrator.approval import GATE_TASK_ID
 from include.orchestrator.model import Campaign, RunPlan, plan_run
 from include.orchestrator.ports import (
     BlogPost,
@@ -289,10 +290,16 @@ PUBLISHERS: dict[str, Callable[[StepContext, Copy], Effect]] = {
 }
 
 
+def approved_copy(ctx: StepContext) -> Copy:
+    """The copy the reviewer approved: their edited version when they edited it, else the draft."""
+    record = ctx.pull(GATE_TASK_ID) or {}
+    return Copy.model_validate(record.get("edited_copy") or ctx.pull("content.write_copy"))
+
+
 @step
 def publish_channel(ctx: StepContext) -> StepOutput:
     channel = chosen_channel(ctx)
-    effect = PUBLISHERS[channel](ctx, Copy.model_validate(ctx.pull("content.write_copy")))
+    effect = PUBLISHERS[channel](ctx, approved_copy(ctx))
     return StepOutput({"channel": channel, "summary": effect.summary}, [effect])
 
 

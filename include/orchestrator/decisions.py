@@ -1,0 +1,304 @@
+"""Deciding on a waiting run, inside the Airflow API server: the campaign decision API.
+
+Runs where the metadata DB is reachable (the API server, through ``plugins/campaign_approvals``;
+or in-process for ``make demo`` and the tests). It checks what Airflow's own Required Actions
+endpoint cannot: role approvers, self-approval, the deadline, edited copy. Then it answers the
+gate's human-in-the-loop request exactly as that endpoint does, which resumes the task.
+
+``GateListener`` records decisions taken by marking the gate success or failed in the UI: that
+needs only the "edit task instance" permission on the DAG and bypasses the approvers list, so
+the record names who did it, from Airflow's audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+import structlog
+from airflow.listeners import hookimpl
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
+
+from include.orchestrator import approval as rules
+from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.ports import Copy
+
+log = structlog.get_logger(__name__)
+
+
+class DecisionRequest(BaseModel):
+    """The body of ``POST /campaigns/api/v1/approvals/{dag_id}/{run_id}``."""
+
+    decision: Literal["approve", "reject"]
+    reason: str = Field("", max_length=2000)
+    copy_edits: dict[str, str] = Field(
+        default_factory=dict,
+        alias="copy",
+        description="Edited copy, by form field: headline, email_subject, email_body, social_post, blog_title, blog_body.",
+    )
+    via: Literal["rest", "cli"] = "rest"
+
+    model_config = {"populate_by_name": True, "extra": "forbid"}
+
+
+def _campaign(dag_id: str) -> Any:
+    from include.orchestrator.loader import load_campaigns
+
+    if not dag_id.startswith("campaign_"):
+        raise DecisionRefused(404, f"{dag_id!r} is not a campaign DAG")
+    campaigns, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
+    if not campaigns:
+        raise DecisionRefused(404, f"no campaign file defines {dag_id!r}")
+    return campaigns[0]
+
+
+def _xcom(session: Session, ti: Any, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+
+    row = session.scalar(
+        select(XComModel.value).where(
+            XComModel.dag_id == ti.dag_id,
+            XComModel.run_id == ti.run_id,
+            XComModel.task_id == ti.task_id,
+            XComModel.map_index == ti.map_index,
+            XComModel.key == key,
+        )
+    )
+    # Values written through the Execution API are stored as plain JSON, as ``_set_xcom`` does.
+    return json.loads(row) if isinstance(row, str) else row
+
+
+def _set_xcom(session: Session, ti: Any, key: str, value: Any) -> None:
+    from airflow.models.xcom import XComModel
+
+    XComModel.set(
+        key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index, serialize=False, session=session
+    )
+
+
+def _gate(session: Session, dag_id: str, run_id: str, lock: bool = False) -> Any:
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+
+    if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)) is None:
+        raise DecisionRefused(404, f"no run {run_id!r} of DAG {dag_id!r}")
+    query = select(TaskInstance).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == GATE_TASK_ID
+    )
+    ti = session.scalar(query.with_for_update(of=TaskInstance) if lock else query)
+    if ti is None:
+        raise DecisionRefused(404, f"run {run_id!r} of {dag_id!r} has no approval gate")
+    return ti
+
+
+def status(session: Session, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Where the run's approval stands: waiting (with deadline and who may decide) or decided."""
+    ti = _gate(session, dag_id, run_id)
+    gate, record = _xcom(session, ti, "gate"), _xcom(session, ti, "return_value")
+    waiting = ti.state == "awaiting_input" and record is None
+    answer: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "gate_state": ti.state, "waiting": waiting}
+    if gate:
+        state = GateState.model_validate(gate)
+        answer |= {"deadline": state.deadline.isoformat(), "eligible": state.eligible, "draft_version": state.draft_version,
+                   "editable": rules.form_values(Copy.model_validate(state.draft), state.channels)}
+    if record:
+        answer["decision"] = record
+    return answer
+
+
+def decide(
+    session: Session,
+    *,
+    dag_id: str,
+    run_id: str,
+    user_id: str,
+    user_name: str,
+    roles: list[str],
+    request: DecisionRequest,
+    means: rules.Means | None = None,
+) -> Decision:
+    """Take a decision on a waiting run, or raise :class:`DecisionRefused` saying why not."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
+
+    campaign = _campaign(dag_id)
+    ti = _gate(session, dag_id, run_id, lock=True)
+    record = _xcom(session, ti, "return_value")
+    if record:
+        raise DecisionRefused(409, f"already decided: {Decision.model_validate(record).summary()}")
+    if ti.state != "awaiting_input":
+        state = ti.state or "not started"
+        if state in ("success", "failed", "skipped", "upstream_failed", "removed"):
+            raise DecisionRefused(409, f"the approval gate is {state}: the run no longer waits for a decision")
+        raise DecisionRefused(409, f"the run has not reached the approval gate yet (gate: {state})")
+    gate = GateState.model_validate(_xcom(session, ti, "gate"))
+    now = rules.now()
+    if now >= gate.deadline:
+        raise DecisionRefused(
+            409, f"the approval window closed at {gate.deadline.isoformat(timespec='seconds')}: the run is rejected by timeout"
+        )
+    why = rules.refusal(campaign.approval, user_id, user_name, roles, gate.triggered_by)
+    if why:
+        raise DecisionRefused(403, why)
+    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id).with_for_update(of=HITLDetail))
+    if detail is None or detail.response_received:
+        raise DecisionRefused(409, "the approval request was already answered")
+    approve = request.decision == "approve"
+    if request.copy_edits and not approve:
+        raise DecisionRefused(400, "edited copy comes only with an approval")
+    if not approve and not request.reason.strip():
+        raise DecisionRefused(400, "a rejection needs a reason")
+    draft = Copy.model_validate(gate.draft)
+    approved, edited = rules.apply_edits(draft, gate.channels, request.copy_edits)
+    record = Decision(
+        decision="approved" if approve else "rejected",
+        by=user_name,
+        by_id=user_id,
+        means=means or request.via,
+        at=now,
+        reason=request.reason.strip(),
+        draft_version=gate.draft_version,
+        copy_version=rules.copy_version(approved),
+        edited_fields=edited,
+        edited_copy=approved.model_dump() if edited else None,
+        triggered_by=gate.triggered_by,
+    )
+    # The gate reads this record when it resumes; then answer its request as Airflow's form does.
+    _set_xcom(session, ti, "api_decision", record.model_dump(mode="json"))
+    detail.responded_by = {"id": user_id, "name": user_name}
+    detail.responded_at = now
+    detail.chosen_options = [APPROVE if approve else REJECT]
+    detail.params_input = {"reason": record.reason, **rules.form_values(approved, gate.channels)}
+    session.add(detail)
+    handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
+    _note(ti, record.summary(), user_id)
+    log.info("campaign decision", dag_id=dag_id, run_id=run_id, decision=record.decision, by=user_name, means=record.means)
+    return record
+
+
+def _note(ti: Any, text: str, user_id: str | None) -> None:
+    text = text[:1000]
+    if ti.task_instance_note is None:
+        ti.note = (text, user_id)
+    else:
+        ti.task_instance_note.content = text
+
+
+def refused(dag_id: str, run_id: str, user_name: str, exc: DecisionRefused, via: str) -> None:
+    """Log a refused decision, and keep it in Airflow's audit log."""
+    from airflow.models.log import Log
+    from airflow.utils.session import create_session
+
+    log.warning("campaign decision refused", dag_id=dag_id, run_id=run_id, user=user_name, status=exc.status, why=str(exc))
+    with create_session() as session:  # its own transaction: the request's is rolled back
+        session.add(
+            Log(
+                event="campaign_decision_refused",
+                owner=user_name,
+                dag_id=dag_id,
+                run_id=run_id,
+                task_id=GATE_TASK_ID,
+                extra=json.dumps({"status": exc.status, "why": str(exc), "via": via}),
+            )
+        )
+
+
+def user_roles(user: Any) -> list[str]:
+    """The roles of an auth manager's user: one ``role`` (simple auth manager) or ``roles`` (FAB)."""
+    role = getattr(user, "role", None)
+    names = [role] if isinstance(role, str) else []
+    return names + [getattr(r, "name", r) for r in getattr(user, "roles", None) or [] if isinstance(getattr(r, "name", r), str)]
+
+
+def record_manual(ti: Any, approved: bool) -> Decision | None:
+    """Record a decision taken by marking the gate success or failed in the UI (or its REST call)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.log import Log
+
+    session = object_session(ti)
+    if session is None or _xcom(session, ti, "return_value") is not None:
+        return None
+    # The audit log row of this very request names the user; it sits in the same transaction.
+    entry = session.scalar(
+        select(Log)
+        .where(Log.dag_id == ti.dag_id, Log.run_id == ti.run_id, Log.task_id == ti.task_id, Log.event.like("%task_instance%"))
+        .order_by(Log.dttm.desc(), Log.id.desc())
+        .limit(1)
+    )
+    by = entry.owner if entry is not None and entry.owner else "unknown (see the audit log)"
+    gate = _xcom(session, ti, "gate")
+    note = ti.note or ""
+    verb = "success" if approved else "failed"
+    record = Decision(
+        decision="approved" if approved else "rejected",
+        by=by,
+        means="mark-success" if approved else "mark-failed",
+        at=rules.now(),
+        reason=note or f"the approval task was marked {verb} in Airflow",
+        draft_version=gate["draft_version"] if gate else "",
+        copy_version=gate["draft_version"] if gate and approved else "",
+        triggered_by=gate.get("triggered_by") if gate else None,
+    )
+    _set_xcom(session, ti, "return_value", record.model_dump(mode="json"))
+    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+    if detail is not None and not detail.response_received:  # close the form: later answers get 409
+        detail.responded_by = {"id": by, "name": by}
+        detail.responded_at = record.at
+        detail.chosen_options = [APPROVE if approved else REJECT]
+        detail.params_input = {"reason": record.reason}
+    if not note:
+        _note(ti, record.summary(), None)
+    log.warning("campaign decision by marking the approval task", dag_id=ti.dag_id, run_id=ti.run_id, decision=record.decision, by=by)
+    return record
+
+
+class GateListener:
+    """Airflow listener: a gate marked success/failed by a user (no previous state) is a decision."""
+
+    @hookimpl
+    def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+        if previous_state is None and getattr(task_instance, "task_id", None) == GATE_TASK_ID:
+            record_manual(task_instance, approved=True)
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        if previous_state is None and getattr(task_instance, "task_id", None) == GATE_TASK_ID:
+            record_manual(task_instance, approved=False)
+
+
+def create_app() -> Any:
+    """The FastAPI app the plugin mounts at ``/campaigns``: Airflow's auth guards every route."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.common.db.common import SessionDep
+    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+    from fastapi import Body, Depends, FastAPI, HTTPException
+
+    app = FastAPI(title="Campaign approvals", description="Decide on campaign runs waiting at the approval gate.")
+    path = "/api/v1/approvals/{dag_id}/{run_id}"
+
+    @app.get(path, dependencies=[Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.HITL_DETAIL))])
+    def get_approval(dag_id: str, run_id: str, session: SessionDep) -> dict[str, Any]:
+        try:
+            return status(session, dag_id, run_id)
+        except DecisionRefused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
+    @app.post(path, dependencies=[Depends(requires_access_dag(method="PUT", access_entity=DagAccessEntity.HITL_DETAIL))])
+    def post_decision(
+        dag_id: str, run_id: str, body: Annotated[DecisionRequest, Body()], user: GetUserDep, session: SessionDep
+    ) -> dict[str, Any]:
+        user_id, user_name = str(user.get_id()), user.get_name()
+        try:
+            record = decide(
+                session, dag_id=dag_id, run_id=run_id, user_id=user_id, user_name=user_name, roles=user_roles(user), request=body
+            )
+        except DecisionRefused as exc:
+            session.rollback()
+            refused(dag_id, run_id, user_name, exc, body.via)
+            raise HTTPException(exc.status, str(exc)) from None
+        return record.model_dump(mode="json")
+
+    return app
