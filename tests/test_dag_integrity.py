@@ -69,7 +69,7 @@ def test_approval_gate_is_human_in_the_loop_with_the_campaign_timeout_and_no_def
 
     gate = bag.dags["campaign_webinar-invite"].task_dict["review.approval"]
     assert isinstance(gate, HITLOperator) and gate.options == ["Approve", "Reject"]
-    assert gate.defaults is None, "a timeout must never pick an option"
+    assert gate.defaults == ["Reject"], "on timeout the scheduler answers with the default: it must reject"
     assert gate.response_timeout.total_seconds() == 12 * 3600 and gate.retries == 0
 
 

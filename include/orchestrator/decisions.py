@@ -10,7 +10,6 @@ needs only the "edit task instance" permission on the DAG and bypasses the appro
 the record names who did it, from Airflow's audit log.
 """
 
-from __future__ import annotations
 
 import json
 from typing import Annotated, Any, Literal

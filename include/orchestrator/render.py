@@ -18,7 +18,7 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, get_parsing_context
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskAwaitingInput
-from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail, update_hitl_detail_response, upsert_hitl_detail
+from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
 from include.orchestrator import approval as gate_rules
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
@@ -137,15 +137,16 @@ class ApprovalGate(HITLOperator):
     The task parks in ``awaiting_input`` (no trigger, no triggerer). Reviewers answer the
     Required Actions form (Approve/Reject, a reason, the copy to publish) or use the decision API;
     marking this task success or failed in the UI approves or rejects too (see ``decisions.py``).
-    It wakes once before the deadline to send a reminder, and at the deadline closes the request
-    and fails the run: a timeout is a rejection. It returns the :class:`Decision` record.
+    It wakes once before the deadline to send a reminder; at the deadline the scheduler answers
+    with the default, Reject, which closes the request and fails the run. It returns the
+    :class:`Decision` record.
     """
 
     template_fields = ()  # the form shows LLM output and user text: never render it as a template
     ui_color = "#fff4d6"
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(subject="Campaign approval", options=[APPROVE, REJECT], multiple=False, **kwargs)
+        super().__init__(subject="Campaign approval", options=[APPROVE, REJECT], defaults=REJECT, multiple=False, **kwargs)
 
     def execute(self, context: Any) -> None:
         ti, ctx = context["ti"], step_context(self, context)
@@ -167,22 +168,28 @@ class ApprovalGate(HITLOperator):
             triggered_by=triggered_by,
         )
         ti.xcom_push(key="gate", value=state.model_dump(mode="json"))
-        self.params = ParamsDict(self._form(draft, plan.channels))
-        upsert_hitl_detail(
-            ti_id=ti.id,
-            options=self.options,
-            subject=f"Approve {ctx.campaign.name} ({plan.run_key})?",
-            body=self._body(ctx, state),
-            defaults=None,  # never a default: silence must not approve
-            multiple=False,
-            params=self.serialized_params,
-            assigned_users=[{"id": user, "name": user} for user in eligible],
-        )
+        self._open(ctx, ti, state)
         self.log.info("waiting for a decision by %s until %s", ", ".join(eligible), state.deadline.isoformat())
         raise TaskAwaitingInput(
             method_name="execute_complete",
             kwargs={"reminded": False},
             timeout=gate_rules.reminder_delay(approval),
+        )
+
+    def _open(self, ctx: StepContext, ti: Any, state: GateState) -> None:
+        """Publish the request (the Required Actions form); again after the reminder, to reopen it."""
+        self.params = ParamsDict(self._form(Copy.model_validate(state.draft), state.channels))
+        upsert_hitl_detail(
+            ti_id=ti.id,
+            options=self.options,
+            subject=f"Approve {ctx.campaign.name} ({ctx.plan.run_key})?",
+            body=self._body(ctx, state),
+            # On timeout the scheduler writes the default as the answer: Reject, so silence rejects
+            # and the closed request refuses late answers (409).
+            defaults=[REJECT],
+            multiple=False,
+            params=self.serialized_params,
+            assigned_users=[{"id": user, "name": user} for user in state.eligible],
         )
 
     @staticmethod
@@ -209,32 +216,17 @@ class ApprovalGate(HITLOperator):
         ti = context["ti"]
         state = GateState.model_validate(ti.xcom_pull(task_ids=self.task_id, key="gate"))
         if "error" in event:
-            if event.get("error_type") != "timeout":
-                raise AirflowFailException(f"approval failed: {event.get('error')}")
-            detail = get_hitl_detail_content_detail(ti.id)
-            if detail.response_received:  # an answer that raced the timeout sweep counts
-                event = self._event(detail)
-            elif gate_rules.now() < state.deadline and not reminded:
-                self._remind(context, state)
-                raise TaskAwaitingInput(
-                    method_name="execute_complete",
-                    kwargs={"reminded": True},
-                    timeout=state.deadline - gate_rules.now(),
-                )
-            else:
+            raise AirflowFailException(f"approval failed: {event.get('error')}")
+        if event.get("timedout"):  # the scheduler's timeout sweep answered with the default
+            if reminded or gate_rules.now() >= state.deadline:
                 return self._timed_out(context, state)
-        record = self._record(ti, state, event)
-        return self._finish(ti, record)
-
-    @staticmethod
-    def _event(detail: Any) -> dict[str, Any]:
-        user = detail.responded_by_user
-        return {
-            "chosen_options": detail.chosen_options or [],
-            "params_input": detail.params_input or {},
-            "responded_at": detail.responded_at,
-            "responded_by_user": {"id": user.id, "name": user.name} if user else None,
-        }
+            ctx = step_context(self, context)
+            self._remind(ctx, state)
+            self._open(ctx, ti, state)  # clears the default answer: the request is open again
+            raise TaskAwaitingInput(
+                method_name="execute_complete", kwargs={"reminded": True}, timeout=state.deadline - gate_rules.now()
+            )
+        return self._finish(ti, self._record(ti, state, event))
 
     def _record(self, ti: Any, state: GateState, event: dict[str, Any]) -> Decision:
         chosen, params_input = event["chosen_options"], dict(event["params_input"] or {})
@@ -264,8 +256,7 @@ class ApprovalGate(HITLOperator):
             triggered_by=state.triggered_by,
         )
 
-    def _remind(self, context: Any, state: GateState) -> None:
-        ctx = step_context(self, context)
+    def _remind(self, ctx: StepContext, state: GateState) -> None:
         message = Message(
             key=ctx.plan.key("review-reminder"),
             to=list(ctx.campaign.approval.approvers),
@@ -281,25 +272,17 @@ class ApprovalGate(HITLOperator):
         self.log.info("reminder sent: %s", effect.summary or effect.ref)
 
     def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
-        ti, approval = context["ti"], step_context(self, context).campaign.approval
-        reason = f"no decision within {approval.timeout} (deadline {state.deadline.isoformat(timespec='seconds')})"
-        try:
-            # Close the request: a late answer in the Required Actions form is then refused (409).
-            update_hitl_detail_response(ti_id=ti.id, chosen_options=[REJECT], params_input={"reason": reason})
-        except Exception:  # an answer landed first: honour it only if it came before the deadline
-            detail = get_hitl_detail_content_detail(ti.id)
-            if detail.response_received and detail.responded_at <= state.deadline:
-                return self._finish(ti, self._record(ti, state, self._event(detail)))
+        timeout = step_context(self, context).campaign.approval.timeout
         record = Decision(
             decision="rejected",
             by="timeout",
             means="timeout",
             at=gate_rules.now(),
-            reason=reason,
+            reason=f"no decision within {timeout} (deadline {state.deadline.isoformat(timespec='seconds')})",
             draft_version=state.draft_version,
             triggered_by=state.triggered_by,
         )
-        return self._finish(ti, record)
+        return self._finish(context["ti"], record)
 
     def _finish(self, ti: Any, record: Decision) -> dict[str, Any]:
         self.log.info("decision: %s", record.summary())

@@ -1,0 +1,204 @@
+"""The approval gate against a real Airflow (api-server, scheduler, dag-processor on loopback).
+
+One stack serves every scenario: each gets its own campaign (so runs proceed side by side), all
+triggered by admin, who may therefore not approve them (no self-approval).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+
+from include.orchestrator import localdev
+from include.orchestrator.loader import CAMPAIGNS_DIR
+from tests.stack import PROJECT, AirflowStack
+
+pytestmark = pytest.mark.integration
+GATE = "review.approval"
+SCENARIOS = ["cli", "rest", "form", "mark", "markfail", "reject", "timeout"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from include.orchestrator.smtp_server import LocalSmtpServer
+
+    root = tmp_path_factory.mktemp("gate")
+    conns = localdev.settings_connections()
+    for conn in conns.values():
+        extra = conn.get("extra", {})
+        if "path" in extra and extra.get("relative_to") != "project":
+            extra["path"] = str(root / "data" / Path(extra["path"]).name)
+    base = yaml.safe_load((CAMPAIGNS_DIR / "webinar-invite.yaml").read_text())
+    campaigns = root / "campaigns"
+    campaigns.mkdir()
+    for name in SCENARIOS:
+        campaign = {**base, "slug": f"gate-{name}", "name": f"Gate {name}"}
+        campaign["approval"] = {"approvers": ["dana", "admin"], "approver_roles": ["op"], "timeout": "1h"}
+        if name == "timeout":
+            campaign["approval"] = {"approvers": ["dana"], "timeout": "25s", "remind_before": "12s"}
+        (campaigns / f"gate-{name}.yaml").write_text(yaml.safe_dump(campaign))
+    with LocalSmtpServer(root / "maildir") as smtp:
+        conns["campaign_email"]["port"] = smtp.port
+        env = {**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)}
+        stack = AirflowStack(root / "airflow", env=env)
+        try:
+            stack.start()
+            dag_ids = [f"campaign_gate-{n}" for n in SCENARIOS]
+            stack.wait_for_dags(dag_ids)
+            runs = {name: stack.trigger(f"campaign_gate-{name}") for name in SCENARIOS}
+            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env}
+        finally:
+            stack.stop()
+
+
+def waiting(world, name: str) -> tuple[AirflowStack, str, str]:
+    stack, dag_id, run_id = world["stack"], f"campaign_gate-{name}", world["runs"][name]
+    stack.wait_task(dag_id, run_id, GATE, {"awaiting_input", "failed", "upstream_failed"}, timeout=600)
+    assert stack.task_state(dag_id, run_id, GATE) == "awaiting_input"
+    return stack, dag_id, run_id
+
+
+def decision_path(dag_id: str, run_id: str) -> str:
+    return f"/campaigns/api/v1/approvals/{dag_id}/{run_id}"
+
+
+def cli(stack: AirflowStack, *args: str, user: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AIRFLOW_API_URL": stack.url, "AIRFLOW_USER": user, "AIRFLOW_PASSWORD": user, "PYTHONPATH": str(PROJECT)}
+    return subprocess.run([sys.executable, "-m", "include.orchestrator", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_the_gate_holds_no_worker_and_publishes_its_request(world):
+    stack, dag_id, run_id = waiting(world, "cli")
+    for name in SCENARIOS[:-1]:  # every run but the timeout one, which wakes up on its own
+        waiting(world, name)
+    busy = stack.api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", params={"state": ["running", "queued", "deferred"]}).json()
+    assert busy["task_instances"] == [], "runs waiting at the gate hold no worker slot and no trigger"
+    detail = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails").json()
+    assert detail["options"] == ["Approve", "Reject"] and not detail["response_received"]
+    assert {u["id"] for u in detail["assigned_users"]} == {"dana", "olga"}, "dana, and olga by role; admin triggered the run"
+    status = stack.api("GET", decision_path(dag_id, run_id), "dana").json()
+    assert status["waiting"] and set(status["editable"]) == {"headline", "email_subject", "email_body"}
+    # the review request went out with a link to the Required Actions page
+    outbox = world["data"] / "notifications"
+    texts = [json.loads(p.read_text()) for p in outbox.glob("*.json")]
+    link = f"{stack.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{GATE}/required_actions"
+    assert link in [t["link"] for t in texts]
+
+
+def test_cli_approval_with_edited_copy_reaches_distribution(world, tmp_path):
+    stack, dag_id, run_id = waiting(world, "cli")
+    refused = cli(stack, "approve", "gate-cli", run_id, "--reason", "mine", user="admin")
+    assert refused.returncode == 1 and "does not allow self-approval" in refused.stderr
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps({"email_subject": "Edited by Dana: save your seat"}))
+    done = cli(stack, "approve", "gate-cli", run_id, "--reason", "tightened the subject", "--copy", str(edits), user="dana")
+    assert done.returncode == 0, done.stderr
+    assert "Approved by dana via cli" in done.stdout and "copy edited: email_subject" in done.stdout
+    assert stack.wait_run(dag_id, run_id) == "success"
+    mails = [m for m in world["smtp"].messages() if "Edited by Dana" in m["Subject"]]
+    assert len(mails) == 1, [m["Subject"] for m in world["smtp"].messages()]
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert record["by"] == "dana" and record["means"] == "cli" and record["triggered_by"] == "admin"
+    assert record["edited_fields"] == ["email_subject"] and record["copy_version"] != record["draft_version"]
+    again = cli(stack, "reject", "gate-cli", run_id, "--reason", "too late", user="dana")
+    assert again.returncode == 1 and "already decided" in again.stderr
+
+
+def test_rest_refuses_non_approvers_and_self_approval_and_accepts_a_role_approver(world):
+    stack, dag_id, run_id = waiting(world, "rest")
+    path = decision_path(dag_id, run_id)
+    eve = stack.api("POST", path, "eve", json={"decision": "approve"})
+    assert eve.status_code == 403 and "eve is not an approver" in eve.json()["detail"]
+    admin = stack.api("POST", path, "admin", json={"decision": "approve"})
+    assert admin.status_code == 403 and "self-approval" in admin.json()["detail"]
+    bad = stack.api("POST", path, "dana", json={"decision": "approve", "copy": {"blog_body": "x"}})
+    assert bad.status_code == 400 and "cannot edit ['blog_body']" in bad.json()["detail"]
+    assert stack.task_state(dag_id, run_id, GATE) == "awaiting_input", "refusals leave the run waiting"
+    olga = stack.api("POST", path, "olga", json={"decision": "approve", "reason": "ops on call"})
+    assert olga.status_code == 200, olga.text
+    assert stack.wait_run(dag_id, run_id) == "success"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["by"], record["means"], record["reason"], record["edited_fields"]) == ("olga", "rest", "ops on call", [])
+    ti = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}").json()
+    assert ti["note"].startswith("Approved by olga via rest")
+    # refused attempts are in Airflow's audit log
+    logs = stack.api("GET", "/api/v2/eventLogs", params={"dag_id": dag_id, "event": "campaign_decision_refused"}).json()
+    assert {e["owner"] for e in logs["event_logs"]} >= {"eve", "admin"}
+
+
+def test_required_actions_form_answer_approves(world):
+    stack, dag_id, run_id = waiting(world, "form")
+    form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
+    status = stack.api("GET", decision_path(dag_id, run_id), "dana").json()
+    params = {"reason": "fine", **status["editable"], "headline": "A better headline"}
+    assert stack.api("PATCH", form, "eve", json={"chosen_options": ["Approve"], "params_input": params}).status_code == 403
+    answer = stack.api("PATCH", form, "dana", json={"chosen_options": ["Approve"], "params_input": params})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(dag_id, run_id) == "success"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["by"], record["means"], record["edited_fields"]) == ("dana", "airflow-ui", ["headline"])
+
+
+def test_marking_the_gate_success_approves_and_records_who(world):
+    stack, dag_id, run_id = waiting(world, "mark")
+    answer = stack.api("PATCH", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}", "eve", json={"new_state": "success"})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(dag_id, run_id) == "success"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["decision"], record["by"], record["means"]) == ("approved", "eve", "mark-success")
+    late = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "reject", "reason": "no"})
+    assert late.status_code == 409 and "already decided" in late.json()["detail"]
+
+
+def test_marking_the_gate_failed_rejects(world):
+    stack, dag_id, run_id = waiting(world, "markfail")
+    body = {"new_state": "failed", "note": "not this quarter"}
+    assert stack.api("PATCH", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}", "dana", json=body).status_code == 200
+    assert stack.wait_run(dag_id, run_id) == "failed"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["decision"], record["by"], record["means"], record["reason"]) == ("rejected", "dana", "mark-failed", "not this quarter")
+
+
+def test_rejection_fails_the_run_with_who_and_why(world):
+    stack, dag_id, run_id = waiting(world, "reject")
+    no_reason = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "reject"})
+    assert no_reason.status_code == 400
+    answer = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "reject", "reason": "off-brand tone"})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(dag_id, run_id) == "failed"
+    assert stack.task_state(dag_id, run_id, GATE) == "failed"
+    assert stack.task_state(dag_id, run_id, "distribution.publish_channel") in ("upstream_failed", None)
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["decision"], record["by"], record["reason"]) == ("rejected", "dana", "off-brand tone")
+    log = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/logs/1", params={"full_content": True})
+    assert "rejected by dana: off-brand tone" in log.text
+
+
+def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(world):
+    stack, dag_id, run_id = world["stack"], "campaign_gate-timeout", world["runs"]["timeout"]
+    assert stack.wait_run(dag_id, run_id, timeout=300) == "failed"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["decision"], record["by"], record["means"]) == ("rejected", "timeout", "timeout")
+    reminders = [json.loads(p.read_text()) for p in (world["data"] / "notifications").glob("*review-reminder*")]
+    assert any("gate-timeout" in json.dumps(r) for r in reminders), sorted(p.name for p in (world["data"] / "notifications").iterdir())
+    late = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve"})
+    assert late.status_code == 409 and "already decided" in late.json()["detail"]
+    form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
+    late_form = stack.api("PATCH", form, "dana", json={"chosen_options": ["Approve"], "params_input": {}})
+    assert late_form.status_code == 409
+    assert not [m for m in world["smtp"].messages() if "Gate timeout" in m.get("Subject", "")]
+
+
+def test_unknown_runs_get_a_clear_answer(world):
+    stack = world["stack"]
+    missing = stack.api("POST", decision_path("campaign_gate-rest", "no-such-run"), "dana", json={"decision": "approve"})
+    assert missing.status_code == 404 and "no run 'no-such-run'" in missing.json()["detail"]
+    cli_missing = cli(stack, "approve", "gate-rest", "no-such-run", user="dana")
+    assert cli_missing.returncode == 1 and "404" in cli_missing.stderr
