@@ -36,7 +36,6 @@ def world(tmp_path, monkeypatch, airflow_db):
         campaign = yaml.safe_load((CAMPAIGNS_DIR / "spring-launch.yaml").read_text())
         port = site.server_address[1]
         campaign["research"]["competitor_urls"] = [f"http://127.0.0.1:{port}/{n}.html" for n in ("flowwatch", "datadoggo")]
-        campaign["approval"]["poll_interval"] = "1s"
         campaigns = tmp_path / "campaigns"
         campaigns.mkdir()
         (campaigns / "spring-launch.yaml").write_text(yaml.safe_dump(campaign))
@@ -49,16 +48,18 @@ def decide_when_waiting(dag_id: str, decision: str, by: str = "admin") -> thread
     """A reviewer: waits until the run sits at the approval gate, then decides."""
     # Import what the reviewer thread uses here, in the main thread: two threads importing
     # Airflow's ORM models at once can deadlock on SQLAlchemy's mapper configuration.
-    from airflow.models import Variable  # noqa: F401
+    import include.orchestrator.decisions  # noqa: F401
+    from airflow.models.hitl import HITLDetail  # noqa: F401
+    from airflow.models.xcom import XComModel  # noqa: F401
 
     localdev._waiting_run(dag_id)
 
     def review():
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            waiting = localdev._waiting_run(dag_id)
-            if waiting:
-                localdev.record_decision(dag_id, waiting[0], decision, by, f"{decision} by the test reviewer")
+            run_id = localdev._waiting_run(dag_id)
+            if run_id:
+                localdev.record_decision(dag_id, run_id, decision, by, f"{decision} by the test reviewer")
                 return
             time.sleep(0.5)
 
@@ -67,7 +68,7 @@ def decide_when_waiting(dag_id: str, decision: str, by: str = "admin") -> thread
     return thread
 
 
-def run_campaign(conf: dict, decision: str = "approved"):
+def run_campaign(conf: dict, decision: str = "approve"):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=localdev.PROJECT_ROOT / "dags" / "campaigns.py").dags["campaign_spring-launch"]
@@ -109,10 +110,10 @@ def test_whole_campaign_runs_every_phase_for_real(world):
 
 
 def test_conf_chooses_channels_and_rejection_fails_the_run(world):
-    run, (state, rows) = run_campaign({"channels": ["blog"], "audience": "analytics engineers"}, decision="rejected")
+    run, (state, rows) = run_campaign({"channels": ["blog"], "audience": "analytics engineers"}, decision="reject")
     states = {r["task"]: r["state"] for r in rows}
     assert state == "failed"
-    assert states["review.wait_for_approval"] == "failed"
+    assert states["review.approval"] == "failed"
     assert states["design.render_image[email]"] == "skipped" and states["design.render_image[blog]"] == "success"
     assert not any(s == "success" for t, s in states.items() if t.startswith("distribution."))
     assert world["smtp"].messages() == []

@@ -110,36 +110,33 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": path}
 
 
-def _waiting_run(dag_id: str) -> tuple[str, str] | None:
-    """(run_id, state of the approval task) of the newest run, once it reached the gate."""
+def _waiting_run(dag_id: str) -> str | None:
+    """The newest run of the DAG, once its approval gate waits for input."""
     from airflow.models import DagRun, TaskInstance
     from airflow.utils.session import create_session
+
+    from include.orchestrator.approval import GATE_TASK_ID
 
     with create_session() as session:
         run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
         if run is None:
             return None
-        ti = (
-            session.query(TaskInstance)
-            .filter_by(dag_id=dag_id, run_id=run.run_id, task_id="review.wait_for_approval")
-            .one_or_none()
-        )
-        return (run.run_id, ti.state) if ti is not None and ti.state in ("up_for_reschedule", "running") else None
+        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run.run_id, task_id=GATE_TASK_ID).one_or_none()
+        return run.run_id if ti is not None and ti.state == "awaiting_input" else None
 
 
-def record_decision(dag_id: str, run_id: str, decision: str, by: str, reason: str, means: str = "cli") -> str:
-    """Write a reviewer's decision where the run's approval sensor looks for it."""
-    from airflow.models import DagRun, Variable
+def record_decision(dag_id: str, run_id: str, decision: str, by: str, reason: str) -> str:
+    """Decide in-process, through the same checks as the decision API (``make demo``, dag.test tests)."""
     from airflow.utils.session import create_session
 
-    from include.orchestrator.approval import Decision, decision_key
+    from include.orchestrator.decisions import DecisionRequest, decide
 
     with create_session() as session:
-        if session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one_or_none() is None:
-            raise SystemExit(f"no run {run_id!r} of DAG {dag_id!r}")
-    record = Decision(decision=decision, by=by, reason=reason, means=means)
-    Variable.set(decision_key(dag_id, run_id), record.model_dump_json())
-    return f"{decision} run {run_id} of {dag_id} as {by}"
+        record = decide(
+            session, dag_id=dag_id, run_id=run_id, user_id=by, user_name=by, roles=[],
+            request=DecisionRequest(decision=decision, reason=reason), means="in-process",
+        )
+    return record.summary()
 
 
 def run_summary(dag_id: str, run_id: str) -> tuple[str, list[dict[str, Any]]]:
@@ -178,6 +175,10 @@ def _describe(row: dict[str, Any]) -> str:
 
 def _result_text(row: dict[str, Any]) -> str:
     value = row["value"] if isinstance(row["value"], dict) else {}
+    if "decision" in value:  # the approval gate's decision record
+        from include.orchestrator.approval import Decision
+
+        return Decision.model_validate(value).summary()
     effects = value.get("effects") or []
     if effects:
         return "; ".join(e.get("summary") or json.dumps(e["ref"]) for e in effects)
@@ -209,10 +210,10 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
                     raise SystemExit(f"the demo run took longer than {timeout} s; see {log_path}")
                 waiting = None if decided else _waiting_run(dag_id)
                 if waiting:
-                    run_id = waiting[0]
+                    run_id = waiting
                     outbox = Path(conns["campaign_notify"]["extra"]["path"])
                     print(f"Run {run_id} waits for approval; review request in {airflow_home() / outbox}.")
-                    print("  " + record_decision(dag_id, run_id, "approved", "admin", "copy and images look good (make demo)"))
+                    print("  " + record_decision(dag_id, run_id, "approve", "admin", "copy and images look good (make demo)"))
                     decided = True
                 time.sleep(0.5)
         if proc.returncode != 0 or run_id is None:
@@ -238,8 +239,9 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
             print(f"  {label:<44} {home / conns[conn_id]['extra']['path']}")
         print(f"  {'email (delivered over SMTP to the demo server)':<44} {servers['maildir']}")
         print("\nNext: `make up` starts the Airflow UI at http://localhost:8080 (user admin, password admin)")
-        print("to watch and trigger campaigns; approve a waiting run with")
-        print("  .venv/bin/python -m include.orchestrator approve <dag_id> <run_id> --by admin --reason '...'")
+        print("to watch and trigger campaigns. A run waiting for approval is decided in its Required Actions")
+        print("tab, or from the shell as an approver other than the user who triggered it:")
+        print("  AIRFLOW_USER=dana .venv/bin/python -m include.orchestrator approve <campaign> <run_id> --reason '...'")
         return 0 if state == "success" else 1
 
 
