@@ -145,6 +145,38 @@ def gate_states(db: Database) -> dict[str, int]:
     return dict(db.rows("SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE task_id = %s GROUP BY 1", GATE))
 
 
+def trigger(stack: AirflowStack, count: int) -> list[str]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _: stack.trigger(DAG_ID), range(count)))
+
+
+def wait_at_gate(kind: str, db: Database, count: int) -> None:
+    started = time.monotonic()
+    while True:
+        states = gate_states(db)
+        if sum(states.get(s, 0) for s in WAITING[kind]) >= count:
+            return
+        if time.monotonic() - started > 3 * 3600:
+            raise SystemExit(f"{kind}: runs did not all reach the gate: {states}")
+        log(f"{kind}: gate states {states}")
+        time.sleep(15)
+
+
+def decide(kind: str, stack: AirflowStack, run_ids: list[str], pause: float = 0) -> dict[str, float]:
+    """Approve runs as dana (ours: the decision API; baseline: its Variable); when each was decided."""
+    decided = {}
+    for run_id in run_ids:
+        decided[run_id] = time.time()
+        if kind == "hitl":
+            answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{run_id}", "dana", json={"decision": "approve"})
+        else:
+            answer = stack.api("POST", "/api/v2/variables", json={"key": variable_key(DAG_ID, run_id), "value": "approved"})
+        if answer.status_code not in (200, 201):
+            raise SystemExit(f"{kind}: deciding {run_id} failed: {answer.status_code} {answer.text}")
+        time.sleep(pause)
+    return decided
+
+
 def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict[str, Any]:
     home = work / kind
     campaigns, dags = home / "campaigns", home / "dags"
@@ -153,7 +185,8 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
     campaign = yaml.safe_load((CAMPAIGNS_DIR / "webinar-invite.yaml").read_text())
     campaign |= {"slug": SLUG, "name": "Bench gate", "approval": {"approvers": ["dana"], "timeout": "2h"}}
     (campaigns / f"{SLUG}.yaml").write_text(yaml.safe_dump(campaign))
-    (dags / "bench_gate.py").write_text("from bench.gate_dag import build\n\nbuild(globals())\n")
+    # "airflow" and "dag" in the text: the DAG processor's safe mode skips files without both.
+    (dags / "bench_gate.py").write_text('"""The airflow DAG of the approval bench."""\nfrom bench.gate_dag import build\n\nbuild(globals())\n')
     conns = localdev.settings_connections()
     with Database(server, f"campaign_bench_{kind}") as db, LocalSmtpServer(home / "maildir") as smtp:
         conns["campaign_email"]["port"] = smtp.port
@@ -167,44 +200,32 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
         }
         with AirflowStack(home / "airflow", env=env, db_url=db.url, parallelism=16) as stack:
             stack.wait_for_dags([DAG_ID])
-            log(f"{kind}: stack up; measuring it idle")
+            # LocalExecutor keeps the worker processes it spawned: run a first batch through, so
+            # the idle figure includes a warm worker pool and only the waiting is measured.
+            warm = trigger(stack, 16)
+            wait_at_gate(kind, db, 16)
+            decide(kind, stack, warm)
+            stack.wait(lambda: len(db.rows("SELECT 1 FROM dag_run WHERE state = 'running'")) == 0, "warm-up runs", 900, 5)
+            log(f"{kind}: stack up and warm; measuring it idle")
             time.sleep(10)
             idle = window(stack, db, 30)
             log(f"{kind}: idle {idle}; triggering {n} runs")
             started = time.monotonic()
-            with ThreadPoolExecutor(8) as pool:
-                run_ids = list(pool.map(lambda _: stack.trigger(DAG_ID), range(n)))
-            while True:
-                states = gate_states(db)
-                if sum(states.get(s, 0) for s in WAITING[kind]) >= n:
-                    break
-                if time.monotonic() - started > 3 * 3600:
-                    raise SystemExit(f"{kind}: runs did not all reach the gate: {states}")
-                log(f"{kind}: gate states {states}")
-                time.sleep(15)
+            run_ids = trigger(stack, n)
+            wait_at_gate(kind, db, n)
             reach_s = time.monotonic() - started
             log(f"{kind}: all {n} runs wait at the gate after {reach_s:.0f} s; settling")
             time.sleep(15)
             busy = window(stack, db, 60)
             log(f"{kind}: waiting {busy}; deciding {sample} runs, one a second")
-            decided: dict[str, float] = {}
-            for run_id in run_ids[:sample]:
-                decided[run_id] = time.time()
-                if kind == "hitl":
-                    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{run_id}", "dana", json={"decision": "approve"})
-                else:
-                    key = variable_key(DAG_ID, run_id)
-                    answer = stack.api("POST", "/api/v2/variables", json={"key": key, "value": "approved"})
-                if answer.status_code not in (200, 201):
-                    raise SystemExit(f"{kind}: deciding {run_id} failed: {answer.status_code} {answer.text}")
-                time.sleep(1)
+            decided = decide(kind, stack, run_ids[:sample], pause=1)
             starts: dict[str, datetime] = {}
             deadline = time.monotonic() + 900
             while len(starts) < sample and time.monotonic() < deadline:
                 rows = db.rows(
                     "SELECT run_id, start_date FROM task_instance WHERE task_id = 'distribution.publish_channel' AND start_date IS NOT NULL"
                 )
-                starts = {r: s for r, s in rows if r in decided}
+                starts = {r: s for r, s in rows if r in decided}  # warm-up runs are not in decided
                 time.sleep(2)
             latencies = sorted(starts[r].timestamp() - decided[r] for r in starts)
             if len(latencies) < sample:
