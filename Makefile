@@ -13,10 +13,10 @@ export PYTHONPATH := $(CURDIR)
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin,dana:viewer
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin,dana:user
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test up bench lock schema clean
+.PHONY: demo test up bench bench-approval lock schema clean
 
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator demo
@@ -29,6 +29,9 @@ up: $(AIRFLOW_HOME)/airflow.db
 
 bench: $(VENV)/.installed
 	$(PY) bench/parse_bench.py
+
+bench-approval: $(VENV)/.installed  # needs PostgreSQL on 127.0.0.1:5432
+	$(PY) bench/approval_bench.py --quick
 
 schema: $(VENV)/.installed
 	$(PY) -m include.orchestrator schema

@@ -226,6 +226,10 @@ class ApprovalGate(HITLOperator):
             raise TaskAwaitingInput(
                 method_name="execute_complete", kwargs={"reminded": True}, timeout=state.deadline - gate_rules.now()
             )
+        if event["responded_at"] > state.deadline:  # answered in the form after the deadline, before the sweep
+            user = (event.get("responded_by_user") or {}).get("name", "someone")
+            self.log.warning("refused the decision of %s: it came at %s, after the deadline", user, event["responded_at"])
+            return self._timed_out(context, state)
         return self._finish(ti, self._record(ti, state, event))
 
     def _record(self, ti: Any, state: GateState, event: dict[str, Any]) -> Decision:
