@@ -226,6 +226,8 @@ class ApprovalGate(HITLOperator):
             raise TaskAwaitingInput(
                 method_name="execute_complete", kwargs={"reminded": True}, timeout=state.deadline - gate_rules.now()
             )
+        if isinstance(event["responded_at"], str):
+            event = {**event, "responded_at": datetime.fromisoformat(event["responded_at"])}
         if event["responded_at"] > state.deadline:  # answered in the form after the deadline, before the sweep
             user = (event.get("responded_by_user") or {}).get("name", "someone")
             self.log.warning("refused the decision of %s: it came at %s, after the deadline", user, event["responded_at"])
