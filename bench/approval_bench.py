@@ -186,7 +186,9 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
     campaign |= {"slug": SLUG, "name": "Bench gate", "approval": {"approvers": ["dana"], "timeout": "2h"}}
     (campaigns / f"{SLUG}.yaml").write_text(yaml.safe_dump(campaign))
     # "airflow" and "dag" in the text: the DAG processor's safe mode skips files without both.
-    (dags / "bench_gate.py").write_text('"""The airflow DAG of the approval bench."""\nfrom bench.gate_dag import build\n\nbuild(globals())\n')
+    (dags / "bench_gate.py").write_text(
+        '"""The airflow DAG of the approval bench."""\nfrom bench.gate_dag import build\n\nbuild(globals())\n'
+    )
     conns = localdev.settings_connections()
     with Database(server, f"campaign_bench_{kind}") as db, LocalSmtpServer(home / "maildir") as smtp:
         conns["campaign_email"]["port"] = smtp.port
@@ -223,7 +225,8 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
             deadline = time.monotonic() + 900
             while len(starts) < sample and time.monotonic() < deadline:
                 rows = db.rows(
-                    "SELECT run_id, start_date FROM task_instance WHERE task_id = 'distribution.publish_channel' AND start_date IS NOT NULL"
+                    "SELECT run_id, start_date FROM task_instance"
+                    " WHERE task_id = 'distribution.publish_channel' AND start_date IS NOT NULL"
                 )
                 starts = {r: s for r, s in rows if r in decided}  # warm-up runs are not in decided
                 time.sleep(2)

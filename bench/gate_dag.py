@@ -62,7 +62,7 @@ def build(target: dict[str, Any]) -> None:
     ) as dag:
         plan = render.CampaignStep(task_id="validate_conf", step="validate_conf", retries=0)
         with TaskGroup("content"):
-            draft = PythonOperator(task_id="write_copy", python_callable=fixed_draft)
+            write_copy = PythonOperator(task_id="write_copy", python_callable=fixed_draft)
         with TaskGroup("review"):
             if os.environ.get("BENCH_GATE", "hitl") == "hitl":
                 gate = render.ApprovalGate(task_id="approval", response_timeout=timeout, retries=0)
@@ -72,5 +72,5 @@ def build(target: dict[str, Any]) -> None:
             publish = render.CampaignStep.partial(
                 task_id="publish_channel", step="publish_channel", map_index_template="{{ task.item }}"
             ).expand(item=["email"])
-        plan >> draft >> gate >> publish
+        plan >> write_copy >> gate >> publish
     target[dag.dag_id] = dag

@@ -77,7 +77,11 @@ class AirflowStack:
         for name in ("api-server", "scheduler", "dag-processor"):
             log = (self.home / f"{name}.log").open("w")
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, "-m", "airflow", name],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -132,7 +136,9 @@ class AirflowStack:
                 return
             self._check_alive()
             time.sleep(2)
-        raise RuntimeError(f"DAGs {sorted(set(dag_ids) - found)} not parsed within {timeout} s; see {self.home}/dag-processor.log")
+        raise RuntimeError(
+            f"DAGs {sorted(set(dag_ids) - found)} not parsed within {timeout} s; see {self.home}/dag-processor.log"
+        )
 
     def trigger(self, dag_id: str, user: str = "admin", conf: dict[str, Any] | None = None) -> str:
         answer = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", user, json={"logical_date": None, "conf": conf or {}})
@@ -161,10 +167,14 @@ class AirflowStack:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; logs in {self.home}")
 
     def wait_task(self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 300) -> str:
-        return self.wait(lambda: (s := self.task_state(dag_id, run_id, task_id)) in states and s, f"{task_id} in {states}", timeout)
+        return self.wait(
+            lambda: (s := self.task_state(dag_id, run_id, task_id)) in states and s, f"{task_id} in {states}", timeout
+        )
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
-        return self.wait(lambda: (s := self.run_state(dag_id, run_id)) in ("success", "failed") and s, f"run {run_id} to end", timeout)
+        return self.wait(
+            lambda: (s := self.run_state(dag_id, run_id)) in ("success", "failed") and s, f"run {run_id} to end", timeout
+        )
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         answer = self.api(

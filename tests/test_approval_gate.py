@@ -71,7 +71,9 @@ def decision_path(dag_id: str, run_id: str) -> str:
 
 def cli(stack: AirflowStack, *args: str, user: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "AIRFLOW_API_URL": stack.url, "AIRFLOW_USER": user, "AIRFLOW_PASSWORD": user, "PYTHONPATH": str(PROJECT)}
-    return subprocess.run([sys.executable, "-m", "include.orchestrator", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "include.orchestrator", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_the_gate_holds_no_worker_and_publishes_its_request(world):
@@ -163,7 +165,12 @@ def test_marking_the_gate_failed_rejects(world):
     assert stack.api("PATCH", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}", "dana", json=body).status_code == 200
     assert stack.wait_run(dag_id, run_id) == "failed"
     record = stack.xcom(dag_id, run_id, GATE)
-    assert (record["decision"], record["by"], record["means"], record["reason"]) == ("rejected", "dana", "mark-failed", "not this quarter")
+    assert (record["decision"], record["by"], record["means"], record["reason"]) == (
+        "rejected",
+        "dana",
+        "mark-failed",
+        "not this quarter",
+    )
 
 
 def test_rejection_fails_the_run_with_who_and_why(world):
@@ -187,7 +194,9 @@ def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["decision"], record["by"], record["means"]) == ("rejected", "timeout", "timeout")
     reminders = [json.loads(p.read_text()) for p in (world["data"] / "notifications").glob("*review-reminder*")]
-    assert any("gate-timeout" in json.dumps(r) for r in reminders), sorted(p.name for p in (world["data"] / "notifications").iterdir())
+    assert any("gate-timeout" in json.dumps(r) for r in reminders), sorted(
+        p.name for p in (world["data"] / "notifications").iterdir()
+    )
     late = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve"})
     assert late.status_code == 409 and "already decided" in late.json()["detail"]
     form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"

@@ -48,9 +48,10 @@ def decide_when_waiting(dag_id: str, decision: str, by: str = "admin") -> thread
     """A reviewer: waits until the run sits at the approval gate, then decides."""
     # Import what the reviewer thread uses here, in the main thread: two threads importing
     # Airflow's ORM models at once can deadlock on SQLAlchemy's mapper configuration.
-    import include.orchestrator.decisions  # noqa: F401
     from airflow.models.hitl import HITLDetail  # noqa: F401
     from airflow.models.xcom import XComModel  # noqa: F401
+
+    import include.orchestrator.decisions  # noqa: F401
 
     localdev._waiting_run(dag_id)
 

@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("campaign", help="campaign slug or dag id")
         cmd.add_argument("run_id")
         cmd.add_argument("--user", default=os.environ.get("AIRFLOW_USER", "admin"), help="Airflow user (env AIRFLOW_USER)")
-        cmd.add_argument("--api-url", default=os.environ.get("AIRFLOW_API_URL", "http://localhost:8080"), help="env AIRFLOW_API_URL")
+        api_url = os.environ.get("AIRFLOW_API_URL", "http://localhost:8080")
+        cmd.add_argument("--api-url", default=api_url, help="env AIRFLOW_API_URL")
         if verb != "approval-status":
             cmd.add_argument("--reason", default="", help="why (required to reject)")
         if verb == "approve":
-            cmd.add_argument("--copy", type=argparse.FileType(), help="JSON file of edited copy fields (headline, email_body, ...)")
+            cmd.add_argument("--copy", type=argparse.FileType(), help="JSON file of edited copy (headline, email_body, ...)")
     args = parser.parse_args(argv)
 
     if args.command == "schema":

@@ -10,7 +10,6 @@ needs only the "edit task instance" permission on the DAG and bypasses the appro
 the record names who did it, from Airflow's audit log.
 """
 
-
 import json
 from typing import Annotated, Any, Literal
 
@@ -73,7 +72,14 @@ def _set_xcom(session: Session, ti: Any, key: str, value: Any) -> None:
     from airflow.models.xcom import XComModel
 
     XComModel.set(
-        key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index, serialize=False, session=session
+        key,
+        value,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        map_index=ti.map_index,
+        serialize=False,
+        session=session,
     )
 
 
@@ -100,8 +106,12 @@ def status(session: Session, dag_id: str, run_id: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "gate_state": ti.state, "waiting": waiting}
     if gate:
         state = GateState.model_validate(gate)
-        answer |= {"deadline": state.deadline.isoformat(), "eligible": state.eligible, "draft_version": state.draft_version,
-                   "editable": rules.form_values(Copy.model_validate(state.draft), state.channels)}
+        answer |= {
+            "deadline": state.deadline.isoformat(),
+            "eligible": state.eligible,
+            "draft_version": state.draft_version,
+            "editable": rules.form_values(Copy.model_validate(state.draft), state.channels),
+        }
     if record:
         answer["decision"] = record
     return answer
@@ -250,7 +260,9 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
         detail.params_input = {"reason": record.reason}
     if not note:
         _note(ti, record.summary(), None)
-    log.warning("campaign decision by marking the approval task", dag_id=ti.dag_id, run_id=ti.run_id, decision=record.decision, by=by)
+    log.warning(
+        "campaign decision by marking the approval task", dag_id=ti.dag_id, run_id=ti.run_id, decision=record.decision, by=by
+    )
     return record
 
 

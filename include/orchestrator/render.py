@@ -194,7 +194,8 @@ class ApprovalGate(HITLOperator):
 
     @staticmethod
     def _form(draft: Copy, channels: list[str]) -> dict[str, Param]:
-        fields = {"reason": Param("", type="string", maxLength=2000, title="Reason", description="Why: required reading for a rejection.")}
+        reason = Param("", type="string", maxLength=2000, title="Reason", description="Why; a rejection needs one.")
+        fields = {"reason": reason}
         for name, value in gate_rules.form_values(draft, channels).items():
             extra = {"format": "multiline"} if name in gate_rules.MULTILINE else {}
             fields[name] = Param(value, type="string", minLength=1, title=name.replace("_", " ").capitalize(), **extra)
