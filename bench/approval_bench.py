@@ -96,31 +96,36 @@ class Database:
             return cur.fetchall()
 
 
-def processes(stack: AirflowStack) -> list[psutil.Process]:
-    procs = []
-    for proc in stack.procs.values():
+def processes(stack: AirflowStack) -> dict[str, list[psutil.Process]]:
+    """Every live process of the stack, by component (its task processes under the scheduler)."""
+    found = {}
+    for name, proc in stack.procs.items():
         try:
             root = psutil.Process(proc.pid)
-            procs += [root, *root.children(recursive=True)]
+            found[name] = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            pass
-    return procs
+            found[name] = []
+    return found
 
 
-def pss_mb(stack: AirflowStack) -> float:
-    total = 0
-    for proc in processes(stack):
-        try:
-            total += proc.memory_full_info().pss
-        except psutil.Error:
-            pass
-    return total / 2**20
+def pss_mb(stack: AirflowStack) -> dict[str, float]:
+    """Proportional set size by component: shared pages count once across forked processes."""
+    sizes = {}
+    for name, procs in processes(stack).items():
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_full_info().pss
+            except psutil.Error:
+                pass
+        sizes[name] = total / 2**20
+    return sizes
 
 
 def cpu_seconds(stack: AirflowStack) -> float:
     """CPU time of the live processes and of the children they have reaped."""
     total = 0.0
-    for proc in processes(stack):
+    for proc in (p for procs in processes(stack).values() for p in procs):
         try:
             t = proc.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
@@ -130,7 +135,7 @@ def cpu_seconds(stack: AirflowStack) -> float:
 
 
 def window(stack: AirflowStack, db: Database, seconds: float) -> dict[str, float]:
-    """CPU cores used, median PSS, and the most gate task instances holding a slot."""
+    """CPU cores used, median PSS (in all and by component), the most gate instances holding a slot."""
     cpu0, start, pss, slots = cpu_seconds(stack), time.monotonic(), [], 0
     while time.monotonic() - start < seconds:
         pss.append(pss_mb(stack))
@@ -138,7 +143,9 @@ def window(stack: AirflowStack, db: Database, seconds: float) -> dict[str, float
         slots = max(slots, held[0][0])
         time.sleep(2)
     cores = (cpu_seconds(stack) - cpu0) / (time.monotonic() - start)
-    return {"cpu_cores": round(cores, 3), "pss_mb": round(statistics.median(pss), 1), "slots": slots}
+    by_component = {name: round(statistics.median(p[name] for p in pss), 1) for name in pss[0]}
+    total = round(statistics.median(sum(p.values()) for p in pss), 1)
+    return {"cpu_cores": round(cores, 3), "pss_mb": total, "pss_mb_by_component": by_component, "slots": slots}
 
 
 def gate_states(db: Database) -> dict[str, int]:
@@ -243,6 +250,7 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
         "waiting": busy,
         "slots_held": busy["slots"],
         "added_mb": round(busy["pss_mb"] - idle["pss_mb"], 1),
+        "added_mb_by_component": {k: round(v - idle["pss_mb_by_component"][k], 1) for k, v in busy["pss_mb_by_component"].items()},
         "added_cpu_cores": round(busy["cpu_cores"] - idle["cpu_cores"], 3),
         "decision_to_next_p50_s": round(statistics.median(latencies), 2),
         "decision_to_next_p95_s": round(q[18], 2),

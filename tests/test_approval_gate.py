@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from include.orchestrator import localdev
+from include.orchestrator.approval import Decision
 from include.orchestrator.loader import CAMPAIGNS_DIR
 from tests.stack import PROJECT, AirflowStack
 
@@ -107,8 +108,12 @@ def test_cli_approval_with_edited_copy_reaches_distribution(world, tmp_path):
     mails = [m for m in world["smtp"].messages() if "Edited by Dana" in m["Subject"]]
     assert len(mails) == 1, [m["Subject"] for m in world["smtp"].messages()]
     record = stack.xcom(dag_id, run_id, GATE)
+    assert set(record) == set(Decision.model_fields) and all(record.values()), "every field of the record is filled"
     assert record["by"] == "dana" and record["means"] == "cli" and record["triggered_by"] == "admin"
+    assert record["reason"] == "tightened the subject" and record["edited_copy"]["email_subject"].startswith("Edited by Dana")
     assert record["edited_fields"] == ["email_subject"] and record["copy_version"] != record["draft_version"]
+    log = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/logs/1", params={"full_content": True})
+    assert "Approved by dana via cli" in log.text
     again = cli(stack, "reject", "gate-cli", run_id, "--reason", "too late", user="dana")
     assert again.returncode == 1 and "already decided" in again.stderr
 
