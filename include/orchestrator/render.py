@@ -222,7 +222,7 @@ class ApprovalGate(HITLOperator):
             if reminded or gate_rules.now() >= state.deadline:
                 return self._timed_out(context, state)
             ctx = step_context(self, context)
-            self._remind(ctx, state)
+            self._remind(ctx, ti, state)
             self._open(ctx, ti, state)  # clears the default answer: the request is open again
             raise TaskAwaitingInput(
                 method_name="execute_complete", kwargs={"reminded": True}, timeout=state.deadline - gate_rules.now()
@@ -257,13 +257,13 @@ class ApprovalGate(HITLOperator):
             at=event["responded_at"],
             reason=reason[:2000],
             draft_version=state.draft_version,
-            copy_version=gate_rules.copy_version(approved),
+            copy_version=gate_rules.copy_version(approved) if decision == "approved" else state.draft_version,
             edited_fields=edited if decision == "approved" else [],
             edited_copy=approved.model_dump() if edited and decision == "approved" else None,
             triggered_by=state.triggered_by,
         )
 
-    def _remind(self, ctx: StepContext, state: GateState) -> None:
+    def _remind(self, ctx: StepContext, ti: Any, state: GateState) -> None:
         message = Message(
             key=ctx.plan.key("review-reminder"),
             to=list(ctx.campaign.approval.approvers),
@@ -276,6 +276,7 @@ class ApprovalGate(HITLOperator):
             link=ctx.ui_link,
         )
         effect = ctx.open_port("notify").notify(message)
+        ti.xcom_push(key="effects", value=[effect.model_dump(mode="json")])  # for compensation, as steps record theirs
         self.log.info("reminder sent: %s", effect.summary or effect.ref)
 
     def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
