@@ -121,6 +121,8 @@ def test_cli_approval_with_edited_copy_reaches_distribution(world, tmp_path):
 def test_rest_refuses_non_approvers_and_self_approval_and_accepts_a_role_approver(world):
     stack, dag_id, run_id = waiting(world, "rest")
     path = decision_path(dag_id, run_id)
+    status = cli(stack, "approval-status", dag_id, run_id, user="eve")
+    assert status.returncode == 0 and json.loads(status.stdout)["eligible"] == ["dana", "olga"]
     eve = stack.api("POST", path, "eve", json={"decision": "approve"})
     assert eve.status_code == 403 and "eve is not an approver" in eve.json()["detail"]
     admin = stack.api("POST", path, "admin", json={"decision": "approve"})
