@@ -50,7 +50,7 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from bench.gate_dag import SLUG, variable_key  # noqa: E402
+from bench.gate_dag import DRAFT, SLUG, variable_key  # noqa: E402
 from include.orchestrator import localdev  # noqa: E402
 from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
 from include.orchestrator.smtp_server import LocalSmtpServer  # noqa: E402
@@ -152,6 +152,10 @@ def gate_states(db: Database) -> dict[str, int]:
     return dict(db.rows("SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE task_id = %s GROUP BY 1", GATE))
 
 
+def p95(values: list[float]) -> float:
+    return round(statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0], 2)
+
+
 def trigger(stack: AirflowStack, count: int) -> list[str]:
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda _: stack.trigger(DAG_ID), range(count)))
@@ -169,13 +173,27 @@ def wait_at_gate(kind: str, db: Database, count: int) -> None:
         time.sleep(15)
 
 
-def decide(kind: str, stack: AirflowStack, run_ids: list[str], pause: float = 0) -> dict[str, float]:
-    """Approve runs as dana (ours: the decision API; baseline: its Variable); when each was decided."""
+def decide(kind: str, stack: AirflowStack, run_ids: list[str], pause: float = 0) -> dict[str, tuple[str, float]]:
+    """Approve runs as dana; when each was decided, and how.
+
+    Ours alternates the decision API (``rest``) and the Required Actions form's REST call
+    (``form``, which resumes the gate on a worker); the baseline sets its Variable.
+    """
     decided = {}
-    for run_id in run_ids:
-        decided[run_id] = time.time()
-        if kind == "hitl":
+    for i, run_id in enumerate(run_ids):
+        means = "variable" if kind != "hitl" else ("rest", "form")[i % 2]
+        decided[run_id] = (means, time.time())
+        if means == "rest":
             answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{run_id}", "dana", json={"decision": "approve"})
+        elif means == "form":
+            path = f"{stack.run_path(DAG_ID, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
+            params = {
+                "reason": "",
+                "headline": DRAFT["headline"],
+                "email_subject": DRAFT["email_subject"],
+                "email_body": DRAFT["email_body"],
+            }
+            answer = stack.api("PATCH", path, "dana", json={"chosen_options": ["Approve"], "params_input": params})
         else:
             answer = stack.api("POST", "/api/v2/variables", json={"key": variable_key(DAG_ID, run_id), "value": "approved"})
         if answer.status_code not in (200, 201):
@@ -184,7 +202,7 @@ def decide(kind: str, stack: AirflowStack, run_ids: list[str], pause: float = 0)
     return decided
 
 
-def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict[str, Any]:
+def run_variant(kind: str, n: int, sample: int, server: str, work: Path, extra: dict[str, str]) -> dict[str, Any]:
     home = work / kind
     campaigns, dags = home / "campaigns", home / "dags"
     campaigns.mkdir(parents=True)
@@ -206,6 +224,7 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
             "BENCH_GATE": kind,
             "BENCH_MAX_RUNS": str(n + 10),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "5",
+            **extra,
         }
         with AirflowStack(home / "airflow", env=env, db_url=db.url, parallelism=16) as stack:
             stack.wait_for_dags([DAG_ID])
@@ -237,11 +256,14 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
                 )
                 starts = {r: s for r, s in rows if r in decided}  # warm-up runs are not in decided
                 time.sleep(2)
-            latencies = sorted(starts[r].timestamp() - decided[r] for r in starts)
+            by_means: dict[str, list[float]] = {}
+            for r in starts:
+                means, at = decided[r]
+                by_means.setdefault(means, []).append(starts[r].timestamp() - at)
+            latencies = sorted(x for values in by_means.values() for x in values)
             if len(latencies) < sample:
                 raise SystemExit(f"{kind}: only {len(latencies)} of {sample} decided runs reached distribution")
             delivered = len(smtp.messages())
-    q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
     return {
         "variant": kind,
         "n": n,
@@ -250,10 +272,15 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path) -> dict
         "waiting": busy,
         "slots_held": busy["slots"],
         "added_mb": round(busy["pss_mb"] - idle["pss_mb"], 1),
-        "added_mb_by_component": {k: round(v - idle["pss_mb_by_component"][k], 1) for k, v in busy["pss_mb_by_component"].items()},
+        "added_mb_by_component": {
+            k: round(v - idle["pss_mb_by_component"][k], 1) for k, v in busy["pss_mb_by_component"].items()
+        },
         "added_cpu_cores": round(busy["cpu_cores"] - idle["cpu_cores"], 3),
         "decision_to_next_p50_s": round(statistics.median(latencies), 2),
-        "decision_to_next_p95_s": round(q[18], 2),
+        "decision_to_next_p95_s": p95(latencies),
+        "decision_to_next_by_means": {
+            m: {"p50_s": round(statistics.median(v), 2), "p95_s": p95(v), "n": len(v)} for m, v in by_means.items()
+        },
         "sampled": len(latencies),
         "emails_delivered": delivered,
     }
@@ -265,13 +292,15 @@ def main() -> int:
     parser.add_argument("--n", type=int, help="runs waiting at the gate (default 1000; 200 with --quick)")
     parser.add_argument("--sample", type=int, default=30, help="runs decided to time decision -> distribution")
     parser.add_argument("--variants", default="hitl", help="comma list of hitl, reschedule")
+    parser.add_argument("--env", action="append", default=[], help="extra Airflow setting for the stack, KEY=VALUE")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres@127.0.0.1:5432"), help="user@host:port")
     args = parser.parse_args()
     n = args.n or (200 if args.quick else 1000)
     results = {}
     with tempfile.TemporaryDirectory(prefix="approval-bench-") as work:
         for kind in args.variants.split(","):
-            results[kind] = run_variant(kind, n, min(args.sample, n), args.pg, Path(work))
+            extra = dict(item.split("=", 1) for item in args.env)
+            results[kind] = run_variant(kind, n, min(args.sample, n), args.pg, Path(work), extra)
             log(f"{kind}: {json.dumps(results[kind])}")
     ours = results.get("hitl") or next(iter(results.values()))
     summary: dict[str, Any] = {
@@ -283,6 +312,7 @@ def main() -> int:
         "added_cpu_cores": ours["added_cpu_cores"],
         "targets_met": ours["slots_held"] == 0 and ours["added_mb"] <= 50 and ours["decision_to_next_p95_s"] <= 20,
         "variants": results,
+        "settings": args.env,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if "hitl" in results and "reschedule" in results:
