@@ -10,18 +10,11 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
+from tests.stack import PROJECT, project_env
+
 _HOME = Path(tempfile.mkdtemp(prefix="campaign-tests-airflow-"))
 os.environ.update(
-    {
-        "AIRFLOW_HOME": str(_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])),
-    }
+    {**project_env(_HOME), "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
 )
 os.environ.pop("CAMPAIGNS_DIR", None)
 

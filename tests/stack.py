@@ -26,6 +26,19 @@ PROJECT = Path(__file__).resolve().parents[1]
 USERS = {"admin": "admin", "dana": "user", "eve": "user", "olga": "op"}  # name -> role; password = name
 
 
+def project_env(home: Path) -> dict[str, str]:
+    """What every Airflow of the tests shares: a private home, this project's DAGs and plugins."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "PYTHONPATH": str(PROJECT),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -41,12 +54,7 @@ class AirflowStack:
         self.env = {
             **os.environ,
             "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-            "AIRFLOW_HOME": str(home),
-            "PYTHONPATH": str(PROJECT),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            **project_env(home),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -59,7 +67,6 @@ class AirflowStack:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "HF_HUB_OFFLINE": "1",
             "OPENBLAS_NUM_THREADS": "1",
             **(env or {}),
         }
