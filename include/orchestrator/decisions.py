@@ -2,8 +2,9 @@
 
 Runs where the metadata DB is reachable (the API server, through ``plugins/campaign_approvals``;
 or in-process for ``make demo`` and the tests). It checks what Airflow's own Required Actions
-endpoint cannot: role approvers, self-approval, the deadline, edited copy. Then it answers the
-gate's human-in-the-loop request exactly as that endpoint does, which resumes the task.
+endpoint cannot: role approvers, self-approval, the deadline, edited copy. Then it closes the
+gate's human-in-the-loop request and ends the gate with the decision record, as marking it
+success or failed does, so no worker is needed and distribution can start at once.
 
 ``GateListener`` records decisions taken by marking the gate success or failed in the UI: that
 needs only the "edit task instance" permission on the DAG and bypasses the approvers list, so
