@@ -74,9 +74,9 @@ CAMPAIGNS: dict[str, Campaign] = {}
 
 def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
     """A step's result; for a mapped task, the list of its instances' results."""
-    if task_id == GATE_TASK_ID:  # the gate returns its decision record, not a step output
-        return ti.xcom_pull(task_ids=task_id)
     value = ti.xcom_pull(task_ids=task_id)
+    if task_id == GATE_TASK_ID:  # the gate returns its decision record, not a step output
+        return value
     if task_id in task.dag.task_dict and task.dag.task_dict[task_id].is_mapped:
         # Airflow returns a bare value when a mapped task has one instance, None for none.
         values = [] if value is None else [value] if isinstance(value, dict) else list(value)
@@ -240,11 +240,12 @@ class ApprovalGate(HITLOperator):
         user = event["responded_by_user"] or {"id": "", "name": "unknown"}
         decision = "approved" if chosen == [APPROVE] else "rejected"
         reason = str(params_input.pop("reason", "") or "")
-        draft = Copy.model_validate(state.draft)
-        try:
-            approved, edited = gate_rules.apply_edits(draft, state.channels, params_input)
-        except DecisionRefused as exc:
-            raise AirflowFailException(f"the decision by {user['name']} carries copy that cannot be used: {exc}") from None
+        approved, edited = Copy.model_validate(state.draft), []
+        if decision == "approved":  # a rejection publishes nothing: the form's copy fields do not matter
+            try:
+                approved, edited = gate_rules.apply_edits(approved, state.channels, params_input)
+            except DecisionRefused as exc:
+                raise AirflowFailException(f"the approval by {user['name']} carries copy that cannot be used: {exc}") from None
         return Decision(
             decision=decision,
             by=user["name"],
@@ -253,9 +254,9 @@ class ApprovalGate(HITLOperator):
             at=event["responded_at"],
             reason=reason[:2000],
             draft_version=state.draft_version,
-            copy_version=gate_rules.copy_version(approved) if decision == "approved" else state.draft_version,
-            edited_fields=edited if decision == "approved" else [],
-            edited_copy=approved.model_dump() if edited and decision == "approved" else None,
+            copy_version=gate_rules.copy_version(approved),
+            edited_fields=edited,
+            edited_copy=approved.model_dump() if edited else None,
             triggered_by=state.triggered_by,
         )
 
@@ -276,7 +277,7 @@ class ApprovalGate(HITLOperator):
         self.log.info("reminder sent: %s", effect.summary or effect.ref)
 
     def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
-        timeout = step_context(self, context).campaign.approval.timeout
+        timeout = CAMPAIGNS[self.dag_id].approval.timeout
         record = Decision(
             decision="rejected",
             by="timeout",
