@@ -252,7 +252,7 @@ def run_variant(kind: str, n: int, sample: int, server: str, work: Path, extra: 
             while len(starts) < sample and time.monotonic() < deadline:
                 rows = db.rows(
                     "SELECT run_id, start_date FROM task_instance"
-                    " WHERE task_id = 'distribution.publish_channel' AND start_date IS NOT NULL"
+                    " WHERE task_id = 'distribution.publish_email' AND start_date IS NOT NULL"
                 )
                 starts = {r: s for r, s in rows if r in decided}  # warm-up runs are not in decided
                 time.sleep(2)

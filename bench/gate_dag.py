@@ -1,7 +1,7 @@
 """The DAG of ``bench/approval_bench.py``: the approval gate between the steps it needs.
 
 ``validate_conf`` -> ``content.write_copy`` (a fixed draft: the bench measures waiting, not
-writing) -> ``review.approval`` -> ``distribution.publish_channel[email]`` (real SMTP delivery).
+writing) -> ``review.approval`` -> ``distribution.publish_email`` (real SMTP delivery).
 ``BENCH_GATE`` picks the gate: ``hitl`` is ours (``render.ApprovalGate``); ``reschedule`` is the
 classic baseline, a reschedule-mode sensor that polls an Airflow Variable every minute.
 """
@@ -58,7 +58,7 @@ def build(target: dict[str, Any]) -> None:
         catchup=False,
         max_active_runs=int(os.environ.get("BENCH_MAX_RUNS", "2000")),
         max_active_tasks=int(os.environ.get("BENCH_MAX_RUNS", "2000")),
-        default_args=render.DEFAULT_ARGS,
+        default_args=render.default_args(campaign),
     ) as dag:
         plan = render.CampaignStep(task_id="validate_conf", step="validate_conf", retries=0)
         with TaskGroup("content"):
@@ -69,8 +69,6 @@ def build(target: dict[str, Any]) -> None:
             else:
                 gate = PollingGate(task_id="approval", mode="reschedule", poke_interval=60, timeout=timeout, retries=0)
         with TaskGroup("distribution"):
-            publish = render.CampaignStep.partial(
-                task_id="publish_channel", step="publish_channel", map_index_template="{{ task.item }}"
-            ).expand(item=["email"])
+            publish = render.CampaignStep(task_id="publish_email", step="publish_channel", item="email")
         plan >> write_copy >> gate >> publish
     target[dag.dag_id] = dag

@@ -156,7 +156,7 @@ def _timedelta_yaml(value: Any) -> dict[str, Any]:
 def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str, Any]:
     """The dag-factory 1.1.0 YAML document of one campaign, shaped like ``render.build_dag``."""
     default_args = {
-        k: _timedelta_yaml(v) if hasattr(v, "total_seconds") else v for k, v in render.DEFAULT_ARGS.items()
+        k: _timedelta_yaml(v) if hasattr(v, "total_seconds") else v for k, v in render.default_args(campaign).items()
     }
     python_op = "airflow.providers.standard.operators.python.PythonOperator"
     callable_ = f"{CALLABLES_MODULE}.run_step"
@@ -211,11 +211,16 @@ def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str
             "retries": 0,
             "execution_timeout": None,
         },
-        "publish_channel": fan_out("publish_channel", "distribution", channels),
+        **{f"publish_{c}": task("publish_channel", "distribution") for c in channels if c != "email"},
+        **({"publish_email": task("publish_channel", "distribution", [f"publish_{c}" for c in channels if c != "email"])}
+           if "email" in channels else {}),
         "create_dashboard": task("create_dashboard", "analytics"),
+        "undo": task("compensate", "compensation", trigger_rule="all_done"),
+        "report": task("report", "compensation", ["undo"], trigger_rule="all_done"),
     }
     upstream = ["validate_conf", *PHASES]
     task_groups = {group: {"dependencies": [upstream[i]]} for i, group in enumerate(PHASES)}
+    task_groups["compensation"] = {"dependencies": ["analytics"]}
     dag: dict[str, Any] = {
         "description": f"{campaign.name}: {campaign.description}"[:200],
         "doc_md": render._doc(campaign),
@@ -527,8 +532,9 @@ class Bench:
         spec, env = self.variant(name, n)
         spec.update(extra)
         out = self._run("--child-parse", spec, env)
-        if out["import_errors"] or out["dags"] != n or (out.get("tasks_max") or 13) != 13 or (out.get("tasks_min") or 13) != 13:
-            raise SystemExit(f"{name} N={n}: expected {n} DAGs of 13 tasks, no import errors; got {out}")
+        # 12 forward tasks, one per chosen channel (1 to 3), the two compensation teardowns.
+        if out["import_errors"] or out["dags"] != n or not 15 <= (out.get("tasks_min") or 0) <= (out.get("tasks_max") or 0) <= 17:
+            raise SystemExit(f"{name} N={n}: expected {n} DAGs of 15 to 17 tasks, no import errors; got {out}")
         return out
 
     def worker(self, n: int, dag_id: str) -> dict[str, Any]:

@@ -1,15 +1,17 @@
-"""Airflow plugin: the campaign decision API (``/campaigns``) and the gate's mark-success listener."""
+"""Airflow plugin: the campaign decision API (``/campaigns``), the gate's mark-success listener and
+the listener that writes each finished run's report on its note."""
 
 from functools import cached_property
 
 from airflow.plugins_manager import AirflowPlugin
 
 from include.orchestrator.decisions import GateListener
+from include.orchestrator.run_notes import RunNoteListener
 
 
 class CampaignApprovalsPlugin(AirflowPlugin):
     name = "campaign_approvals"
-    listeners = [GateListener()]
+    listeners = [GateListener(), RunNoteListener()]
 
     @cached_property
     def fastapi_apps(self) -> list[dict]:

@@ -1,7 +1,10 @@
-"""The approval gate against a real Airflow (api-server, scheduler, dag-processor on loopback).
+"""The approval gate, and how a run ends, against a real Airflow (api-server, scheduler,
+dag-processor on loopback).
 
 One stack serves every scenario: each gets its own campaign (so runs proceed side by side), all
-triggered by admin, who may therefore not approve them (no self-approval).
+triggered by admin, who may therefore not approve them (no self-approval). The saga's scenarios
+that need a real Airflow run here too: rejection, timeout, marking the gate failed, a user
+cancelling the run, and SIGKILL of a task process; each must leave nothing behind.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from tests.stack import PROJECT, AirflowStack
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
-SCENARIOS = ["cli", "rest", "form", "mark", "markfail", "reject", "timeout"]
+SCENARIOS = ["cli", "rest", "form", "mark", "markfail", "reject", "cancel", "sigkill", "timeout"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,12 @@ def world(tmp_path_factory):
         campaign = {**base, "slug": f"gate-{name}", "name": f"Gate {name}"}
         campaign["approval"] = {"approvers": ["dana", "admin"], "approver_roles": ["op"], "timeout": "1h"}
         if name == "timeout":
-            campaign["approval"] = {"approvers": ["dana"], "timeout": "25s", "remind_before": "12s"}
+            # The scheduler sweeps timeouts every 15 s, and a loaded machine resumes the gate late: a
+            # reminder due at 45 s is sent by ~60 s, well before the 90 s deadline (after it, none is sent).
+            campaign["approval"] = {"approvers": ["dana"], "timeout": "90s", "remind_before": "45s"}
+        if name == "sigkill":  # a social channel to kill a task in; tried twice, killed twice
+            campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"], "on_failure": "compensate"}}
+            campaign["retries"] = {"count": 1, "delay": "1s"}
         (campaigns / f"gate-{name}.yaml").write_text(yaml.safe_dump(campaign))
     with LocalSmtpServer(root / "maildir") as smtp:
         conns["campaign_email"]["port"] = smtp.port
@@ -180,6 +188,7 @@ def test_marking_the_gate_failed_rejects(world):
         "mark-failed",
         "not this quarter",
     )
+    assert_rolled_back(world, "markfail", "rejected by dana")
 
 
 def test_rejection_fails_the_run_with_who_and_why(world):
@@ -190,11 +199,12 @@ def test_rejection_fails_the_run_with_who_and_why(world):
     assert answer.status_code == 200, answer.text
     assert stack.wait_run(dag_id, run_id) == "failed"
     assert stack.task_state(dag_id, run_id, GATE) == "failed"
-    assert stack.task_state(dag_id, run_id, "distribution.publish_channel") in ("upstream_failed", None)
+    assert stack.task_state(dag_id, run_id, "distribution.publish_email") in ("upstream_failed", None)
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["decision"], record["by"], record["reason"]) == ("rejected", "dana", "off-brand tone")
     note = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}").json()["note"]
     assert note.endswith("-> rejected by dana: off-brand tone")
+    assert_rolled_back(world, "reject", "rejected by dana: off-brand tone")
 
 
 def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(world):
@@ -202,10 +212,10 @@ def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(
     assert stack.wait_run(dag_id, run_id, timeout=300) == "failed"
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["decision"], record["by"], record["means"]) == ("rejected", "timeout", "timeout")
-    reminders = [json.loads(p.read_text()) for p in (world["data"] / "notifications").glob("*review-reminder*")]
-    assert any("gate-timeout" in json.dumps(r) for r in reminders), sorted(
-        p.name for p in (world["data"] / "notifications").iterdir()
-    )
+    # The reminder went out, and compensation took it back with the rest.
+    reminders = [e for e in ledger(world).entries(dag_id, run_id) if e.effect.key.endswith("review-reminder")]
+    assert [e.state for e in reminders] == ["undone"], reminders
+    assert_rolled_back(world, "timeout", "rejected by timeout: no decision within 0:01:30")
     late = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve"})
     assert late.status_code == 409 and "already decided" in late.json()["detail"]
     form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
@@ -223,3 +233,110 @@ def test_unknown_runs_get_a_clear_answer(world):
     fresh = stack.trigger("campaign_gate-rest")  # its gate is minutes of work away
     early = cli(stack, "approve", "gate-rest", fresh, user="dana")
     assert early.returncode == 1 and "409" in early.stderr and "has not reached the approval gate yet" in early.stderr
+
+
+# --- how runs end: compensation on a real Airflow ------------------------------------------------
+ENDINGS: list[dict] = []
+
+
+def ledger(world):
+    from include.orchestrator.ledger import Ledger, ledger_url
+
+    conn = json.loads(world["env"]["AIRFLOW_CONN_CAMPAIGN_LEDGER"])
+    return Ledger(ledger_url(localdev.sdk_connection("campaign_ledger", conn)))
+
+
+def assert_rolled_back(world, name: str, reason: str) -> dict:
+    """The run failed with ``reason`` on its note; every effect it made is gone; compensating again changes nothing."""
+    from include.orchestrator import saga
+    from include.orchestrator.connections import backend_for
+    from include.orchestrator.model import run_key
+    from tests.worlds import found, leftovers
+
+    stack, dag_id, run_id = world["stack"], f"campaign_gate-{name}", world["runs"][name]
+    assert stack.wait_run(dag_id, run_id, timeout=300) == "failed"
+    assert stack.task_state(dag_id, run_id, "compensation.undo") == "success"
+    assert stack.task_state(dag_id, run_id, "compensation.report") == "failed"
+    report = stack.xcom(dag_id, run_id, "compensation.report")
+    assert report["status"] == "rolled back" and reason in report["reason"], report
+    note = stack.api("GET", stack.run_path(dag_id, run_id)).json()["note"]
+    assert note.startswith(f"Campaign rolled back: {report['reason']}"), note
+    keys = [run_key(dag_id, run_id)]
+    left = found(leftovers(world, keys))
+    entries = ledger(world).entries(dag_id, run_id)
+    assert entries and {e.state for e in entries} <= {"undone", "absent"}, entries
+
+    def open_backend(port: str, conn_id: str):
+        conn = json.loads(world["env"][f"AIRFLOW_CONN_{conn_id.upper()}"])
+        return backend_for(port, conn_id, localdev.sdk_connection(conn_id, conn))
+
+    saga.compensate(ledger(world), dag_id, run_id, open_backend)
+    again = [(e.id, e.state) for e in ledger(world).entries(dag_id, run_id)] == [(e.id, e.state) for e in entries]
+    ENDINGS.append({"injection": name, "run": "failed", "status": report["status"], "undone": len(report["undone"]),
+                    "kept": len(report["kept"]), "leftovers": sorted(left), "second": "no change" if again else "CHANGED",
+                    "seconds": report["compensation_seconds"]})
+    assert left == {}, left
+    assert again and found(leftovers(world, keys)) == left
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def endings_table():
+    yield
+    from tests.test_compensation import print_table
+
+    print_table(ENDINGS, "Saga endings on a real Airflow")
+
+
+def test_a_user_cancelling_the_run_rolls_the_campaign_back(world):
+    stack, dag_id, run_id = waiting(world, "cancel")
+    answer = stack.api("PATCH", stack.run_path(dag_id, run_id), "admin", json={"state": "failed"})
+    assert answer.status_code == 200, answer.text
+    report = assert_rolled_back(world, "cancel", "rejected by admin: the run was marked failed in Airflow")
+    assert report["undone"], report
+    assert stack.xcom(dag_id, run_id, GATE)["means"] == "run-cancelled"
+
+
+def _holders(path: Path) -> list[int]:
+    """Processes, other than this one, that have ``path`` open."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == str(path) for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sigkill_of_a_task_process_rolls_the_campaign_back(world):
+    """The social post's task is killed (SIGKILL) in both its tries; Airflow fails it; nothing stays."""
+    import fcntl
+    import signal
+    import time
+
+    stack, dag_id, run_id = waiting(world, "sigkill")
+    lock_path = world["data"] / "social-queue" / ".queue.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    killed = []
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the task blocks on the queue's lock, mid-task
+        answer = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve", "reason": "go"})
+        assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 240
+        while len(killed) < 2 and time.monotonic() < deadline:
+            for pid in _holders(lock_path):
+                if pid not in killed:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.2)
+    assert len(killed) == 2, killed
+    report = assert_rolled_back(world, "sigkill", "distribution.publish_social failed: no error recorded")
+    assert stack.task_state(dag_id, run_id, "distribution.publish_social") == "failed"
+    assert stack.task_state(dag_id, run_id, "distribution.publish_email") == "skipped"  # the pivot is never reached
+    assert not [m for m in world["smtp"].messages() if "Gate sigkill" in m.get("Subject", "")]
+    social = [e for e in ledger(world).entries(dag_id, run_id) if e.effect.port == "social"]
+    assert [e.state for e in social] == ["absent"], social  # planned, never made: its undo found nothing
+    assert report["absent"]

@@ -47,7 +47,7 @@ def test_every_dag_is_documented_tagged_and_every_task_retries_with_a_timeout(ba
         assert "campaign" in dag.tags and dag.doc_md
         for task in dag.tasks:
             assert task.execution_timeout, task.task_id
-            if task.task_id not in ("validate_conf", "review.approval"):
+            if task.task_id not in ("validate_conf", "review.approval", "compensation.report"):
                 assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
             assert not task.template_fields, "no user text may be rendered as a template"
 
@@ -60,8 +60,22 @@ def test_phases_are_task_groups_in_order(bag):
     firsts = [min(order[t] for t in order if t.startswith(f"{p}.")) for p in PHASES]
     assert firsts == sorted(firsts)
     mapped = {t.task_id for t in dag.tasks if t.is_mapped}
-    assert mapped == {"research.scrape_competitor", "design.render_image", "distribution.publish_channel"}
-    assert dag.tasks[-1].task_id == "analytics.create_dashboard" or "analytics.create_dashboard" in dag.task_dict
+    assert mapped == {"research.scrape_competitor", "design.render_image"}
+    # Undoable channels side by side, then the email, which cannot be recalled: the saga's pivot.
+    email = dag.task_dict["distribution.publish_email"]
+    assert email.upstream_task_ids == {"distribution.publish_blog", "distribution.publish_social"}
+    assert email.trigger_rule == "all_done" and email.after_channels
+
+
+def test_compensation_runs_after_every_forward_step_and_decides_the_run(bag):
+    for dag in bag.dags.values():
+        undo, report = dag.task_dict["compensation.undo"], dag.task_dict["compensation.report"]
+        forward = {t for t in dag.task_dict if not t.startswith("compensation.")}
+        assert undo.is_teardown and not undo.on_failure_fail_dagrun and undo.upstream_task_ids == forward
+        assert report.is_teardown and report.on_failure_fail_dagrun and report.upstream_task_ids == {"compensation.undo"}
+        assert report.retries == 0 and undo.retries >= 1
+        last = dag.task_dict["analytics.create_dashboard"]
+        assert last.trigger_rule == "all_done" and last.after_channels
 
 
 def test_approval_gate_is_human_in_the_loop_with_the_campaign_timeout_and_no_default(bag):

@@ -73,7 +73,7 @@ def test_design_refuses_unsafe_keys_and_foreign_files(tmp_path):
     victim = tmp_path / "keep.png"
     victim.write_bytes(b"x")
     with pytest.raises(ValueError):
-        design.undo(Effect(port="design", conn_id="c", backend="pillow", kind="file", ref={"path": str(victim), "sha256": ""}))
+        design.undo(Effect(port="design", conn_id="c", backend="pillow", kind="file", key="k", ref={"path": str(victim), "sha256": ""}))
     assert victim.exists()
 
 

@@ -115,7 +115,7 @@ def test_recall_is_semantic_and_filtered_by_namespace_and_where(memory: LocalQdr
 
 def test_recall_and_undo_on_an_empty_store(memory: LocalQdrantMemory) -> None:
     assert memory.recall("research", "prices", limit=3) == []
-    never = memory._effect("research", "never", "")
+    never = memory.plan("research", "never", "")
     assert memory.undo(never) is False
 
 
@@ -130,7 +130,7 @@ def test_remembering_a_key_again_overwrites(memory: LocalQdrantMemory) -> None:
 def test_undo_removes_exactly_its_points_and_is_idempotent(memory: LocalQdrantMemory) -> None:
     keep = memory.remember("research", "keep", "Stays.", {})
     gone = memory.remember("research", "gone", "Goes away.", {})
-    never = memory._effect("research", "never-made", "")
+    never = memory.plan("research", "never-made", "")
     assert memory.undo(never) is False  # a step that never happened: no-op
     assert memory.undo(gone) is True
     assert memory.undo(gone) is False
@@ -138,7 +138,7 @@ def test_undo_removes_exactly_its_points_and_is_idempotent(memory: LocalQdrantMe
     assert memory.undo(Effect.model_validate(keep.model_dump())) is True  # as read back from XCom
     assert memory.count() == 0
     with pytest.raises(ValueError, match="cannot undo"):
-        memory.undo(Effect(port="email", conn_id="x", backend="smtp", kind="email", ref={}))
+        memory.undo(Effect(port="email", conn_id="x", backend="smtp", kind="email", key="k", ref={}))
 
 
 def test_reserved_payload_fields_are_refused(memory: LocalQdrantMemory) -> None:

@@ -30,7 +30,7 @@ EDITABLE: dict[str, tuple[str | None, str, int | None]] = {
     "blog_body": ("blog", "blog_body", None),
 }
 MULTILINE = {"email_body", "blog_body"}
-Means = Literal["airflow-ui", "rest", "cli", "mark-success", "mark-failed", "timeout", "in-process"]
+Means = Literal["airflow-ui", "rest", "cli", "mark-success", "mark-failed", "run-cancelled", "timeout", "in-process"]
 
 
 class DecisionRefused(Exception):

@@ -170,6 +170,10 @@ def backend_for(port: str, conn_id: str, conn: Any) -> Any:
     return choices[kind][0](conn_id, conn)
 
 
-def open_port(port: str, overrides: dict[str, str] | None = None) -> Any:
-    conn_id = conn_id_for(port, overrides)
+def open_backend(port: str, conn_id: str) -> Any:
+    """The backend of ``port`` behind connection ``conn_id`` (compensation opens the one an effect names)."""
     return backend_for(port, conn_id, get_connection(conn_id))
+
+
+def open_port(port: str, overrides: dict[str, str] | None = None) -> Any:
+    return open_backend(port, conn_id_for(port, overrides))

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from airflow.listeners import hookimpl
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
@@ -252,23 +252,26 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
     session = object_session(ti)
     if session is None or _xcom(session, ti, "return_value") is not None:
         return None
-    # The audit log row of this very request names the user; it sits in the same transaction.
+    # The audit log row of this very request names the user; it sits in the same transaction. It
+    # is the task's row (the gate marked), or the run's (the whole run marked: a cancellation).
     entry = session.scalar(
         select(Log)
-        .where(Log.dag_id == ti.dag_id, Log.run_id == ti.run_id, Log.task_id == ti.task_id, Log.event.like("%task_instance%"))
+        .where(Log.dag_id == ti.dag_id, Log.run_id == ti.run_id,
+               or_(and_(Log.task_id == ti.task_id, Log.event.like("%task_instance%")), Log.event == "patch_dag_run"))
         .order_by(Log.dttm.desc(), Log.id.desc())
         .limit(1)
     )
     by = entry.owner if entry is not None and entry.owner else "unknown (see the audit log)"
+    whole_run = entry is not None and entry.event == "patch_dag_run"
     gate = _xcom(session, ti, "gate")
     note = ti.note or ""
     verb = "success" if approved else "failed"
     record = Decision(
         decision="approved" if approved else "rejected",
         by=by,
-        means="mark-success" if approved else "mark-failed",
+        means="run-cancelled" if whole_run and not approved else "mark-success" if approved else "mark-failed",
         at=rules.now(),
-        reason=note or f"the approval task was marked {verb} in Airflow",
+        reason=note or (f"the run was marked {verb} in Airflow" if whole_run else f"the approval task was marked {verb} in Airflow"),
         draft_version=gate["draft_version"] if gate else "",
         copy_version=gate["draft_version"] if gate and approved else "",
         triggered_by=gate.get("triggered_by") if gate else None,

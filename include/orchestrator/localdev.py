@@ -179,6 +179,10 @@ def _result_text(row: dict[str, Any]) -> str:
         from include.orchestrator.approval import Decision
 
         return Decision.model_validate(value).summary()
+    if "status" in value and "reason" in value:  # compensation.report: how the run ended
+        from include.orchestrator.saga import Report
+
+        return Report.model_validate(value).summary().splitlines()[0]
     effects = value.get("effects") or []
     if effects:
         return "; ".join(e.get("summary") or json.dumps(e["ref"]) for e in effects)
@@ -222,6 +226,11 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         state, rows = run_summary(dag_id, run_id)
         wall = time.monotonic() - started
         print(f"\nRun {run_id} of {dag_id}: {state.upper()} in {wall:.1f} s\n")
+        report = next((r["value"] for r in rows if r["task"] == "compensation.report" and isinstance(r["value"], dict)), None)
+        if report:
+            from include.orchestrator.saga import Report
+
+            print("  " + Report.model_validate(report).summary().replace("\n", "\n  ") + "\n")
         for row in rows:
             task = row["task"] if len(row["task"]) <= 36 else row["task"][:35] + "…"
             print(f"  {task:<36} {row['state']:<8} {row['seconds']:>5.2f}s  {_describe(row)}")
@@ -235,6 +244,7 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
             ("campaign_social", "social queue"),
             ("campaign_blog", "blog remote (bare git)"),
             ("campaign_analytics", "Grafana dashboards (JSON, ready to import)"),
+            ("campaign_ledger", "saga ledger (SQLite, every effect per run)"),
         ):
             print(f"  {label:<44} {home / conns[conn_id]['extra']['path']}")
         print(f"  {'email (delivered over SMTP to the demo server)':<44} {servers['maildir']}")

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
@@ -42,6 +43,21 @@ def _parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+def duration_between(low: timedelta, high: timedelta, words: str) -> Any:
+    """A :data:`Duration` from ``low`` to ``high``; ``words`` names the bounds in the error."""
+
+    def check(value: timedelta) -> timedelta:
+        if value < low or value > high:
+            raise ValueError(f"must be between {words}")
+        return value
+
+    return Annotated[Duration, AfterValidator(check)]
+
+
+ApprovalDuration = duration_between(timedelta(seconds=1), timedelta(days=30), "1 second and 30 days")
+RetryDelay = duration_between(timedelta(seconds=0.1), timedelta(hours=6), "0.1 seconds and 6 hours")
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
@@ -120,16 +136,17 @@ class Channels(Strict):
 class Approval(Strict):
     approvers: list[ShortText] = Field(min_length=1, description="Airflow user ids (user names) allowed to decide.")
     approver_roles: list[ShortText] = Field(default_factory=list, description="Airflow roles whose users may decide too.")
-    timeout: Duration = Field(timedelta(hours=24), description='"24h", "90m", "2d" or seconds; timeout = reject.')
-    remind_before: Duration = Field(timedelta(hours=2), description="A reminder goes out this long before the timeout.")
+    timeout: ApprovalDuration = Field(timedelta(hours=24), description='"24h", "90m", "2d" or seconds; timeout = reject.')
+    remind_before: ApprovalDuration = Field(timedelta(hours=2), description="A reminder goes out this long before the timeout.")
     allow_self_approval: bool = False
 
-    @field_validator("timeout", "remind_before")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 1 or value > timedelta(days=30):
-            raise ValueError("must be between 1 second and 30 days")
-        return value
+
+class Retries(Strict):
+    """How often Airflow runs a failing task again (compensation included), waiting longer each time."""
+
+    count: int = Field(3, ge=0, le=10)
+    delay: RetryDelay = Field(timedelta(seconds=10), description="Wait before the first retry; doubles each time.")
+    max_delay: RetryDelay = Field(timedelta(minutes=10), description="The longest wait between two tries.")
 
 
 class Campaign(Strict):
@@ -145,6 +162,7 @@ class Campaign(Strict):
     research: Research = Research()
     channels: Channels
     approval: Approval
+    retries: Retries = Retries()
     schedule: ShortText | None = Field(None, description="Cron expression or preset; none = triggered by hand.")
     tags: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")]] = Field(
         default_factory=list, max_length=10

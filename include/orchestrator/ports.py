@@ -5,8 +5,13 @@ this machine: Qdrant on disk, git, Pillow, SMTP, folders) and, later, production
 Airflow connection configured for the port decides which one runs (see ``connections.py``).
 
 Every call that changes the world returns an :class:`Effect`: a plain record of what it created,
-enough for ``undo`` to remove it later, idempotently. Records travel through XCom, so they are
-JSON-only and never carry secrets.
+enough for ``undo`` to remove it later, idempotently. Records travel through XCom and the saga
+ledger, so they are JSON-only and never carry secrets.
+
+Each such call has a twin, ``plan``, taking the same arguments and touching nothing: the effect
+the call is about to make, named by its idempotency key. The saga ledger writes it down before
+the call (``saga.py``), so that a task killed between making an effect and recording it still
+leaves a record from which ``undo`` can find it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Effect(BaseModel):
     conn_id: str
     backend: str
     kind: str
+    key: str  # the idempotency key: the same call made twice names the same effect
     ref: dict[str, Any]
     undoable: bool = True
     summary: str = ""
@@ -163,7 +169,25 @@ class Dashboard(BaseModel):
 class Undoable(Protocol):
     def undo(self, effect: Effect) -> bool:
         """Remove what ``effect`` describes; True if something was removed, False if it was
-        already gone (undo is idempotent and a no-op when the step never happened)."""
+        already gone (undo is idempotent and a no-op when the step never happened). ``effect``
+        may be the planned one, without what only the call's answer told (a commit id)."""
+
+    def plan(self, *args: Any) -> Effect:
+        """The effect the port's one changing call will make with these arguments, before it
+        is made: deterministic, no I/O."""
+
+
+# The one call per port that changes the world (the others only read).
+CHANGING_CALLS: dict[str, str] = {
+    "memory": "remember",
+    "design": "render",
+    "review": "open_review",
+    "notify": "notify",
+    "email": "send",
+    "social": "post",
+    "blog": "publish",
+    "analytics": "create_dashboard",
+}
 
 
 class MemoryPort(Undoable, Protocol):

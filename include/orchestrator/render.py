@@ -1,15 +1,20 @@
 """Render campaigns as Airflow DAGs: the only module that knows operators.
 
 One DAG per campaign, six task groups in order (research, content, design, review,
-distribution, analytics). Every task is a :class:`CampaignStep` running one registered step of
-``steps.py``; research, design and distribution fan out with dynamic task mapping; the review
-group ends in :class:`ApprovalGate`, a human-in-the-loop task that waits in Airflow's
-``awaiting_input`` state. Nothing here touches a connection, the network or the metadata DB while
-parsing, and no user-supplied text is ever a template: the operators declare no template fields.
+distribution, analytics), then the ``compensation`` group. Every forward task is a
+:class:`CampaignStep` running one registered step of ``steps.py``; research and design fan out
+with dynamic task mapping; the review group ends in :class:`ApprovalGate`, a human-in-the-loop
+task that waits in Airflow's ``awaiting_input`` state. Distribution publishes the undoable channels
+first and the email last (the saga's pivot, ``saga.py``). ``compensation.undo`` and
+``compensation.report`` are teardown tasks: Airflow runs them after every forward task is done,
+whatever happened, even when a user marks the run failed. Nothing here touches a connection, the
+network or the metadata DB while parsing, and no user-supplied text is ever a template: the
+operators declare no template fields.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -21,20 +26,25 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
 from include.orchestrator import approval as gate_rules
+from include.orchestrator import saga
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
-from include.orchestrator.connections import ConnectionConfigError, open_port
+from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
+from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, load_campaigns
-from include.orchestrator.model import Campaign
+from include.orchestrator.model import Campaign, run_key
 from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext
 
-DEFAULT_ARGS: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay": timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-    "execution_timeout": timedelta(minutes=15),
-}
+
+def default_args(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "retries": campaign.retries.count,
+        "retry_delay": campaign.retries.delay,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": campaign.retries.max_delay,
+        "execution_timeout": timedelta(minutes=15),
+    }
+
 # Errors that retrying cannot fix: fail at once with the message.
 _PERMANENT = (ValueError, ConnectionConfigError)
 
@@ -87,6 +97,8 @@ def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
 def step_context(task: BaseOperator, context: Any, item: str | None = None) -> StepContext:
     ti, run = context["ti"], context["dag_run"]
     campaign = CAMPAIGNS[task.dag_id]
+    # Every effect the step makes goes through the saga ledger, planned first, then made.
+    recorder = saga.Recorder(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1, open_ledger)
     return StepContext(
         campaign=campaign,
         dag_id=ti.dag_id,
@@ -94,34 +106,52 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
         run_date=(run.run_after or datetime.now(UTC)).date(),
         conf=dict(context["params"]),
         pull=lambda task_id: _pull(task, ti, task_id),
-        open_port=lambda port: open_port(port, campaign.connections),
+        open_port=lambda port: recorder.wrap(port, open_port(port, campaign.connections)),
         ui_link=ui_link(ti.dag_id, ti.run_id, GATE_TASK_ID),
         item=item,
     )
 
 
+def task_states(task: BaseOperator, context: Any) -> dict[str, list[str]]:
+    """The states of every task instance of this run, per task id."""
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    return saga.states_by_task(states, task.dag.task_dict)
+
+
 class CampaignStep(BaseOperator):
-    """Run one registered step (see ``steps.STEPS``) of a campaign and return its result and effects."""
+    """Run one registered step (see ``steps.STEPS``) of a campaign and return its result and effects.
+
+    With ``after_channels``, the step runs once every channel has settled (trigger rule
+    ``all_done``) and only if no failure upstream is one the channels' failure policies let the
+    campaign go on after; otherwise it is skipped and compensation takes over.
+    """
 
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, step: str, item: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, step: str, item: str | None = None, after_channels: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if step not in STEPS:
             raise ValueError(f"unknown step {step!r}; known steps: {sorted(STEPS)}")
-        self.step, self.item = step, item
+        self.step, self.item, self.after_channels = step, item, after_channels
 
     @property
     def campaign(self) -> Campaign:
         return CAMPAIGNS[self.dag_id]
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if self.after_channels:
+            blocked = saga.blocking_failure(self.campaign, task_states(self, context), self.get_flat_relative_ids(upstream=True))
+            if blocked:
+                raise AirflowSkipException(f"not run: the campaign is failing ({blocked})")
         ctx = step_context(self, context, self.item)
         try:
             output = STEPS[self.step](ctx)
         except NotThisRun as exc:
             raise AirflowSkipException(str(exc)) from None
         except Exception as exc:
+            # Kept for the run's report: the XCom of a failed try survives it.
+            context["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:1000])
             # Backends flag what a retry cannot fix (a 404, a refused URL, a rejected address).
             if isinstance(exc, _PERMANENT) or getattr(exc, "retryable", True) is False:
                 raise AirflowFailException(f"{self.step}: {exc}") from exc
@@ -272,8 +302,7 @@ class ApprovalGate(HITLOperator):
             ),
             link=ctx.ui_link,
         )
-        effect = ctx.open_port("notify").notify(message)
-        ti.xcom_push(key="effects", value=[effect.model_dump(mode="json")])  # for compensation, as steps record theirs
+        effect = ctx.open_port("notify").notify(message)  # recorded in the saga ledger, like every step's effects
         self.log.info("reminder sent: %s", effect.summary or effect.ref)
 
     def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
@@ -296,6 +325,74 @@ class ApprovalGate(HITLOperator):
             ti.xcom_push(key="return_value", value=value)  # kept although the task fails
             raise AirflowFailException(record.failure())
         return value
+
+
+def _first(value: Any) -> Any:
+    """One value of an XCom pull that may be a mapped task's list."""
+    if isinstance(value, (str, dict)) or value is None:
+        return value
+    return next((v for v in value if v), None)
+
+
+class Compensate(BaseOperator):
+    """``compensation.undo``: undo every side effect of a run that did not complete, newest first.
+
+    A teardown: Airflow runs it once every forward task is done, also when a user marks the run
+    failed, and retries it with backoff while an undo fails (each try resumes from the ledger).
+    A run whose campaign completed is never compensated: the task skips.
+    """
+
+    ui_color = "#fde2e1"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        if task_states(self, context).get(saga.LAST_STEP) == ["success"]:
+            raise AirflowSkipException("the campaign completed: nothing to undo")
+        started = time.monotonic()
+        entries = saga.compensate(open_ledger(), ti.dag_id, ti.run_id, open_backend)
+        seconds = round(time.monotonic() - started, 3)
+        ti.xcom_push(key="seconds", value=seconds)
+        if left := saga.left_open(entries):  # retried: an undo that failed may succeed later
+            what = "; ".join(f"{e.effect.kind} {e.effect.key} ({e.error})" for e in left)
+            raise RuntimeError(f"{len(left)} effect(s) not undone yet: {what}")
+        return {"seconds": seconds, "entries": len(entries)}
+
+
+class RunReport(BaseOperator):
+    """``compensation.report``: the run's verdict and report; fails the run when the campaign did not complete.
+
+    A teardown with ``on_failure_fail_dagrun``: whatever stopped the campaign (a failed step, a
+    rejection, a timeout, a user marking the run failed), this task fails with the reason and the
+    run ends failed. It alerts the owner and approvers when something is left to clean up by hand.
+    """
+
+    ui_color = "#fde2e1"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti, campaign = context["ti"], CAMPAIGNS[self.dag_id]
+        states = task_states(self, context)
+        order = [t for t in self.dag.task_dict if not t.startswith("compensation.")]
+        errors = {t: _first(ti.xcom_pull(task_ids=t, key="error")) for t in order if "failed" in states.get(t, [])}
+        gate = ti.xcom_pull(task_ids=GATE_TASK_ID) if "failed" in states.get(GATE_TASK_ID, []) else None
+        status, reason = saga.verdict(campaign, states, order, gate, {t: e for t, e in errors.items() if e})
+        seconds = ti.xcom_pull(task_ids="compensation.undo", key="seconds")
+        result = saga.report(ti.dag_id, ti.run_id, status, reason, open_ledger().entries(ti.dag_id, ti.run_id), seconds)
+        for line in result.summary().splitlines():
+            (self.log.info if result.ok else self.log.error)("%s", line)
+        if result.left or result.status == "failed after going live":
+            self._alert(campaign, result)
+        if not result.ok:
+            ti.xcom_push(key="return_value", value=result.model_dump(mode="json"))  # the run's note reads it
+            raise AirflowFailException(result.summary())
+        return result.model_dump(mode="json")
+
+    def _alert(self, campaign: Campaign, result: saga.Report) -> None:
+        message = saga.cleanup_alert(campaign, run_key(self.dag_id, result.run_id), result)
+        try:  # not recorded in the ledger: compensating again must never take the alert back
+            effect = open_port("notify", campaign.connections).notify(message)
+            self.log.warning("alert sent: %s", effect.summary or effect.key)
+        except Exception:
+            self.log.exception("could not send the alert; what it says is above")
 
 
 def _params(campaign: Campaign) -> dict[str, Param]:
@@ -334,14 +431,14 @@ def build_dag(campaign: Campaign) -> DAG:
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=3,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(campaign),
         tags=["campaign", *campaign.tags],
         owner_links={},
     ) as dag:
 
         def task(step: str, task_id: str | None = None, **kwargs: Any) -> CampaignStep:
             # none_failed: a fan-out over zero items is skipped, which must not skip what follows.
-            return CampaignStep(task_id=task_id or step, step=step, trigger_rule="none_failed", **kwargs)
+            return CampaignStep(task_id=task_id or step, step=step, **{"trigger_rule": "none_failed", **kwargs})
 
         def fan_out(step: str, items: list[str]) -> Any:
             # Items come from the campaign file; a run leaves channels out by skipping them.
@@ -363,10 +460,20 @@ def build_dag(campaign: Campaign) -> DAG:
             )
             task("open_review") >> task("notify_reviewers") >> gate
         with TaskGroup("distribution") as distribution:
-            fan_out("publish_channel", campaign.channels.enabled)
+            # Undoable channels first, side by side; the email, which cannot be recalled once
+            # delivered, goes last: the saga's pivot (saga.py).
+            first = [task("publish_channel", f"publish_{c}", item=c) for c in campaign.channels.enabled if c != "email"]
+            if campaign.channels.email:
+                rule = "all_done" if first else "none_failed"
+                first >> task("publish_channel", "publish_email", item="email", after_channels=bool(first), trigger_rule=rule)
         with TaskGroup("analytics") as analytics:
-            task("create_dashboard")
+            task("create_dashboard", after_channels=True, trigger_rule="all_done")
         plan >> research >> content >> design >> review >> distribution >> analytics
+        forward = list(dag.tasks)
+        with TaskGroup("compensation"):
+            undo = Compensate(task_id="undo").as_teardown()
+            undo >> RunReport(task_id="report", retries=0).as_teardown(on_failure_fail_dagrun=True)
+        forward >> undo  # compensation starts only when every forward step is done
     # Added after the tasks exist: tasks then carry no copy of the params, which Airflow would
     # serialize and schema-check once per task (serialization measured 67 -> 8 ms per DAG).
     # At run time Airflow merges the DAG's params into every task all the same, and a trigger is

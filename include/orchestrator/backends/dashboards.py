@@ -16,9 +16,10 @@ The panels query these Prometheus series, labelled ``campaign`` and ``channel``:
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from include.orchestrator.backends.folder import FolderBackend, json_bytes
+from include.orchestrator.backends.folder import FolderBackend, json_bytes, write_atomic
 from include.orchestrator.ports import Dashboard, Effect
 
 SCHEMA_VERSION = 39  # Grafana 10.4/11.x; newer Grafana migrates older schema versions when it loads them
@@ -147,9 +148,14 @@ class GrafanaFolder(FolderBackend):
 
     port, backend, kind = "analytics", "grafana_folder", "dashboard"
 
+    def plan(self, dashboard: Dashboard) -> Effect:
+        target = self._file(dashboard.uid, ".json")
+        return self._effect(dashboard.uid, {"uid": dashboard.uid, "path": str(target)}, f"Grafana dashboard {dashboard.title!r} written to {target}")
+
     def create_dashboard(self, dashboard: Dashboard) -> Effect:
         model = {**dashboard.model, "uid": dashboard.uid, "title": dashboard.title}
         if problems := dashboard_problems(model):
             raise ValueError(f"dashboard {dashboard.uid!r} is not a valid Grafana dashboard: {'; '.join(problems)}")
-        target = self._write(f"{dashboard.uid}.json", json_bytes(model))
-        return self._effect({"uid": dashboard.uid, "path": str(target)}, f"Grafana dashboard {dashboard.title!r} written to {target}")
+        effect = self.plan(dashboard)
+        write_atomic(Path(effect.ref["path"]), json_bytes(model))
+        return effect

@@ -60,14 +60,13 @@ class FolderBackend:
         self.conn_id = conn_id
         self.path = Path(path)
 
-    def _effect(self, ref: dict[str, Any], summary: str, undoable: bool = True) -> Effect:
+    def _effect(self, key: str, ref: dict[str, Any], summary: str, undoable: bool = True) -> Effect:
         return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind,
-                      ref=ref, undoable=undoable, summary=summary)
+                      key=key, ref=ref, undoable=undoable, summary=summary)
 
-    def _write(self, name: str, data: bytes) -> Path:
-        target = self.path / name
-        write_atomic(target, data)
-        return target
+    def _file(self, key: str, suffix: str) -> Path:
+        """Where the effect named ``key`` lives: known before it is made, so undo finds it either way."""
+        return self.path / f"{checked_key(key)}{suffix}"
 
     def _own(self, effect: Effect) -> Path:
         """The file an effect names, refusing paths outside this backend's folder (XCom is input)."""

@@ -204,10 +204,15 @@ class GitReview:
             files[f"{folder}/{name}"] = data
         return files
 
+    def plan(self, bundle: ReviewBundle) -> Effect:
+        branch = f"review/{safe_name(bundle.key, 'review key')}"
+        return Effect(port="review", conn_id=self.conn_id, backend="git", kind="git_branch", key=bundle.key,
+                      ref={"repo": str(self.path), "branch": branch}, summary=f"review branch {branch} in {self.path}")
+
     def open_review(self, bundle: ReviewBundle) -> Effect:
-        key = safe_name(bundle.key, "review key")
+        effect, key = self.plan(bundle), bundle.key
         folder = f"reviews/{safe_name(bundle.campaign_slug, 'campaign slug')}/{key}"
-        files, branch = self._files(bundle, folder), f"review/{key}"
+        files, branch = self._files(bundle, folder), effect.ref["branch"]
         with locked(self.path):
             git = ensure_repo(self.path, bare=False, branch="main")
             head = git.rev(f"refs/heads/{branch}")
@@ -216,14 +221,8 @@ class GitReview:
                 commit = head  # a retry: the branch already holds this bundle, adopt it (the new commit stays unreferenced)
             else:
                 git.run("update-ref", f"refs/heads/{branch}", commit, head or "")
-        return Effect(
-            port="review",
-            conn_id=self.conn_id,
-            backend="git",
-            kind="git_branch",
-            ref={"repo": str(self.path), "branch": branch, "commit": commit},
-            summary=f"review branch {branch} ({commit[:10]}) in {self.path}",
-        )
+        return effect.model_copy(update={"ref": {**effect.ref, "commit": commit},
+                                         "summary": f"review branch {branch} ({commit[:10]}) in {self.path}"})
 
     def undo(self, effect: Effect) -> bool:
         branch = effect.ref["branch"]
@@ -275,27 +274,38 @@ class GitBlog:
                 self._fetch(clone)
         raise AssertionError("unreachable")
 
+    def plan(self, post: BlogPost) -> Effect:
+        path, key = safe_path(post.path), safe_name(post.key, "post key")
+        return Effect(port="blog", conn_id=self.conn_id, backend="git", kind="git_commit", key=key,
+                      ref={"remote": str(self.remote), "branch": self.branch, "path": path, "key": key},
+                      summary=f"blog post {path} on {self.remote}:{self.branch}")
+
+    @staticmethod
+    def _subject(path: str, key: str) -> str:
+        return f"Publish {path} ({key})"
+
+    def _published(self, clone: Git, path: str, key: str) -> str | None:
+        """The commit that published ``path`` under ``key``, found by its subject: how a retry or
+        an undo finds what an earlier try pushed but never reported."""
+        subject = self._subject(path, key)
+        found = clone.run("log", "--format=%H %s", "-F", f"--grep={subject}", self.tracking).splitlines()
+        return next((line.split(" ", 1)[0] for line in found if line.split(" ", 1)[1] == subject), None)
+
     def publish(self, post: BlogPost) -> Effect:
-        path, key, data = safe_path(post.path), safe_name(post.key, "post key"), post.markdown.encode()
-        subject = f"Publish {path} ({key})"
+        effect, data = self.plan(post), post.markdown.encode()
+        path, key = effect.ref["path"], effect.key
+        subject = self._subject(path, key)
         with locked(self.remote):
             clone = self._sync()
-            found = clone.run("log", "--format=%H %s", "-F", f"--grep={subject}", self.tracking).splitlines()
-            earlier = next((line.split(" ", 1)[0] for line in found if line.split(" ", 1)[1] == subject), None)
+            earlier = self._published(clone, path, key)
             if earlier and clone.read(self.tracking, path) == data:
                 commit = earlier  # published by an earlier try: adopt it
             else:
                 commit = self._push(clone, lambda tip: clone.commit(tip, f"{subject}\n\n{post.title}", {path: data}))
             assert commit is not None
             blob = clone.blob_id(commit, path)
-        return Effect(
-            port="blog",
-            conn_id=self.conn_id,
-            backend="git",
-            kind="git_commit",
-            ref={"remote": str(self.remote), "branch": self.branch, "path": path, "commit": commit, "key": key, "blob": blob},
-            summary=f"blog post {path} at {commit[:10]} on {self.remote}:{self.branch}",
-        )
+        return effect.model_copy(update={"ref": {**effect.ref, "commit": commit, "blob": blob},
+                                         "summary": f"blog post {path} at {commit[:10]} on {self.remote}:{self.branch}"})
 
     def undo(self, effect: Effect) -> bool:
         path, key, ours = safe_path(effect.ref["path"]), effect.ref.get("key", ""), effect.ref.get("blob")
@@ -304,8 +314,14 @@ class GitBlog:
             current = clone.blob_id(tip, path)
             if current is None:
                 return None  # already gone
-            if ours and current != ours:  # a later post replaced ours at this path: not ours to remove
-                log.warning("%s on %s holds another post now (blob %s, ours %s): left alone", path, self.remote, current, ours)
+            mine = ours
+            if not mine:  # only the plan was recorded: what did our key publish, if anything?
+                published = self._published(clone, path, key)
+                if published is None:
+                    return None  # never published
+                mine = clone.blob_id(published, path)
+            if current != mine:  # a later post replaced ours at this path: not ours to remove
+                log.warning("%s on %s holds another post now (blob %s, ours %s): left alone", path, self.remote, current, mine)
                 return None
             return clone.commit(tip, f"Unpublish {path} ({key})", {}, remove=(path,))
 

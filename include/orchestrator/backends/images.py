@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 from functools import lru_cache
+from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from include.orchestrator.backends.folder import FolderBackend, checked_key
+from include.orchestrator.backends.folder import FolderBackend, write_atomic
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
 _MIN_SIDE, _MAX_SIDE = 64, 8192  # below: nothing legible fits; above: a typo, not a banner
@@ -87,10 +88,13 @@ class PillowDesign(FolderBackend):
 
     port, backend, kind = "design", "pillow", "file"
 
+    def plan(self, spec: ImageSpec) -> Effect:
+        target = self._file(spec.key, ".png")
+        return self._effect(spec.key, {"path": str(target)}, f"{spec.channel} image {spec.width}x{spec.height} at {target}")
+
     def render(self, spec: ImageSpec) -> tuple[Image, Effect]:
-        data = draw_png(spec)
-        target = self._write(f"{checked_key(spec.key, 'image key')}.png", data)
+        effect, data = self.plan(spec), draw_png(spec)
+        write_atomic(Path(effect.ref["path"]), data)
         digest = hashlib.sha256(data).hexdigest()
-        image = Image(channel=spec.channel, path=str(target), width=spec.width, height=spec.height, sha256=digest)
-        summary = f"{spec.channel} image {spec.width}x{spec.height} at {target}"
-        return image, self._effect({"path": str(target), "sha256": digest}, summary)
+        image = Image(channel=spec.channel, path=effect.ref["path"], width=spec.width, height=spec.height, sha256=digest)
+        return image, effect.model_copy(update={"ref": {**effect.ref, "sha256": digest}})

@@ -110,12 +110,13 @@ class LocalQdrantMemory:
             finally:
                 client.close()
 
-    def _effect(self, namespace: str, key: str, text: str) -> Effect:
+    def plan(self, namespace: str, key: str, text: str, payload: dict[str, Any] | None = None) -> Effect:
         return Effect(
             port="memory",
             conn_id=self.conn_id,
             backend=BACKEND,
             kind=KIND,
+            key=f"{namespace}/{key}",
             ref={"collection": self.collection, "point_ids": [point_id(namespace, key)], "namespace": namespace, "key": key},
             summary=f"remembered {namespace}/{key} ({len(text)} characters) in {self.collection} at {self.path}",
         )
@@ -144,7 +145,7 @@ class LocalQdrantMemory:
                     vectors_config=models.VectorParams(size=embeddings.DIMENSION, distance=models.Distance.COSINE),
                 )
             client.upsert(self.collection, points=points, wait=True)
-        return [self._effect(namespace, key, text) for key, text, _ in items]
+        return [self.plan(namespace, key, text) for key, text, _ in items]
 
     def remember(self, namespace: str, key: str, text: str, payload: dict[str, Any]) -> Effect:
         return self.remember_many(namespace, [(key, text, payload)])[0]

@@ -30,11 +30,16 @@ class OutboxNotifier(FolderBackend):
 
     port, backend, kind = "notify", "outbox", "notification"
 
+    def plan(self, message: Message) -> Effect:
+        target = self._file(message.key, ".json")
+        return self._effect(message.key, {"path": str(target)}, f"notification {message.subject!r} for {', '.join(message.to)} in {target}")
+
     def notify(self, message: Message) -> Effect:
+        effect = self.plan(message)
         record = {"key": message.key, "to": message.to, "subject": message.subject, "text": message.text,
                   "link": message.link, "created_at": now_iso()}
-        target = self._write(f"{checked_key(message.key)}.json", json_bytes(record))
-        return self._effect({"path": str(target)}, f"notification {message.subject!r} for {', '.join(message.to)} in {target}")
+        write_atomic(Path(effect.ref["path"]), json_bytes(record))
+        return effect
 
 
 def message_id(email: Email) -> str:
@@ -63,11 +68,15 @@ class OutboxEmail(FolderBackend):
 
     port, backend, kind = "email", "outbox", "email"
 
-    def send(self, email: Email) -> Effect:
-        msg = email_message(email)
-        target = self._write(f"{checked_key(email.key)}.eml", msg.as_bytes())
-        return self._effect({"path": str(target), "message_id": msg["Message-ID"]},
+    def plan(self, email: Email) -> Effect:
+        target = self._file(email.key, ".eml")
+        return self._effect(email.key, {"path": str(target), "message_id": message_id(email)},
                             f"email {email.subject!r} for {len(email.to)} recipient(s) written to {target}")
+
+    def send(self, email: Email) -> Effect:
+        effect = self.plan(email)
+        write_atomic(Path(effect.ref["path"]), email_message(email).as_bytes())
+        return effect
 
 
 class LocalSocialQueue(FolderBackend):
@@ -97,8 +106,12 @@ class LocalSocialQueue(FolderBackend):
         except (ValueError, AttributeError):
             return None  # a torn or foreign line: kept as is, never matched
 
+    def plan(self, post: SocialPost) -> Effect:
+        return self._effect(checked_key(post.key), {"path": str(self.queue), "key": post.key},
+                            f"social post {post.key} for {', '.join(post.profiles)} queued in {self.queue}")
+
     def post(self, post: SocialPost) -> Effect:
-        checked_key(post.key)
+        effect = self.plan(post)
         with self._locked() as lines:
             queued = any(self._key_of(line) == post.key for line in lines)
             if not queued:
@@ -108,9 +121,7 @@ class LocalSocialQueue(FolderBackend):
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
-        verb = "already queued" if queued else "queued"
-        return self._effect({"path": str(self.queue), "key": post.key},
-                            f"social post {post.key} for {', '.join(post.profiles)} {verb} in {self.queue}")
+        return effect.model_copy(update={"summary": effect.summary.replace(" queued", " already queued")}) if queued else effect
 
     def undo(self, effect: Effect) -> bool:
         self._own(effect)

@@ -56,10 +56,16 @@ class SmtpEmail:
     def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
 
+    def plan(self, email: Email) -> Effect:
+        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=email.key, undoable=False,
+                      ref={"message_id": message_id(email), "to": list(email.to)},
+                      summary=f"email {email.subject!r} to {len(email.to)} recipient(s) over SMTP")
+
     def send(self, email: Email) -> Effect:
         from airflow.providers.smtp.hooks.smtp import SmtpHook  # at call time: keeps DAG parsing light
 
-        mid = message_id(email)
+        effect = self.plan(email)
+        mid = effect.ref["message_id"]
         headers = {"Message-ID": mid, **({"Reply-To": email.reply_to} if email.reply_to else {})}
         hook = SmtpHook(smtp_conn_id=self.conn_id)
         try:
@@ -77,11 +83,10 @@ class SmtpEmail:
             ) from exc
         log.info("delivered email %s (%s) to %d recipient(s) via %s:%s, connection %s",
                  email.key, mid, len(email.to), hook.host, hook.port, self.conn_id)
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, undoable=False,
-                      ref={"message_id": mid, "to": list(email.to), "smtp_host": hook.host},
-                      summary=f"email {email.subject!r} delivered to {len(email.to)} recipient(s) via {hook.host}")
+        return effect.model_copy(update={"ref": {**effect.ref, "smtp_host": hook.host},
+                                         "summary": f"email {email.subject!r} delivered to {len(email.to)} recipient(s) via {hook.host}"})
 
     def undo(self, effect: Effect) -> bool:
         log.warning("email %s to %s was delivered through %s and cannot be recalled; nothing undone",
-                    effect.ref.get("message_id"), ", ".join(effect.ref.get("to", [])), effect.ref.get("smtp_host"))
+                    effect.ref.get("message_id"), ", ".join(effect.ref.get("to", [])), effect.ref.get("smtp_host", "SMTP"))
         return False

@@ -1,0 +1,85 @@
+"""The saga ledger on both its databases: SQLite (one machine) and PostgreSQL (127.0.0.1:5432)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import pytest
+
+from include.orchestrator.ledger import Ledger
+from include.orchestrator.ports import Effect
+
+
+def _effect(key: str, undoable: bool = True) -> Effect:
+    return Effect(port="design", conn_id="campaign_design", backend="pillow", kind="file", key=key,
+                  ref={"path": f"/x/{key}.png"}, undoable=undoable, summary=key)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+        return
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"ledger_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_an_entry_goes_from_planned_to_made_to_undone_and_keeps_its_order(url):
+    ledger = Ledger(url)
+    ledger.planned("d", "r", "design.render_image", 0, _effect("a"))
+    ledger.planned("d", "r", "design.render_image", 1, _effect("b"))
+    ledger.made("d", "r", "design.render_image", 0, _effect("a").model_copy(update={"ref": {"path": "/x/a.png", "sha256": "f"}}))
+    ledger.planned("d", "other-run", "design.render_image", 0, _effect("a"))
+    a, b = ledger.entries("d", "r")
+    assert (a.effect.key, a.state, a.effect.ref["sha256"]) == ("a", "made", "f")
+    assert (b.effect.key, b.state, b.where) == ("b", "planned", "design.render_image[1]")
+    ledger.planned("d", "r", "design.render_image", 0, _effect("a"))  # a retry plans it again: still made
+    assert ledger.entries("d", "r")[0].state == "made"
+    ledger.settle(a, "failed", "IsADirectoryError")
+    ledger.settle(a, "undone")
+    entry = ledger.entries("d", "r")[0]
+    assert (entry.state, entry.attempts, entry.error) == ("undone", 2, "")
+    ledger.planned("d", "r", "design.render_image", 0, _effect("a"))  # the run was cleared and runs again
+    assert [e.state for e in ledger.entries("d", "r")] == ["planned", "planned"]
+    assert len(ledger.entries("d", "other-run")) == 1
+
+
+def test_a_failed_call_is_kept_on_its_planned_entry_and_cleared_by_the_next_try(url):
+    ledger = Ledger(url)
+    email = _effect("mail", undoable=False)
+    ledger.planned("d", "r", "distribution.publish_email", -1, email)
+    ledger.call_failed("d", "r", email, "SmtpDeliveryError: 550 mailbox unavailable")
+    assert ledger.entries("d", "r")[0].error.startswith("SmtpDeliveryError")
+    ledger.planned("d", "r", "distribution.publish_email", -1, email)
+    assert ledger.entries("d", "r")[0].error == ""
+
+
+def _write_many(url: str, worker: int) -> None:
+    ledger = Ledger(url)
+    for i in range(40):
+        effect = _effect(f"w{worker}-{i}")
+        ledger.planned("d", "r", f"task{worker}", -1, effect)
+        ledger.made("d", "r", f"task{worker}", -1, effect)
+
+
+def test_workers_in_separate_processes_write_side_by_side(url):
+    Ledger(url)  # the table exists before the workers race for it
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_many, args=(url, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    entries = Ledger(url).entries("d", "r")
+    assert len(entries) == 160 and {e.state for e in entries} == {"made"}

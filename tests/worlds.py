@@ -1,0 +1,140 @@
+"""A campaign's whole world on this machine, for tests: every port's backend under one folder,
+the competitor pages and an SMTP server on loopback; and what that world still holds afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from include.orchestrator import localdev
+from include.orchestrator.loader import CAMPAIGNS_DIR
+
+
+@contextlib.contextmanager
+def campaign_world(root: Path, edit: Callable[[dict[str, Any]], None] = lambda campaign: None,
+                   slug: str = "spring-launch") -> Iterator[dict[str, Any]]:
+    """The sample campaign ``slug`` (changed by ``edit``) with all connections under ``root``.
+
+    Yields the connections, the data folder, the SMTP server and the campaigns folder; the
+    caller exports them (``export``) where its Airflow runs.
+    """
+    from include.orchestrator.smtp_server import LocalSmtpServer
+
+    site = localdev.serve_demo_site()
+    data = root / "data"
+    conns = localdev.settings_connections()
+    for conn in conns.values():
+        extra = conn.get("extra", {})
+        if "path" in extra and extra.get("relative_to") != "project":
+            extra["path"] = str(data / Path(extra["path"]).name)
+    try:
+        with LocalSmtpServer(root / "maildir") as smtp:
+            conns["campaign_email"]["port"] = smtp.port
+            campaign = yaml.safe_load((CAMPAIGNS_DIR / f"{slug}.yaml").read_text())
+            port = site.server_address[1]
+            campaign["research"]["competitor_urls"] = [f"http://127.0.0.1:{port}/{n}.html" for n in ("flowwatch", "datadoggo")]
+            edit(campaign)
+            campaigns = root / "campaigns"
+            campaigns.mkdir(exist_ok=True)
+            (campaigns / f"{campaign['slug']}.yaml").write_text(yaml.safe_dump(campaign))
+            yield {"conns": conns, "data": data, "smtp": smtp, "campaigns": campaigns, "campaign": campaign}
+    finally:
+        site.shutdown()
+
+
+def export(world: dict[str, Any]) -> dict[str, str]:
+    """The environment that points an Airflow at this world."""
+    return {**localdev.connection_env(world["conns"]), "CAMPAIGNS_DIR": str(world["campaigns"])}
+
+
+def decide_when_waiting(dag_id: str, decision: str, done: threading.Event, by: str = "admin") -> threading.Thread:
+    """A reviewer: waits until the run sits at the approval gate, then decides; gives up once ``done``."""
+    # Import what the reviewer thread uses here, in the main thread: two threads importing
+    # Airflow's ORM models at once can deadlock on SQLAlchemy's mapper configuration.
+    from airflow.models.hitl import HITLDetail  # noqa: F401
+    from airflow.models.xcom import XComModel  # noqa: F401
+
+    import include.orchestrator.decisions  # noqa: F401
+
+    localdev._waiting_run(dag_id)
+
+    def review():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not done.is_set():
+            run_id = localdev._waiting_run(dag_id)
+            if run_id:
+                localdev.record_decision(dag_id, run_id, decision, by, f"{decision} by the test reviewer")
+                return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=review, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_campaign(conf: dict, decision: str = "approve", slug: str = "spring-launch"):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=localdev.PROJECT_ROOT / "dags" / "campaigns.py").dags[f"campaign_{slug}"]
+    done = threading.Event()
+    reviewer = decide_when_waiting(dag.dag_id, decision, done)
+    try:
+        run = dag.test(run_conf=conf)
+    finally:
+        done.set()
+        reviewer.join(timeout=5)
+    return run, localdev.run_summary(dag.dag_id, run.run_id)
+
+
+def _git(*args: str) -> list[str]:
+    import subprocess
+
+    result = subprocess.run(["git", *args], capture_output=True, text=True)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[str, list[str]]:
+    """Everything a run made that still exists, per kind (only the given runs' when ``run_keys``)."""
+    from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory
+
+    data = world["data"]
+
+    def mine(name: str) -> bool:
+        return run_keys is None or any(key in name for key in run_keys)
+
+    def files(folder: str, pattern: str) -> list[str]:
+        return sorted(p.name for p in (data / folder).glob(pattern) if mine(p.name))
+
+    def points() -> list[str]:
+        if not (data / "qdrant").exists():
+            return []
+        with LocalQdrantMemory("campaign_memory", data / "qdrant")._client() as client:
+            if not client.collection_exists("campaign_memory"):
+                return []
+            found, _ = client.scroll("campaign_memory", limit=10_000, with_payload=True)
+        return [f"{p.payload['namespace']}/{p.payload['key']}" for p in found if mine(p.payload["key"])]
+
+    queue = data / "social-queue" / "queue.jsonl"
+    posts = _git("--git-dir", str(data / "blog.git"), "ls-tree", "-r", "--name-only", "main")
+    return {
+        "memory points": points(),
+        "images": files("images", "*.png"),
+        "notifications": files("notifications", "*.json"),
+        "review branches": [b for b in _git("-C", str(data / "review-repo"), "branch", "--format=%(refname:short)")
+                            if b != "main" and mine(b)],
+        "blog posts": [p for p in posts if p.startswith("_posts/")],
+        "queued posts": [line for line in (queue.read_text().splitlines() if queue.exists() else []) if mine(line)],
+        "dashboards": files("grafana-dashboards", "*.json"),
+        "emails delivered": [m["Message-ID"] for m in world["smtp"].messages() if mine(m["Message-ID"])],
+        "emails in outbox": files("email-outbox", "*.eml"),
+    }
+
+
+def found(left: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {kind: items for kind, items in left.items() if items}
