@@ -122,22 +122,61 @@ def _analytics_fs(conn_id: str, conn: Any) -> Any:
     return GrafanaFolder(conn_id, _path(conn_id, conn))
 
 
+def _service(module: str, name: str) -> Factory:
+    """A production backend: ``backends.<module>.<name>(conn_id, conn)``, imported when first used."""
+
+    def build(conn_id: str, conn: Any) -> Any:
+        from importlib import import_module
+
+        return getattr(import_module(f"include.orchestrator.backends.{module}"), name)(conn_id, conn)
+
+    return build
+
+
 Factory = Callable[[str, Any], Any]
 BACKENDS: dict[str, dict[str, tuple[Factory, str]]] = {
-    "memory": {"fs": (_memory_fs, "Qdrant local mode on disk at extra.path")},
-    "notes": {"fs": (_notes_fs, "a folder of markdown research notes at extra.path")},
+    "memory": {
+        "fs": (_memory_fs, "Qdrant local mode on disk at extra.path"),
+        "qdrant": (_service("memory_qdrant", "ServerQdrantMemory"), "a Qdrant server (the Qdrant provider's hook)"),
+    },
+    "notes": {
+        "fs": (_notes_fs, "a folder of markdown research notes at extra.path"),
+        "http": (_service("notion", "NotionNotes"), "a Notion data source (host https://api.notion.com)"),
+    },
     "web": {"http": (_web_http, "direct HTTP fetch; extra.allow_private_network for loopback/private hosts")},
-    "writer": {"generic": (_writer_generic, "the offline template copywriter (no LLM)")},
-    "design": {"fs": (_design_fs, "PNG images drawn with Pillow into extra.path")},
-    "review": {"fs": (_review_fs, "review branches in the local git repository at extra.path")},
-    "notify": {"fs": (_notify_fs, "notification files in the outbox folder at extra.path")},
+    "writer": {
+        "generic": (_writer_generic, "the offline template copywriter (no LLM)"),
+        "http": (_service("llm", "ChatCompletionsWriter"), "any OpenAI-compatible v1/chat/completions API"),
+    },
+    "design": {
+        "fs": (_design_fs, "PNG images drawn with Pillow into extra.path"),
+        "http": (_service("figma", "FigmaDesign"), "Figma image export of named components (host https://api.figma.com)"),
+    },
+    "review": {
+        "fs": (_review_fs, "review branches in the local git repository at extra.path"),
+        "github": (_service("github", "GithubReview"), "a pull request on GitHub (or GitHub Enterprise)"),
+    },
+    "notify": {
+        "fs": (_notify_fs, "notification files in the outbox folder at extra.path"),
+        "slack": (_service("slack", "SlackNotifier"), "a Slack channel through the Slack Web API"),
+    },
     "email": {
         "smtp": (_email_smtp, "delivery through the SMTP server of the connection"),
         "fs": (_email_fs, ".eml files in the outbox folder at extra.path"),
+        "http": (_service("sendgrid", "SendGridEmail"), "a SendGrid Single Send (host https://api.sendgrid.com)"),
     },
-    "social": {"fs": (_social_fs, "a local queue file in extra.path")},
-    "blog": {"fs": (_blog_fs, "commits pushed to the bare git repository at extra.path")},
-    "analytics": {"fs": (_analytics_fs, "Grafana dashboard JSON models written to extra.path")},
+    "social": {
+        "fs": (_social_fs, "a local queue file in extra.path"),
+        "http": (_service("buffer", "BufferSocial"), "posts through Buffer's GraphQL API (host https://api.buffer.com)"),
+    },
+    "blog": {
+        "fs": (_blog_fs, "commits pushed to the bare git repository at extra.path"),
+        "github": (_service("github", "GithubBlog"), "a file committed to a GitHub repository"),
+    },
+    "analytics": {
+        "fs": (_analytics_fs, "Grafana dashboard JSON models written to extra.path"),
+        "http": (_service("grafana", "GrafanaApi"), "dashboards created through Grafana's HTTP API"),
+    },
 }
 
 
