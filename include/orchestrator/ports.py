@@ -93,6 +93,7 @@ class Copy(BaseModel):
     blog_title: str
     blog_body: str
     writer: str
+    usage: dict[str, int] = Field(default_factory=dict)  # an LLM's token counts (prompt, completion, total)
 
 
 class ImageSpec(BaseModel):
