@@ -23,6 +23,14 @@ from werkzeug import Request, Response
 Handler = Callable[[Request, dict[str, str]], Response]
 
 
+class _Server(HTTPServer):
+    """pytest-httpserver's server, stopping in milliseconds (its loop polls for shutdown every 0.5 s)."""
+
+    def thread_target(self) -> None:
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=0.01)
+
+
 class Refused(Exception):
     """A request the docs do not allow; ``response`` is what the real service would answer."""
 
@@ -50,7 +58,7 @@ class ServiceDouble:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
-        self.server = HTTPServer(host="127.0.0.1", port=0)
+        self.server = _Server(host="127.0.0.1", port=0)
         self.server.expect_request(re.compile(".*")).respond_with_handler(self._dispatch)
         self.routes()
 
