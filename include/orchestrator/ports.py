@@ -76,6 +76,7 @@ class CopyBrief(BaseModel):
     audience: str
     brand_voice: str
     channels: list[str]
+    social_max_length: int = 280  # the campaign's limit for one social post
     research_headlines: list[str]
     research_notes: list[str]
     writer_notes: str = ""

@@ -132,6 +132,7 @@ def write_copy(ctx: StepContext) -> StepOutput:
         audience=plan.audience,
         brand_voice=ctx.pull("content.load_brand_voice")["text"],
         channels=plan.channels,
+        social_max_length=campaign.channels.social.max_length if campaign.channels.social else 280,
         research_headlines=[h for page in pages for h in page["headlines"]],
         research_notes=[n["text"] for n in ctx.pull("research.search_notes") or []]
         + [r["text"] for r in ctx.pull("research.recall_research") or []],
