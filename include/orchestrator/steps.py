@@ -9,6 +9,7 @@ maps each step onto one Airflow task; tests call the same functions directly.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -33,6 +34,8 @@ from include.orchestrator.ports import (
 
 # Pixel sizes per channel: an email banner, a social card, a blog hero image.
 IMAGE_SIZES = {"email": (1200, 400), "social": (1200, 675), "blog": (1600, 900)}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,7 +143,10 @@ def write_copy(ctx: StepContext) -> StepOutput:
         call_to_action=campaign.product.call_to_action,
         url=str(campaign.product.url or ""),
     )
-    return StepOutput(ctx.open_port("writer").write(brief).model_dump())
+    copy = ctx.open_port("writer").write(brief)
+    if copy.usage:  # the run's token count: in the task log and in the step's XCom (``usage``)
+        log.info("copy written by %s, tokens used: %s", copy.writer, copy.usage)
+    return StepOutput(copy.model_dump())
 
 
 @step

@@ -166,7 +166,8 @@ class HttpApi:
                 **({"params": params} if params and method.upper() not in ("GET", "HEAD") else {}),
             )
         except requests.Timeout as exc:
-            raise ServiceError(self.service, action, f"no answer within {self.timeout:g} s ({type(exc).__name__})", retryable=True) from None
+            reason = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
+            raise ServiceError(self.service, action, reason, retryable=True) from None
         except requests.ConnectionError as exc:
             raise ServiceError(self.service, action, f"connection failed ({type(exc).__name__})", retryable=True) from None
         if response.status_code in ok:

@@ -1,0 +1,158 @@
+"""The whole campaign on every production backend, each pointed at its service's local double.
+
+Airflow's own ``dag.test()`` runs the real DAG; every port's connection has its production type
+(Slack, GitHub, SendGrid, Buffer, Figma, Notion, Grafana, an OpenAI-compatible LLM, a Qdrant
+server), so the production code path runs end to end, ledger and compensation included. The
+doubles check every request against the services' docs (``problems`` must stay empty). One run
+completes; one fails at its last step and is compensated through the production undo calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from include.orchestrator.model import run_key
+from tests.doubles.buffer import BufferDouble
+from tests.doubles.figma import FigmaDouble
+from tests.doubles.github import GithubDouble
+from tests.doubles.grafana import GrafanaDouble
+from tests.doubles.notion import NotionDouble
+from tests.doubles.openai_compat import OpenAICompatDouble
+from tests.doubles.qdrant_server import QdrantServerDouble
+from tests.doubles.sendgrid import SendGridDouble
+from tests.doubles.slack import SlackDouble
+from tests.worlds import campaign_world, export, run_campaign
+
+pytestmark = pytest.mark.integration
+
+DAG_ID = "campaign_spring-launch"
+TOKEN = "test-token"
+FIGMA_FILE = "FiGmAfIlE123"
+COMPONENTS = {"email": "Email header", "social": "Social card", "blog": "Blog hero"}
+SOCIAL = {"linkedin-pipewise": "chan-li", "mastodon-pipewise": "chan-x"}
+
+
+@contextlib.contextmanager
+def production_world(root: Path) -> Iterator[dict[str, Any]]:
+    """``campaign_world`` with every port but the web fetch on its production backend."""
+
+    def edit(campaign: dict[str, Any]) -> None:
+        campaign["retries"] = {"count": 0}
+
+    with contextlib.ExitStack() as stack:
+        world = stack.enter_context(campaign_world(root, edit))
+        slack = stack.enter_context(SlackDouble())
+        review = stack.enter_context(GithubDouble(repo="campaign-reviews"))
+        website = stack.enter_context(GithubDouble(repo="website"))
+        sendgrid = stack.enter_context(SendGridDouble(token=TOKEN))
+        buffer = stack.enter_context(BufferDouble(token=TOKEN, channels={"chan-li": 3000, "chan-x": 280}))
+        figma = stack.enter_context(FigmaDouble())
+        notion = stack.enter_context(NotionDouble())
+        grafana = stack.enter_context(GrafanaDouble())
+        llm = stack.enter_context(OpenAICompatDouble(api_key=TOKEN))
+        qdrant = stack.enter_context(QdrantServerDouble(api_key=TOKEN))
+
+        figma.add_file(FIGMA_FILE, {"Email header": (600, 200, "#0f172a"), "Social card": (1200, 675, "#22d3ee"),
+                                    "Blog hero": (1600, 900, "#f8fafc")})
+        source = notion.add_data_source()
+        notion.add_page(source, "Data pipeline observability interviews",
+                        ["Teams learn about broken pipelines from their stakeholders.", "Freshness alerts matter most."])
+        images = world["data"] / "figma-images"
+
+        def http(host: str, **extra: Any) -> dict[str, Any]:
+            return {"conn_type": "http", "host": host, "password": TOKEN, "extra": extra}
+
+        world["conns"].update({
+            "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
+            "campaign_notes": http(notion.url, data_source_id=source),
+            "campaign_writer": http(llm.base_url, model="gpt-4o-mini"),
+            "campaign_design": http(figma.url, file_key=FIGMA_FILE, components=COMPONENTS, path=str(images),
+                                    allow_private_network=True),
+            "campaign_review": {"conn_type": "github", "host": review.url, "password": TOKEN,
+                                "extra": {"repository": review.full_name}},
+            "campaign_notify": {"conn_type": "slack", "password": slack.token,
+                                "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
+            "campaign_email": http(sendgrid.url, sender_id=4321, suppression_group_id=77, send_delay_seconds=900),
+            "campaign_social": http(buffer.url, channels=SOCIAL, organization_id=buffer.organization_id),
+            "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,
+                              "extra": {"repository": website.full_name, "branch": "main"}},
+            "campaign_analytics": http(grafana.url, datasource_uid="prometheus-main", folder_uid="campaigns"),
+        })
+        world["services"] = {"slack": slack, "github review": review, "github blog": website, "sendgrid": sendgrid,
+                             "buffer": buffer, "figma": figma, "notion": notion, "grafana": grafana, "llm": llm,
+                             "qdrant": qdrant}
+        world["figma images"] = images
+        yield world
+
+
+def live(world: dict[str, Any], key: str) -> dict[str, list[str]]:
+    """What the run with this run key still has in each service (the saga alert aside)."""
+    s = world["services"]
+    messages = [m for m in s["slack"].live_messages()
+                if key in str(m.get("metadata")) and "saga-alert" not in str(m.get("metadata"))]
+    return {
+        "slack messages": [m["ts"] for m in messages],
+        "review pull requests": [str(p["number"]) for p in s["github review"].open_pulls()],
+        "review branches": [b for b in s["github review"].branches() if key in b],
+        "blog posts": [p for p in s["github blog"].files("main") if p.startswith("_posts/")],
+        "single sends": [x["name"] for x in s["sendgrid"].single_sends() if key in x["name"]],
+        "contact lists": [x["name"] for x in s["sendgrid"].lists() if key in x["name"]],
+        "queued posts": [p["id"] for p in s["buffer"].queued_posts()],
+        "images": sorted(p.name for p in world["figma images"].glob("*.png") if key in p.name),
+        "dashboards": [uid for uid in s["grafana"].dashboards() if key in uid],
+        "memory points": [k for k in s["qdrant"].point_keys() if key in k],
+    }
+
+
+def problems(world: dict[str, Any]) -> dict[str, list[str]]:
+    return {name: double.problems for name, double in world["services"].items() if double.problems}
+
+
+def _run(world: dict[str, Any], monkeypatch) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    for name, value in export(world).items():
+        monkeypatch.setenv(name, value)
+    run, (state, rows) = run_campaign({})
+    states = {r["task"]: r["state"] for r in rows}
+    world["values"] = {r["task"]: r["value"] for r in rows}
+    return run, states | {"run": state}, world["values"]["compensation.report"]
+
+
+def test_a_campaign_runs_end_to_end_on_every_production_backend(tmp_path, monkeypatch, airflow_db):
+    with production_world(tmp_path) as world:
+        run, states, report = _run(world, monkeypatch)
+        key = run_key(DAG_ID, run.run_id)
+        made = live(world, key)
+        s = world["services"]
+        assert problems(world) == {}
+        completion = s["llm"].received[-1]
+        sent = s["sendgrid"].scheduled()
+    assert states["run"] == "success" and report["status"] == "completed", (states, report)
+    # Every service holds what the campaign made, once.
+    assert len(made["slack messages"]) == 1 and len(made["review pull requests"]) == 1, made
+    assert len(made["blog posts"]) == 1 and len(made["single sends"]) == 1 and len(made["queued posts"]) == 2, made
+    assert len(made["images"]) == 3 and len(made["dashboards"]) == 1 and made["memory points"], made
+    assert [x["name"] for x in sent] == made["single sends"]
+    assert completion["model"] == "gpt-4o-mini"
+    copy = world["values"]["content.write_copy"]["result"]
+    assert copy["writer"] == "llm:gpt-4o-mini" and copy["usage"]["total_tokens"] > 0, copy  # token usage, per run
+
+
+def test_a_late_failure_is_compensated_through_the_production_undo_calls(tmp_path, monkeypatch, airflow_db):
+    with production_world(tmp_path) as world:
+        # Grafana refuses the dashboard: the last step fails after every channel went out.
+        world["services"]["grafana"].fail_next("POST", "/api/dashboards/db", 400, {"message": "Dashboard title cannot be empty"})
+        run, states, report = _run(world, monkeypatch)
+        key = run_key(DAG_ID, run.run_id)
+        left = {kind: items for kind, items in live(world, key).items() if items}
+        alerts = [m for m in world["services"]["slack"].live_messages() if "saga-alert" in str(m.get("metadata"))]
+        assert problems(world) == {}
+    assert states["run"] == "failed" and states["analytics.create_dashboard"] == "failed", states
+    assert report["status"] == "rolled back" and "Dashboard title cannot be empty" in report["reason"], report
+    assert left == {}, left
+    assert len(report["undone"]) >= 9, report
+    assert alerts == [] or all("rolled back" in m["text"] for m in alerts)
