@@ -14,6 +14,7 @@ from include.orchestrator.approval import (
     editable_fields,
     eligible_users,
     form_values,
+    github_verdict,
     refusal,
     reminder_delay,
 )
@@ -97,3 +98,23 @@ def test_roles_come_from_either_kind_of_user():
         roles = [Role("Admin"), Role("Reviewer")]
 
     assert user_roles(Simple()) == ["op"] and user_roles(Fab()) == ["Admin", "Reviewer"]
+
+
+def test_the_first_decisive_review_by_a_github_approver_decides():
+    def review(user, state, at, body=""):
+        return {"user": user, "state": state, "submitted_at": f"2026-11-24T10:{at:02d}:00Z", "body": body}
+
+    approvers = ["Dana-GH", "olga"]
+    assert github_verdict(approvers, "open", []) is None
+    # Comments, and reviews by anyone else, decide nothing; logins compare without case.
+    others = [review("mallory", "APPROVED", 1), review("dana-gh", "COMMENTED", 2, "looks ok?")]
+    assert github_verdict(approvers, "open", others) is None
+    verdict = github_verdict(approvers, "open", [*others, review("olga", "CHANGES_REQUESTED", 4, "fix the  subject"),
+                                                 review("dana-gh", "APPROVED", 3, "Ship it")])
+    assert (verdict.decision, verdict.login, verdict.reason) == ("approved", "dana-gh", "Ship it")  # earliest wins
+    verdict = github_verdict(approvers, "open", [review("olga", "CHANGES_REQUESTED", 4, "fix the  subject")])
+    assert (verdict.decision, verdict.login, verdict.reason) == ("rejected", "olga", "fix the subject")
+    # Closing the pull request without approval rejects; a merge alone is not an approval.
+    closed = github_verdict(approvers, "closed", others, "https://github.example/pr/7")
+    assert (closed.decision, closed.login) == ("rejected", "github") and "closed without approval" in closed.reason
+    assert github_verdict(approvers, "merged", others) is None

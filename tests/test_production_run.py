@@ -10,12 +10,17 @@ completes; one fails at its last step and is compensated through the production 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from include.orchestrator import localdev, review_watch
+from include.orchestrator.loader import load_campaigns
 from include.orchestrator.model import run_key
 from tests.doubles.buffer import BufferDouble
 from tests.doubles.figma import FigmaDouble
@@ -26,7 +31,7 @@ from tests.doubles.openai_compat import OpenAICompatDouble
 from tests.doubles.qdrant_server import QdrantServerDouble
 from tests.doubles.sendgrid import SendGridDouble
 from tests.doubles.slack import SlackDouble
-from tests.worlds import campaign_world, export, run_campaign
+from tests.worlds import campaign_world, export, ready_for_reviewer_thread, run_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +48,7 @@ def production_world(root: Path) -> Iterator[dict[str, Any]]:
 
     def edit(campaign: dict[str, Any]) -> None:
         campaign["retries"] = {"count": 0}
+        campaign["approval"]["github_approvers"] = ["dana-gh"]
 
     with contextlib.ExitStack() as stack:
         world = stack.enter_context(campaign_world(root, edit))
@@ -113,10 +119,62 @@ def problems(world: dict[str, Any]) -> dict[str, list[str]]:
     return {name: double.problems for name, double in world["services"].items() if double.problems}
 
 
-def _run(world: dict[str, Any], monkeypatch) -> tuple[Any, dict[str, str], dict[str, Any]]:
+def watch_in_process() -> review_watch.WatchReport:
+    """One round of the GitHub review watcher, deciding in-process as the decision API would."""
+    from airflow.utils.session import create_session
+
+    from include.orchestrator import decisions
+    from include.orchestrator.connections import open_backend
+    from include.orchestrator.ledger import open_ledger
+
+    def waiting(dag_id: str, run_ids: list[str]) -> set[str]:
+        with create_session() as session:
+            return {r for r in run_ids if decisions.status(session, dag_id, r)["waiting"]}
+
+    def apply(dag_id: str, run_id: str) -> Any:
+        with create_session() as session:
+            return decisions.decide_from_github(session, dag_id=dag_id, run_id=run_id)
+
+    def campaign_of(dag_id: str) -> Any:
+        found, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
+        return found[0] if found else None
+
+    return review_watch.watch(open_ledger(), since=datetime.now(UTC) - timedelta(days=1), campaign_of=campaign_of,
+                              waiting=waiting, open_backend=open_backend, apply=apply)
+
+
+def github_reviewer(world: dict[str, Any]):
+    """A reviewer on GitHub: once the run waits, the watcher runs (nothing to apply), dana-gh approves
+    the pull request, the watcher runs again (applies it), then once more (nothing changed: 304s)."""
+
+    def start(dag_id: str, done: threading.Event) -> threading.Thread:
+        ready_for_reviewer_thread(dag_id)
+
+        def review() -> None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not done.is_set() and not localdev._waiting_run(dag_id):
+                time.sleep(0.5)
+            if done.is_set() or not localdev._waiting_run(dag_id):
+                return
+            github = world["services"]["github review"]
+            rounds = [watch_in_process()]
+            [pull] = github.open_pulls()
+            github.add_review(pull["number"], "someone-else", "APPROVED", "not an approver")
+            github.add_review(pull["number"], "dana-gh", "APPROVED", "Looks right. Ship it.")
+            rounds += [watch_in_process(), watch_in_process()]
+            world["watch rounds"] = rounds
+
+        thread = threading.Thread(target=review, daemon=True)
+        thread.start()
+        return thread
+
+    return start
+
+
+def _run(world: dict[str, Any], monkeypatch, reviewer=None) -> tuple[Any, dict[str, str], dict[str, Any]]:
     for name, value in export(world).items():
         monkeypatch.setenv(name, value)
-    run, (state, rows) = run_campaign({})
+    run, (state, rows) = run_campaign({}, reviewer=reviewer)
     states = {r["task"]: r["state"] for r in rows}
     world["values"] = {r["task"]: r["value"] for r in rows}
     return run, states | {"run": state}, world["values"]["compensation.report"]
@@ -124,7 +182,7 @@ def _run(world: dict[str, Any], monkeypatch) -> tuple[Any, dict[str, str], dict[
 
 def test_a_campaign_runs_end_to_end_on_every_production_backend(tmp_path, monkeypatch, airflow_db):
     with production_world(tmp_path) as world:
-        run, states, report = _run(world, monkeypatch)
+        run, states, report = _run(world, monkeypatch, reviewer=github_reviewer(world))
         key = run_key(DAG_ID, run.run_id)
         made = live(world, key)
         s = world["services"]
@@ -138,6 +196,15 @@ def test_a_campaign_runs_end_to_end_on_every_production_backend(tmp_path, monkey
     assert len(made["images"]) == 3 and len(made["dashboards"]) == 1 and made["memory points"], made
     assert [x["name"] for x in sent] == made["single sends"]
     assert completion["model"] == "gpt-4o-mini"
+    # Approved by a GitHub review: first round nothing to apply, then dana-gh's review, then nothing changed.
+    first, applied, quiet = world["watch rounds"]
+    assert (first.waiting, first.decided, first.errors) == (1, [], []), first
+    assert (applied.waiting, len(applied.decided), applied.errors) == (1, 1, []), applied
+    assert "approved by dana-gh" in applied.decided[0], applied
+    assert (quiet.waiting, quiet.unchanged) == (0, 0), quiet  # decided: the run no longer waits
+    decision = world["values"]["review.approval"]
+    assert (decision["by"], decision["means"], decision["by_id"]) == ("dana-gh", "github-review", "github:dana-gh"), decision
+    assert decision["reason"] == "Looks right. Ship it."
     copy = world["values"]["content.write_copy"]["result"]
     assert copy["writer"] == "llm:gpt-4o-mini" and copy["usage"]["total_tokens"] > 0, copy  # token usage, per run
 

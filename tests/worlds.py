@@ -53,16 +53,20 @@ def export(world: dict[str, Any]) -> dict[str, str]:
     return {**localdev.connection_env(world["conns"]), "CAMPAIGNS_DIR": str(world["campaigns"])}
 
 
-def decide_when_waiting(dag_id: str, decision: str, done: threading.Event, by: str = "admin") -> threading.Thread:
-    """A reviewer: waits until the run sits at the approval gate, then decides; gives up once ``done``."""
-    # Import what the reviewer thread uses here, in the main thread: two threads importing
-    # Airflow's ORM models at once can deadlock on SQLAlchemy's mapper configuration.
+def ready_for_reviewer_thread(dag_id: str) -> None:
+    """Import what a reviewer thread uses here, in the main thread: two threads importing Airflow's
+    ORM models at once can deadlock on SQLAlchemy's mapper configuration."""
     from airflow.models.hitl import HITLDetail  # noqa: F401
     from airflow.models.xcom import XComModel  # noqa: F401
 
     import include.orchestrator.decisions  # noqa: F401
 
     localdev._waiting_run(dag_id)
+
+
+def decide_when_waiting(dag_id: str, decision: str, done: threading.Event, by: str = "admin") -> threading.Thread:
+    """A reviewer: waits until the run sits at the approval gate, then decides; gives up once ``done``."""
+    ready_for_reviewer_thread(dag_id)
 
     def review():
         deadline = time.monotonic() + 300
@@ -78,12 +82,14 @@ def decide_when_waiting(dag_id: str, decision: str, done: threading.Event, by: s
     return thread
 
 
-def run_campaign(conf: dict, decision: str = "approve", slug: str = "spring-launch"):
+def run_campaign(conf: dict, decision: str = "approve", slug: str = "spring-launch",
+                 reviewer: Callable[[str, threading.Event], threading.Thread] | None = None):
+    """Run the campaign with ``dag.test``; ``reviewer(dag_id, done)`` decides (default: in-process ``decision``)."""
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=localdev.PROJECT_ROOT / "dags" / "campaigns.py").dags[f"campaign_{slug}"]
     done = threading.Event()
-    reviewer = decide_when_waiting(dag.dag_id, decision, done)
+    reviewer = (reviewer or (lambda dag_id, done: decide_when_waiting(dag_id, decision, done)))(dag.dag_id, done)
     try:
         run = dag.test(run_conf=conf)
     finally:

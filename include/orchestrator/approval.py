@@ -30,7 +30,9 @@ EDITABLE: dict[str, tuple[str | None, str, int | None]] = {
     "blog_body": ("blog", "blog_body", None),
 }
 MULTILINE = {"email_body", "blog_body"}
-Means = Literal["airflow-ui", "rest", "cli", "mark-success", "mark-failed", "run-cancelled", "timeout", "in-process"]
+Means = Literal[
+    "airflow-ui", "rest", "cli", "mark-success", "mark-failed", "run-cancelled", "timeout", "in-process", "github-review"
+]
 
 
 class DecisionRefused(Exception):
@@ -148,6 +150,38 @@ def refusal(approval: Approval, user_id: str, user_name: str, roles: list[str], 
         return f"{user_name} is not an approver of this campaign (approvers: {', '.join(approval.approvers)}{roles_text})"
     if triggered_by and triggered_by in names and not approval.allow_self_approval:
         return f"{user_name} triggered this run and the campaign does not allow self-approval"
+    return None
+
+
+class GithubVerdict(BaseModel):
+    """What the review pull request says about the run: who decided, how, and why."""
+
+    decision: Literal["approved", "rejected"]
+    login: str  # the GitHub user; "github" when the pull request was closed
+    reason: str
+
+
+def github_verdict(approvers: list[str], pull_state: str, reviews: list[dict[str, Any]], url: str = "") -> GithubVerdict | None:
+    """The decision the review pull request carries, or None while it carries none.
+
+    The first review, in time, by one of the campaign's ``github_approvers`` that approves or
+    requests changes decides (later reviews cannot take it back: the gate is closed by then).
+    Comments decide nothing; reviews by anyone else count for nothing. A pull request closed
+    without such a review rejects; a merge alone decides nothing (merging is not approving).
+    """
+    allowed = {login.casefold() for login in approvers}
+    where = f" ({url})" if url else ""
+    for review in sorted(reviews, key=lambda r: r.get("submitted_at") or ""):
+        login, state = str(review.get("user") or ""), review.get("state")
+        if login.casefold() not in allowed or state not in ("APPROVED", "CHANGES_REQUESTED"):
+            continue
+        body = " ".join(str(review.get("body") or "").split())[:1500]
+        if state == "APPROVED":
+            return GithubVerdict(decision="approved", login=login, reason=body or f"approving review on GitHub{where}")
+        return GithubVerdict(decision="rejected", login=login, reason=body or f"changes requested on GitHub{where}")
+    if pull_state == "closed":
+        reason = f"the review pull request was closed without approval{where}"
+        return GithubVerdict(decision="rejected", login="github", reason=reason)
     return None
 
 

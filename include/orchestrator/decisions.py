@@ -53,15 +53,16 @@ def _campaign(dag_id: str) -> Any:
     return campaigns[0]
 
 
-def _xcom(session: Session, ti: Any, key: str) -> Any:
+def _xcom(session: Session, ti: Any, key: str, task_id: str | None = None) -> Any:
+    """An XCom of the gate, or of another unmapped task of its run."""
     from airflow.models.xcom import XComModel
 
     row = session.scalar(
         select(XComModel.value).where(
             XComModel.dag_id == ti.dag_id,
             XComModel.run_id == ti.run_id,
-            XComModel.task_id == ti.task_id,
-            XComModel.map_index == ti.map_index,
+            XComModel.task_id == (task_id or ti.task_id),
+            XComModel.map_index == (ti.map_index if task_id is None else -1),
             XComModel.key == key,
         )
     )
@@ -118,20 +119,10 @@ def status(session: Session, dag_id: str, run_id: str) -> dict[str, Any]:
     return answer
 
 
-def decide(
-    session: Session,
-    *,
-    dag_id: str,
-    run_id: str,
-    user_id: str,
-    user_name: str,
-    roles: list[str],
-    request: DecisionRequest,
-    means: rules.Means | None = None,
-) -> Decision:
-    """Take a decision on a waiting run, or raise :class:`DecisionRefused` saying why not."""
+def _waiting(session: Session, dag_id: str, run_id: str) -> tuple[Any, Any, GateState, Any]:
+    """The campaign, the gate (locked), its published state and its open request, or why the run
+    does not wait for a decision (404, 409)."""
     from airflow.models.hitl import HITLDetail
-    from airflow.utils.state import TaskInstanceState
 
     campaign = _campaign(dag_id)
     ti = _gate(session, dag_id, run_id, lock=True)
@@ -144,17 +135,32 @@ def decide(
             raise DecisionRefused(409, f"the approval gate is {state}: the run no longer waits for a decision")
         raise DecisionRefused(409, f"the run has not reached the approval gate yet (gate: {state})")
     gate = GateState.model_validate(_xcom(session, ti, "gate"))
-    now = rules.now()
-    if now >= gate.deadline:
+    if rules.now() >= gate.deadline:
         raise DecisionRefused(
             409, f"the approval window closed at {gate.deadline.isoformat(timespec='seconds')}: the run is rejected by timeout"
         )
-    why = rules.refusal(campaign.approval, user_id, user_name, roles, gate.triggered_by)
-    if why:
-        raise DecisionRefused(403, why)
     detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id).with_for_update(of=HITLDetail))
     if detail is None or detail.response_received:
         raise DecisionRefused(409, "the approval request was already answered")
+    return campaign, ti, gate, detail
+
+
+def decide(
+    session: Session,
+    *,
+    dag_id: str,
+    run_id: str,
+    user_id: str,
+    user_name: str,
+    roles: list[str],
+    request: DecisionRequest,
+    means: rules.Means | None = None,
+) -> Decision:
+    """Take a decision on a waiting run, or raise :class:`DecisionRefused` saying why not."""
+    campaign, ti, gate, detail = _waiting(session, dag_id, run_id)
+    why = rules.refusal(campaign.approval, user_id, user_name, roles, gate.triggered_by)
+    if why:
+        raise DecisionRefused(403, why)
     approve = request.decision == "approve"
     if request.copy_edits and not approve:
         raise DecisionRefused(400, "edited copy comes only with an approval")
@@ -167,7 +173,7 @@ def decide(
         by=user_name,
         by_id=user_id,
         means=means or request.via,
-        at=now,
+        at=rules.now(),
         reason=request.reason.strip(),
         draft_version=gate.draft_version,
         copy_version=rules.copy_version(approved),
@@ -175,14 +181,54 @@ def decide(
         edited_copy=approved.model_dump() if edited else None,
         triggered_by=gate.triggered_by,
     )
-    _close(detail, user_id, user_name, record, {"reason": record.reason, **rules.form_values(approved, gate.channels)})
+    _end(session, ti, detail, record, {"reason": record.reason, **rules.form_values(approved, gate.channels)}, user_id)
+    return record
+
+
+def decide_from_github(session: Session, *, dag_id: str, run_id: str) -> Decision:
+    """Apply what the run's review pull request says (asked of GitHub here, never taken from the
+    caller), or raise :class:`DecisionRefused`: 409 while no allowed reviewer has decided."""
+    from include.orchestrator.connections import open_backend
+
+    campaign, ti, gate, detail = _waiting(session, dag_id, run_id)
+    approvers = campaign.approval.github_approvers
+    if not approvers:
+        raise DecisionRefused(400, f"campaign {campaign.slug!r} names no github_approvers: GitHub reviews do not decide its runs")
+    review = _xcom(session, ti, "return_value", task_id="review.open_review") or {}
+    effect = next((e for e in review.get("effects", []) if e.get("kind") == "github_pull_request"), None)
+    if effect is None:
+        raise DecisionRefused(409, "the run's review is not a GitHub pull request (its review connection is not a github one)")
+    poll = open_backend("review", effect["conn_id"]).poll_reviews(effect["ref"], None)
+    url = str(effect["ref"].get("url") or "")
+    verdict = rules.github_verdict(approvers, poll.pull_state, [r.model_dump() for r in poll.reviews], url)
+    if verdict is None:
+        raise DecisionRefused(409, f"no decision on the review pull request yet {url}: waiting for {', '.join(approvers)}")
+    record = Decision(
+        decision=verdict.decision,
+        by=verdict.login,
+        by_id=f"github:{verdict.login}",
+        means="github-review",
+        at=rules.now(),
+        reason=verdict.reason,
+        draft_version=gate.draft_version,
+        copy_version=gate.draft_version if verdict.decision == "approved" else "",
+        triggered_by=gate.triggered_by,
+    )
+    _end(session, ti, detail, record, {"reason": record.reason}, None)
+    return record
+
+
+def _end(session: Session, ti: Any, detail: Any, record: Decision, params_input: dict[str, Any], user_id: str | None) -> None:
+    """Close the request with the decision and end the gate with it."""
+    from airflow.utils.state import TaskInstanceState
+
+    _close(detail, record.by_id or record.by, record.by, record, params_input)
     # End the gate here, as marking it success or failed does. Resuming it instead would cost a
     # worker run, then a full turn of the scheduler's round of running runs before distribution
     # starts (measured: p95 40 s with 1,000 runs waiting).
     ti.next_method = ti.next_kwargs = ti.trigger_timeout = None
     ti.set_state(TaskInstanceState.SUCCESS if record.approved else TaskInstanceState.FAILED, session=session)
-    _keep(session, ti, record, record.summary() if approve else f"{record.summary()} -> {record.failure()}", user_id)
-    return record
+    _keep(session, ti, record, record.summary() if record.approved else f"{record.summary()} -> {record.failure()}", user_id)
 
 
 def _close(detail: Any, user_id: str, user_name: str, record: Decision, params_input: dict[str, Any]) -> None:
@@ -327,6 +373,24 @@ def create_app() -> Any:
             session.rollback()
             refused(dag_id, run_id, user_name, exc, body.via)
             raise HTTPException(exc.status, str(exc)) from None
+        return record.model_dump(mode="json")
+
+    may_decide = [Depends(requires_access_dag(method="PUT", access_entity=DagAccessEntity.HITL_DETAIL))]
+
+    @app.post(f"{path}/github", dependencies=may_decide)
+    def post_github_review(dag_id: str, run_id: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+        """Apply the run's review pull request: its reviews are read from GitHub here, so whoever
+        asks (the review watcher, a user) cannot put words in a reviewer's mouth."""
+        from include.orchestrator.backends.http_api import ServiceError
+
+        try:
+            record = decide_from_github(session, dag_id=dag_id, run_id=run_id)
+        except DecisionRefused as exc:
+            session.rollback()
+            raise HTTPException(exc.status, str(exc)) from None
+        except ServiceError as exc:
+            session.rollback()
+            raise HTTPException(503 if exc.retryable else 502, str(exc)) from None
         return record.model_dump(mode="json")
 
     return app

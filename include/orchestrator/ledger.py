@@ -66,6 +66,17 @@ entries_table = Table(
 )
 
 
+# The GitHub review watcher's memory: the opaque ETag token of each review pull request's last poll.
+polls_table = Table(
+    "campaign_review_polls",
+    _metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("etag", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
 class Entry(BaseModel):
     id: int
     task_id: str
@@ -114,13 +125,13 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.engine.url!r})"  # SQLAlchemy masks the password
 
-    def _upsert(self, values: dict[str, Any], on_conflict: dict[str, Any]) -> None:
+    def _upsert(self, values: dict[str, Any], on_conflict: dict[str, Any], table: Table = entries_table,
+                keys: tuple[str, ...] = ("dag_id", "run_id", "port", "conn_id", "key")) -> None:
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(entries_table).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=["dag_id", "run_id", "port", "conn_id", "key"], set_=on_conflict)
+        stmt = insert(table).values(**values).on_conflict_do_update(index_elements=list(keys), set_=on_conflict)
         with self.engine.begin() as conn:
             conn.execute(stmt)
 
@@ -169,6 +180,26 @@ class Ledger:
                   effect=Effect.model_validate(json.loads(r["effect"])), error=r["error"], attempts=r["attempts"])
             for r in rows
         ]
+
+    def made_effects(self, port: str, kind: str, since: datetime) -> list[tuple[str, str, Effect]]:
+        """``(dag_id, run_id, effect)`` of every made effect of this port and kind planned since ``since``."""
+        t = entries_table.c
+        query = (select(t.dag_id, t.run_id, t.effect)
+                 .where(t.port == port, t.state == "made", t.created_at >= since).order_by(t.id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = [(d, r, Effect.model_validate(json.loads(e))) for d, r, e in rows]
+        return [(d, r, e) for d, r, e in found if e.kind == kind]
+
+    def poll_tags(self) -> dict[tuple[str, str], str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(polls_table.c.dag_id, polls_table.c.run_id, polls_table.c.etag))
+            return {(d, r): tag for d, r, tag in rows}
+
+    def set_poll_tag(self, dag_id: str, run_id: str, etag: str) -> None:
+        now = _now()
+        self._upsert({"dag_id": dag_id, "run_id": run_id, "etag": etag, "updated_at": now},
+                     {"etag": etag, "updated_at": now}, polls_table, ("dag_id", "run_id"))
 
     def settle(self, entry: Entry, state: str, error: str = "") -> None:
         """Record what compensation did with an entry."""

@@ -60,6 +60,7 @@ ApprovalDuration = duration_between(timedelta(seconds=1), timedelta(days=30), "1
 RetryDelay = duration_between(timedelta(seconds=0.1), timedelta(hours=6), "0.1 seconds and 6 hours")
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+GithubLogin = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$")]  # GitHub user names
 Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
 
@@ -139,6 +140,11 @@ class Approval(Strict):
     timeout: ApprovalDuration = Field(timedelta(hours=24), description='"24h", "90m", "2d" or seconds; timeout = reject.')
     remind_before: ApprovalDuration = Field(timedelta(hours=2), description="A reminder goes out this long before the timeout.")
     allow_self_approval: bool = False
+    github_approvers: list[GithubLogin] = Field(
+        default_factory=list,
+        description="GitHub logins whose review of the run's review pull request decides: an approving review approves, "
+        "'changes requested' or closing the pull request rejects (the review connection must be a github one).",
+    )
 
 
 class Retries(Strict):

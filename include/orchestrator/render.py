@@ -495,6 +495,69 @@ def build_dags(target: dict[str, Any]) -> None:
         target[campaign.dag_id] = build_dag(campaign)
 
 
+class ReviewWatch(BaseOperator):
+    """One round of the GitHub review watcher (``review_watch.py``) over every waiting campaign."""
+
+    ui_color = "#e8f0fe"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from include.orchestrator import review_watch
+        from include.orchestrator.connections import get_connection
+
+        ti = context["ti"]
+        api = get_connection(review_watch.API_CONN_ID)
+        if not (api.host and api.login and api.password):
+            raise ConnectionConfigError(
+                f"connection {review_watch.API_CONN_ID!r} needs host (the Airflow API base URL), login and password: "
+                "the user the watcher asks the decision API as"
+            )
+
+        def waiting(dag_id: str, run_ids: list[str]) -> set[str]:
+            states = ti.get_task_states(dag_id=dag_id, run_ids=run_ids)
+            return {run_id for run_id, tasks in states.items() if tasks.get(GATE_TASK_ID) == "awaiting_input"}
+
+        def apply(dag_id: str, run_id: str) -> Any:
+            path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/github"
+            return gate_rules.call_api(api.host, api.login, api.password, "POST", path)
+
+        def campaign_of(dag_id: str) -> Campaign | None:
+            found, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
+            return found[0] if found else None
+
+        report = review_watch.watch(
+            open_ledger(),
+            since=datetime.now(UTC) - timedelta(days=30),  # no gate waits that long (the model's longest timeout)
+            campaign_of=campaign_of,
+            waiting=waiting,
+            open_backend=open_backend,
+            apply=apply,
+        )
+        if report.errors and len(report.errors) == report.waiting:  # nothing worked: show it red in the UI
+            raise AirflowFailException(f"every watched pull request failed; first: {report.errors[0]}")
+        return {"summary": report.summary(), "decided": report.decided, "errors": report.errors}
+
+
+def review_watch_dag() -> DAG | None:
+    """The GitHub review watcher's DAG, when some campaign lets GitHub reviews decide."""
+    from include.orchestrator.review_watch import WATCH_DAG_ID
+
+    campaigns, _ = load_campaigns()
+    if not any(c.approval.github_approvers for c in campaigns):
+        return None
+    with DAG(
+        dag_id=WATCH_DAG_ID,
+        description="Applies GitHub pull-request reviews to campaign runs waiting for approval.",
+        schedule=timedelta(minutes=1),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,  # one watcher at a time: rounds never overlap
+        default_args={"retries": 0, "execution_timeout": timedelta(minutes=5)},
+        tags=["campaign", "approval"],
+    ) as dag:
+        ReviewWatch(task_id="watch")
+    return dag
+
+
 def report_invalid_campaigns() -> None:
     """Raise one import error listing every invalid campaign file (shown in the Airflow UI)."""
     _, errors = load_campaigns()
