@@ -22,11 +22,13 @@ import yaml
 from include.orchestrator import localdev
 from include.orchestrator.approval import Decision
 from include.orchestrator.loader import CAMPAIGNS_DIR
+from include.orchestrator.review_watch import WATCH_DAG_ID
+from tests.doubles.github import GithubDouble
 from tests.stack import PROJECT, AirflowStack
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
-SCENARIOS = ["cli", "rest", "form", "mark", "markfail", "reject", "cancel", "sigkill", "timeout"]
+SCENARIOS = ["cli", "rest", "form", "mark", "markfail", "reject", "cancel", "sigkill", "github", "timeout"]
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +51,28 @@ def world(tmp_path_factory):
             # The scheduler sweeps timeouts every 15 s, and a loaded machine resumes the gate late: a
             # reminder due at 45 s is sent by ~60 s, well before the 90 s deadline (after it, none is sent).
             campaign["approval"] = {"approvers": ["dana"], "timeout": "90s", "remind_before": "45s"}
+        if name == "github":  # decided by a review of its pull request on (the double of) GitHub
+            campaign["approval"]["github_approvers"] = ["dana-gh"]
+            campaign["connections"] = {"review": "campaign_review_github"}
         if name == "sigkill":  # a social channel to kill a task in; tried twice, killed twice
             campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"], "on_failure": "compensate"}}
             campaign["retries"] = {"count": 1, "delay": "1s"}
         (campaigns / f"gate-{name}.yaml").write_text(yaml.safe_dump(campaign))
-    with LocalSmtpServer(root / "maildir") as smtp:
+    with LocalSmtpServer(root / "maildir") as smtp, GithubDouble() as github:
         conns["campaign_email"]["port"] = smtp.port
+        conns["campaign_review_github"] = {"conn_type": "github", "host": github.url, "password": "test-token",
+                                           "extra": {"repository": github.full_name}}
         env = {**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)}
         stack = AirflowStack(root / "airflow", env=env)
+        # The review watcher asks the decision API as olga (an approver by role).
+        stack.env["AIRFLOW_CONN_CAMPAIGN_AIRFLOW_API"] = json.dumps(
+            {"conn_type": "http", "host": stack.url, "login": "olga", "password": "olga"})
         try:
             stack.start()
             dag_ids = [f"campaign_gate-{n}" for n in SCENARIOS]
             stack.wait_for_dags(dag_ids)
             runs = {name: stack.trigger(f"campaign_gate-{name}") for name in SCENARIOS}
-            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env}
+            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env, "github": github}
         finally:
             stack.stop()
 
@@ -90,7 +100,8 @@ def test_the_gate_holds_no_worker_and_publishes_its_request(world):
     for name in SCENARIOS[:-1]:  # every run but the timeout one, which wakes up on its own
         waiting(world, name)
     busy = stack.api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", params={"state": ["running", "queued", "deferred"]}).json()
-    assert busy["task_instances"] == [], "runs waiting at the gate hold no worker slot and no trigger"
+    busy = [ti for ti in busy["task_instances"] if ti["dag_id"] != WATCH_DAG_ID]  # the watcher's minutely round
+    assert busy == [], "runs waiting at the gate hold no worker slot and no trigger"
     detail = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails").json()
     assert detail["options"] == ["Approve", "Reject"] and not detail["response_received"]
     assert {u["id"] for u in detail["assigned_users"]} == {"dana", "olga"}, "dana, and olga by role; admin triggered the run"
@@ -222,6 +233,23 @@ def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(
     late_form = stack.api("PATCH", form, "dana", json={"chosen_options": ["Approve"], "params_input": {}})
     assert late_form.status_code == 409
     assert not [m for m in world["smtp"].messages() if "Gate timeout" in m.get("Subject", "")]
+
+
+def test_an_approving_github_review_is_applied_by_the_watcher(world):
+    stack, dag_id, run_id = waiting(world, "github")
+    github = world["github"]
+    [pull] = github.open_pulls()
+    github.add_review(pull["number"], "mallory", "APPROVED", "not an approver")
+    nothing = stack.api("POST", f"{decision_path(dag_id, run_id)}/github", "dana")
+    assert nothing.status_code == 409 and "no decision on the review pull request yet" in nothing.json()["detail"]
+    github.add_review(pull["number"], "dana-gh", "APPROVED", "Reviewed on GitHub: ship it")
+    # Nobody calls anything now: the watcher DAG's next minutely round applies it.
+    assert stack.wait_run(dag_id, run_id, timeout=240) == "success"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert (record["by"], record["means"], record["reason"]) == ("dana-gh", "github-review", "Reviewed on GitHub: ship it")
+    rounds = stack.api("GET", f"/api/v2/dags/{WATCH_DAG_ID}/dagRuns", params={"state": ["success"]}).json()
+    assert rounds["total_entries"] >= 1
+    assert github.problems == []
 
 
 def test_unknown_runs_get_a_clear_answer(world):

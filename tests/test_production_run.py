@@ -209,9 +209,10 @@ def test_a_campaign_runs_end_to_end_on_every_production_backend(tmp_path, monkey
     assert copy["writer"] == "llm:gpt-4o-mini" and copy["usage"]["total_tokens"] > 0, copy  # token usage, per run
 
 
-def test_a_late_failure_is_compensated_through_the_production_undo_calls(tmp_path, monkeypatch, airflow_db):
+def _fail_at_the_dashboard(tmp_path, monkeypatch, send_delay: int) -> tuple[dict[str, str], dict[str, Any], dict, list]:
+    """Grafana refuses the dashboard: the last step fails after every channel went out."""
     with production_world(tmp_path) as world:
-        # Grafana refuses the dashboard: the last step fails after every channel went out.
+        world["conns"]["campaign_email"]["extra"]["send_delay_seconds"] = send_delay
         world["services"]["grafana"].fail_next("POST", "/api/dashboards/db", 400, {"message": "Dashboard title cannot be empty"})
         run, states, report = _run(world, monkeypatch)
         key = run_key(DAG_ID, run.run_id)
@@ -220,6 +221,21 @@ def test_a_late_failure_is_compensated_through_the_production_undo_calls(tmp_pat
         assert problems(world) == {}
     assert states["run"] == "failed" and states["analytics.create_dashboard"] == "failed", states
     assert report["status"] == "rolled back" and "Dashboard title cannot be empty" in report["reason"], report
-    assert left == {}, left
-    assert len(report["undone"]) >= 9, report
-    assert alerts == [] or all("rolled back" in m["text"] for m in alerts)
+    assert len(report["undone"]) >= 9 and report["left"] == [], report
+    return states, report, left, alerts
+
+
+def test_a_late_failure_is_compensated_through_the_production_undo_calls(tmp_path, monkeypatch, airflow_db):
+    _, report, left, alerts = _fail_at_the_dashboard(tmp_path, monkeypatch, send_delay=900)
+    assert left == {} and report["kept"] == [], (left, report)
+    assert alerts == []  # nothing left, nothing out for good: nobody needs to act
+
+
+def test_an_email_already_sent_is_reported_out_for_good_and_the_rest_undone(tmp_path, monkeypatch, airflow_db):
+    # No undo window: SendGrid sends at once, so the email cannot be taken back.
+    _, report, left, alerts = _fail_at_the_dashboard(tmp_path, monkeypatch, send_delay=0)
+    [kept] = report["kept"]
+    assert kept["port"] == "email" and "cannot be recalled" in kept["error"], kept
+    assert set(left) == {"single sends", "contact lists"}, left  # the sent email stays, as SendGrid keeps it
+    [alert] = alerts  # the owner hears what went out for good
+    assert "could not be taken back" in alert["text"] and "email" in alert["text"], alert["text"]

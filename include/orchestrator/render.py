@@ -379,7 +379,9 @@ class RunReport(BaseOperator):
         result = saga.report(ti.dag_id, ti.run_id, status, reason, open_ledger().entries(ti.dag_id, ti.run_id), seconds)
         for line in result.summary().splitlines():
             (self.log.info if result.ok else self.log.error)("%s", line)
-        if result.left or result.status == "failed after going live":
+        # Alert when something is left, live, or out for good after a rollback (an email already sent).
+        out_for_good = result.status == "rolled back" and result.kept
+        if result.left or result.status == "failed after going live" or out_for_good:
             self._alert(campaign, result)
         if not result.ok:
             ti.xcom_push(key="return_value", value=result.model_dump(mode="json"))  # the run's note reads it

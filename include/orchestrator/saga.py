@@ -130,6 +130,10 @@ def compensate(ledger: Ledger, dag_id: str, run_id: str, open_backend: Callable[
         try:
             removed = open_backend(effect.port, effect.conn_id).undo(effect)
         except Exception as exc:
+            if getattr(exc, "irrevocable", False):  # out for good (a scheduled email already sent): report, never retry
+                ledger.settle(entry, "kept", f"{type(exc).__name__}: {exc}")
+                log.error("cannot undo %s %s (%s): %s", effect.kind, effect.key, entry.where, exc)
+                continue
             ledger.settle(entry, "failed", f"{type(exc).__name__}: {exc}")
             log.error("could not undo %s %s (%s): %s: %s", effect.kind, effect.key, entry.where, type(exc).__name__, exc)
             continue
@@ -274,7 +278,8 @@ def report(dag_id: str, run_id: str, status: Status, reason: str, entries: list[
 def cleanup_alert(campaign: Campaign, run_key: str, result: Report) -> Message:
     """The message naming exactly what is left to clean up (or finish) by hand."""
     items = result.left or result.kept
-    what = "left to clean up by hand" if result.left else "live; finish the run by clearing the failed task"
+    what = ("left to clean up by hand" if result.left else "live; finish the run by clearing the failed task"
+            if result.status == "failed after going live" else "out for good: they could not be taken back")
     return Message(
         key=f"{campaign.slug}-{run_key}-saga-alert",
         to=sorted({*campaign.approval.approvers, campaign.owner}),

@@ -290,5 +290,5 @@ class BufferSocial:
         if published:
             raise ServiceError(SERVICE, f"undo post {effect.key}",
                                f"published already: {'; '.join(published)}: a published post cannot be recalled through Buffer",
-                               retryable=False)
+                               retryable=False, irrevocable=True)
         return removed

@@ -42,12 +42,14 @@ class ServiceError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         code: str | None = None,
+        irrevocable: bool = False,
     ) -> None:
         hint = f" (retryable{f', retry after {retry_after:g} s' if retry_after is not None else ''})" if retryable else ""
         super().__init__(f"{service}: {action} failed: {reason}{hint}")
         self.service, self.action, self.reason = service, action, reason
         self.status, self.retryable, self.retry_after = status, retryable, retry_after
         self.code = code  # the service's own error code, when it has one (Slack's "channel_not_found")
+        self.irrevocable = irrevocable  # an undo refused because the effect is out for good (an email sent)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

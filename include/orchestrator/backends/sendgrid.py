@@ -238,7 +238,7 @@ class SendGridEmail:
             if single.get("status") in SENT or due:
                 raise ServiceError(SERVICE, f"undo Single Send {name!r}",
                                    f"sent at {single.get('send_at') or 'an unknown time'} (status {single.get('status')}): "
-                                   "a delivered email cannot be recalled", retryable=False)
+                                   "a delivered email cannot be recalled", retryable=False, irrevocable=True)
         for single in singles:
             sid = single["id"]
             if single.get("status") == "scheduled":
