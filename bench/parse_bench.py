@@ -155,8 +155,9 @@ def _timedelta_yaml(value: Any) -> dict[str, Any]:
 
 def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str, Any]:
     """The dag-factory 1.1.0 YAML document of one campaign, shaped like ``render.build_dag``."""
-    default_args = {
-        k: _timedelta_yaml(v) if hasattr(v, "total_seconds") else v for k, v in render.default_args(campaign).items()
+    default_args = {  # a retry policy is an object dag-factory's YAML cannot carry
+        k: _timedelta_yaml(v) if hasattr(v, "total_seconds") else v
+        for k, v in render.default_args(campaign).items() if k != "retry_policy"
     }
     python_op = "airflow.providers.standard.operators.python.PythonOperator"
     callable_ = f"{CALLABLES_MODULE}.run_step"

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, get_parsing_context
 from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskAwaitingInput
 from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
@@ -36,12 +37,39 @@ from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext
 
 
+class RetryAfterPolicy(RetryPolicy):
+    """A retry waits at least what the service asked for (``Retry-After``, or an open circuit's
+    time to its next trial), and no less than the campaign's exponential backoff."""
+
+    def __init__(self, delay: timedelta, max_delay: timedelta) -> None:
+        self.delay, self.max_delay = delay, max_delay
+
+    def evaluate(self, exception: BaseException, try_number: int, max_tries: int, context: Any = None) -> RetryDecision:
+        asked = _retry_after(exception)
+        if asked is None:
+            return RetryDecision.default()
+        backoff = min(self.delay * 2 ** max(0, try_number - 1), self.max_delay)
+        wait = max(timedelta(seconds=asked), backoff)
+        return RetryDecision.retry(wait, reason=f"{exception} -> next try in {wait.total_seconds():g} s")
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    """The wait a service asked for, from the error or what caused it."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if getattr(exc, "retryable", False) and getattr(exc, "retry_after", None) is not None:
+            return float(exc.retry_after)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def default_args(campaign: Campaign) -> dict[str, Any]:
     return {
         "retries": campaign.retries.count,
         "retry_delay": campaign.retries.delay,
         "retry_exponential_backoff": True,
         "max_retry_delay": campaign.retries.max_delay,
+        "retry_policy": RetryAfterPolicy(campaign.retries.delay, campaign.retries.max_delay),
         "execution_timeout": timedelta(minutes=15),
     }
 
