@@ -239,3 +239,31 @@ def test_an_email_already_sent_is_reported_out_for_good_and_the_rest_undone(tmp_
     assert set(left) == {"single sends", "contact lists"}, left  # the sent email stays, as SendGrid keeps it
     [alert] = alerts  # the owner hears what went out for good
     assert "could not be taken back" in alert["text"] and "email" in alert["text"], alert["text"]
+
+
+def test_an_open_circuit_fails_the_step_without_calling_the_service(tmp_path, monkeypatch, airflow_db):
+    from include.orchestrator.backends.http_api import ServiceError
+    from include.orchestrator.breakers import open_breakers
+
+    with production_world(tmp_path) as world:
+        # Slack was failing for other runs: five 503s opened its breaker, in the store every worker shares.
+        breakers = open_breakers(conn=localdev.sdk_connection("campaign_breakers", world["conns"]["campaign_breakers"]))
+
+        def unwell() -> None:
+            raise ServiceError("Slack", "post", "HTTP 503: service_unavailable", status=503, retryable=True)
+
+        for _ in range(5):
+            with contextlib.suppress(ServiceError):
+                breakers.call("Slack", unwell)
+        assert breakers.state("Slack") == "open"
+        run, states, report = _run(world, monkeypatch)
+        slack = world["services"]["slack"]
+        posted = slack.count("POST", r"/api/chat\.postMessage")
+        left = {kind: items for kind, items in live(world, run_key(DAG_ID, run.run_id)).items() if items}
+        assert problems(world) == {}
+    assert states["review.notify_reviewers"] == "failed" and report["status"] == "rolled back", (states, report)
+    assert "circuit breaker open" in report["reason"] and "call not made" in report["reason"], report
+    assert posted == 0, "the open circuit stopped the call before it reached Slack"
+    [never] = [line for line in report["absent"] if line["port"] == "notify"]
+    assert "CircuitOpenError" in never["error"], never
+    assert left == {}, left  # everything made before it was undone

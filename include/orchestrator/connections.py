@@ -210,8 +210,14 @@ def backend_for(port: str, conn_id: str, conn: Any) -> Any:
 
 
 def open_backend(port: str, conn_id: str) -> Any:
-    """The backend of ``port`` behind connection ``conn_id`` (compensation opens the one an effect names)."""
-    return backend_for(port, conn_id, get_connection(conn_id))
+    """The backend of ``port`` behind connection ``conn_id`` (compensation opens the one an effect names).
+    A production backend (one with a ``service``) comes wrapped in its service's circuit breaker."""
+    backend = backend_for(port, conn_id, get_connection(conn_id))
+    if getattr(backend, "service", None):
+        from include.orchestrator.breakers import Guarded, open_breakers
+
+        return Guarded(backend, open_breakers())
+    return backend
 
 
 def open_port(port: str, overrides: dict[str, str] | None = None) -> Any:

@@ -159,6 +159,17 @@ class Ledger:
                 .values(error=error[:2000], updated_at=_now())
             )
 
+    def not_made(self, dag_id: str, run_id: str, effect: Effect, reason: str) -> None:
+        """The call was never made (its service's circuit was open): a planned entry is settled absent."""
+        t = entries_table.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(entries_table)
+                .where(t.dag_id == dag_id, t.run_id == run_id, t.port == effect.port, t.conn_id == effect.conn_id,
+                       t.key == effect.key, t.state == "planned")
+                .values(state="absent", error=reason[:2000], updated_at=_now())
+            )
+
     def made(self, dag_id: str, run_id: str, task_id: str, map_index: int, effect: Effect) -> None:
         """The call returned: keep its answer (a commit id, a message id) for the undo."""
         now = _now()

@@ -59,6 +59,9 @@ class Journaled:
             try:
                 result = attr(*args, **kwargs)
             except Exception as exc:
+                if getattr(exc, "made_nothing", False):  # never called (an open circuit): nothing to undo, ever
+                    self._recorder.write("not_made", planned, f"{type(exc).__name__}: {exc}")
+                    raise
                 # The call answered with an error: per its protocol nothing irreversible happened
                 # (an SMTP server that did not say 250 has not taken the message). Kept for the report.
                 self._recorder.write("call_failed", planned, f"{type(exc).__name__}: {exc}")
@@ -93,6 +96,8 @@ class Recorder:
             self.ledger.planned(*where)
         elif what == "made":
             self.ledger.made(*where)
+        elif what == "not_made":
+            self.ledger.not_made(self.dag_id, self.run_id, effect, error)
         else:
             self.ledger.call_failed(self.dag_id, self.run_id, effect, error)
 

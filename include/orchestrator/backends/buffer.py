@@ -123,6 +123,8 @@ def _wait(headers: Any, errors: Any) -> float | None:
 class BufferSocial:
     """Social port: one Buffer post per profile's channel, added to the channel's queue."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     port, backend, kind = "social", "buffer", "social_post"
 
     def __init__(self, conn_id: str, conn: Any) -> None:

@@ -94,6 +94,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 class FigmaDesign(FolderBackend):
     """Implements the design port with Figma image exports of one named component per channel."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     port, backend, kind = "design", "figma", "file"
 
     def __init__(self, conn_id: str, conn: Any) -> None:

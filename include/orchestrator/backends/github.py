@@ -277,6 +277,8 @@ class GithubReview:
     that commit, whose parent is the base branch's head: branched from the base, in one step.
     """
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id, self.api = conn_id, GithubApi(conn_id, conn)
 
@@ -469,6 +471,8 @@ class GithubBlog:
     The file is ours when its git blob id is the one our content has (computed locally): a retry adopts
     it, and undo deletes only that; a file at the same path with other content belongs to someone else.
     """
+
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id, self.api = conn_id, GithubApi(conn_id, conn)

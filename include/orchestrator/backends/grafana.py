@@ -65,6 +65,8 @@ def upload_model(dashboard: Dashboard, datasource_uid: str) -> dict[str, Any]:
 class GrafanaApi:
     """Analytics port: dashboards created through Grafana's HTTP API; see the module docstring."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     port, backend, kind = "analytics", "grafana", "dashboard"
 
     def __init__(self, conn_id: str, conn: Any) -> None:

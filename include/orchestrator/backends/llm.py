@@ -262,6 +262,8 @@ def _flag(value: Any) -> bool:
 class ChatCompletionsWriter:
     """Implements the writer port with an OpenAI-compatible chat completions API (see the module docstring)."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id = conn_id
         self.api = HttpApi(

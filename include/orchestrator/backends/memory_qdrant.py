@@ -348,6 +348,8 @@ class ServerQdrantMemory(_QdrantMemory):
     and ``collection`` (default ``campaign_memory``). The client is built at the first call.
     """
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     backend = SERVER_BACKEND
 
     def __init__(self, conn_id: str, conn: Any) -> None:

@@ -107,6 +107,8 @@ def page_title(page: dict[str, Any]) -> str:
 class NotionNotes:
     """:class:`~include.orchestrator.ports.NotesPort` over a Notion data source."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id = conn_id
         self.api = HttpApi(SERVICE, conn_id, conn, describe=describe)  # Bearer <integration token>

@@ -108,6 +108,8 @@ def parse_time(value: str | None) -> datetime | None:
 class SendGridEmail:
     """Email port: a Single Send to a list of the recipients, scheduled ``send_delay_seconds`` ahead."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     port, backend, kind = "email", "sendgrid", "sendgrid_single_send"
 
     def __init__(self, conn_id: str, conn: Any) -> None:

@@ -116,6 +116,8 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
 class SlackNotifier:
     """Notify port: one message per key in the configured Slack channel; see the module docstring."""
 
+    service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
+
     port, backend, kind = "notify", "slack", "slack_message"
 
     def __init__(self, conn_id: str, conn: Any) -> None:
