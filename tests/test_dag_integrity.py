@@ -114,3 +114,18 @@ def test_worker_parse_builds_only_the_dag_it_runs(monkeypatch, no_outside_world)
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "validate_conf")
     bag = DagBag(dag_folder=DAGS / "campaigns.py")
     assert bag.dag_ids == ["campaign_webinar-invite"]
+
+
+def test_every_step_that_calls_a_service_runs_in_its_ports_pool_and_the_pools_exist(bag):
+    from include.orchestrator.localdev import SETTINGS
+
+    defined = {p["pool_name"] for p in yaml.safe_load(SETTINGS.read_text())["airflow"]["pools"]}
+    dag = bag.dags["campaign_spring-launch"]
+    pools = {task.task_id: task.pool for task in dag.tasks}
+    assert pools["review.notify_reviewers"] == "campaign_notify" and pools["content.write_copy"] == "campaign_writer"
+    assert pools["design.render_image"] == "campaign_design" and pools["research.scrape_competitor"] == "campaign_web"
+    assert pools["distribution.publish_email"] == "campaign_email" and pools["distribution.publish_blog"] == "campaign_blog"
+    assert pools["analytics.create_dashboard"] == "campaign_analytics"
+    assert pools["review.approval"] == "default_pool" and pools["compensation.undo"] == "default_pool"
+    used = {pool for d in bag.dags.values() for pool in (t.pool for t in d.tasks)} - {"default_pool"}
+    assert used <= defined, f"pools used but not in airflow_settings.yaml: {used - defined}"

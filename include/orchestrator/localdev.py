@@ -50,6 +50,19 @@ def settings_connections(path: Path = SETTINGS) -> dict[str, dict[str, Any]]:
     return conns
 
 
+def import_pools(env: dict[str, str], path: Path = SETTINGS) -> None:
+    """Create (or resize) the pools of airflow_settings.yaml in the Airflow of ``env``: a task in a
+    pool that does not exist is never scheduled."""
+    pools = {p["pool_name"]: {"slots": p["pool_slot"], "description": p.get("pool_description", ""), "include_deferred": False}
+             for p in yaml.safe_load(path.read_text())["airflow"].get("pools") or []}
+    target = Path(env.get("AIRFLOW_HOME", airflow_home())) / "campaign-pools.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(pools))
+    done = subprocess.run([sys.executable, "-m", "airflow", "pools", "import", str(target)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"airflow pools import failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
 def connection_env(conns: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in conns.items()}
 
@@ -265,6 +278,7 @@ def up() -> int:
         passwords = airflow_home() / "simple_auth_manager_passwords.json.generated"
         if not passwords.exists():
             passwords.write_text(json.dumps({"admin": "admin", "dana": "dana"}))
+        import_pools(_env())
         print(f"Starting Airflow at http://localhost:8080 (passwords in {passwords}); Ctrl-C stops it.")
         proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=_env(), start_new_session=True)
 

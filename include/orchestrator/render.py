@@ -34,7 +34,7 @@ from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, load_campaigns
 from include.orchestrator.model import Campaign, run_key
 from include.orchestrator.ports import Copy, Message
-from include.orchestrator.steps import STEPS, NotThisRun, StepContext
+from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
 
 
 class RetryAfterPolicy(RetryPolicy):
@@ -61,6 +61,12 @@ def _retry_after(exc: BaseException | None) -> float | None:
             return float(exc.retry_after)
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
+
+
+def pool_of(step: str, item: str | None = None) -> str:
+    """The Airflow pool of a step: its port's (``campaign_<port>``, in airflow_settings.yaml)."""
+    port = port_of(step, item)
+    return f"campaign_{port}" if port else "default_pool"
 
 
 def default_args(campaign: Campaign) -> dict[str, Any]:
@@ -468,12 +474,13 @@ def build_dag(campaign: Campaign) -> DAG:
 
         def task(step: str, task_id: str | None = None, **kwargs: Any) -> CampaignStep:
             # none_failed: a fan-out over zero items is skipped, which must not skip what follows.
-            return CampaignStep(task_id=task_id or step, step=step, **{"trigger_rule": "none_failed", **kwargs})
+            defaults = {"trigger_rule": "none_failed", "pool": pool_of(step, kwargs.get("item"))}
+            return CampaignStep(task_id=task_id or step, step=step, **{**defaults, **kwargs})
 
         def fan_out(step: str, items: list[str]) -> Any:
             # Items come from the campaign file; a run leaves channels out by skipping them.
             return CampaignStep.partial(
-                task_id=step, step=step, trigger_rule="none_failed", map_index_template="{{ task.item }}"
+                task_id=step, step=step, trigger_rule="none_failed", map_index_template="{{ task.item }}", pool=pool_of(step)
             ).expand(item=items)
 
         plan = task("validate_conf", retries=0)
@@ -584,7 +591,7 @@ def review_watch_dag() -> DAG | None:
         default_args={"retries": 0, "execution_timeout": timedelta(minutes=5)},
         tags=["campaign", "approval"],
     ) as dag:
-        ReviewWatch(task_id="watch")
+        ReviewWatch(task_id="watch", pool="campaign_review")
     return dag
 
 

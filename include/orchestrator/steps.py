@@ -76,6 +76,17 @@ def chosen_channel(ctx: StepContext) -> str:
 
 Step = Callable[[StepContext], StepOutput]
 STEPS: dict[str, Step] = {}
+# The port each step calls (a channel's publish step: the channel's own port). Every task gets its
+# port's Airflow pool, so all campaigns together call one service at most that pool's slots at once.
+STEP_PORTS = {
+    "search_notes": "notes", "scrape_competitor": "web", "recall_research": "memory", "load_brand_voice": "memory",
+    "write_copy": "writer", "store_draft": "memory", "render_image": "design", "open_review": "review",
+    "notify_reviewers": "notify", "create_dashboard": "analytics",
+}
+
+
+def port_of(step: str, item: str | None = None) -> str | None:
+    return item if step == "publish_channel" else STEP_PORTS.get(step)
 
 
 def step(func: Step) -> Step:
