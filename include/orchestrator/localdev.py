@@ -58,7 +58,8 @@ def import_pools(env: dict[str, str], path: Path = SETTINGS) -> None:
     target = Path(env.get("AIRFLOW_HOME", airflow_home())) / "campaign-pools.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(pools))
-    done = subprocess.run([sys.executable, "-m", "airflow", "pools", "import", str(target)], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-m", "airflow", "pools", "import", str(target)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"airflow pools import failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
