@@ -47,6 +47,18 @@ class _Failure:
 
 
 @dataclass
+class Hold:
+    """A call whose answer is held back: ``held`` is set once the service has made its effect;
+    the answer goes out when ``release`` is set (or after a minute)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    body_contains: str | None
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class ServiceDouble:
     """Routes by method and path pattern; subclasses add routes in ``routes()``."""
 
@@ -57,8 +69,9 @@ class ServiceDouble:
     def __post_init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._failures: list[_Failure] = []
+        self._holds: list[Hold] = []
         self._lock = threading.Lock()
-        self.server = _Server(host="127.0.0.1", port=0)
+        self.server = _Server(host="127.0.0.1", port=0, threaded=True)  # a held answer must not block other calls
         self.server.expect_request(re.compile(".*")).respond_with_handler(self._dispatch)
         self.routes()
 
@@ -103,12 +116,32 @@ class ServiceDouble:
         for _ in range(times):
             self._failures.append(_Failure(method.upper(), re.compile(f"^{path}$"), response))
 
+    def hold(self, method: str, path: str, body_contains: str | None = None) -> Hold:
+        """The next matching call is served as usual, but its answer waits for ``release``: the
+        service has made the effect and the caller has not heard of it (a test kills the caller then)."""
+        hold = Hold(method.upper(), re.compile(f"^{path}$"), body_contains)
+        self._holds.append(hold)
+        return hold
+
     def count(self, method: str, path: str) -> int:
         pattern = re.compile(f"^{path}$")
         return sum(1 for m, p in self.calls if m == method.upper() and pattern.match(p))
 
     # --- dispatch --------------------------------------------------------------------------------
     def _dispatch(self, request: Request) -> Response:
+        response = self._answer(request)
+        method, path = request.method.upper(), request.path
+        for hold in list(self._holds):
+            if hold.method == method and hold.pattern.match(path) and (
+                hold.body_contains is None or hold.body_contains in request.get_data(as_text=True)
+            ):
+                self._holds.remove(hold)
+                hold.held.set()
+                hold.release.wait(60)
+                break
+        return response
+
+    def _answer(self, request: Request) -> Response:
         method, path = request.method.upper(), request.path
         with self._lock:
             self.calls.append((method, path))

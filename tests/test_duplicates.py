@@ -1,0 +1,150 @@
+"""No side effect happens twice: on a real Airflow, each side-effecting step's task process is
+SIGKILLed right after the service made the effect and before the task heard of it; after Airflow's
+retry there is exactly one message, pull request, commit, email, post and dashboard.
+
+The services are the production backends' doubles: each holds back its answer to the step's
+creating call (the effect is made; the caller waits), the test kills the process holding the
+connection, then lets the answer go to a dead socket. The retry must find and adopt the effect by
+its key. Prints the table of kills and duplicates (goal: 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from include.orchestrator import localdev
+from include.orchestrator.loader import CAMPAIGNS_DIR
+from include.orchestrator.model import run_key
+from tests.doubles.buffer import BufferDouble
+from tests.doubles.github import GithubDouble
+from tests.doubles.grafana import GrafanaDouble
+from tests.doubles.sendgrid import SendGridDouble
+from tests.doubles.slack import SlackDouble
+from tests.stack import AirflowStack
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token"
+DAG_ID = "campaign_dup-check"
+SOCIAL = {"linkedin-pipewise": "chan-li", "mastodon-pipewise": "chan-x"}
+
+
+def _kill_caller(double: Any) -> list[int]:
+    """SIGKILL every process (but this one) with a connection open to the double."""
+    port, killed = double.server.port, []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.raddr and conn.raddr.port == port and conn.pid and conn.pid != os.getpid() and conn.pid not in killed:
+            os.kill(conn.pid, signal.SIGKILL)
+            killed.append(conn.pid)
+    return killed
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dup")
+    conns = localdev.settings_connections()
+    for conn in conns.values():
+        extra = conn.get("extra", {})
+        if "path" in extra and extra.get("relative_to") != "project":
+            extra["path"] = str(root / "data" / Path(extra["path"]).name)
+    campaign = yaml.safe_load((CAMPAIGNS_DIR / "spring-launch.yaml").read_text())
+    campaign |= {"slug": "dup-check", "retries": {"count": 1, "delay": "1s"}}
+    campaign["research"]["competitor_urls"] = []
+    campaign["approval"] = {"approvers": ["dana"], "timeout": "1h"}
+    (root / "campaigns").mkdir()
+    (root / "campaigns" / "dup-check.yaml").write_text(yaml.safe_dump(campaign))
+    with contextlib.ExitStack() as stack:
+        slack = stack.enter_context(SlackDouble())
+        review = stack.enter_context(GithubDouble(repo="campaign-reviews"))
+        website = stack.enter_context(GithubDouble(repo="website"))
+        sendgrid = stack.enter_context(SendGridDouble(token=TOKEN))
+        buffer = stack.enter_context(BufferDouble(token=TOKEN, channels={"chan-li": 3000, "chan-x": 280}))
+        grafana = stack.enter_context(GrafanaDouble())
+
+        def http(host: str, **extra: Any) -> dict[str, Any]:
+            return {"conn_type": "http", "host": host, "password": TOKEN, "extra": extra}
+
+        conns |= {
+            "campaign_notify": {"conn_type": "slack", "password": slack.token,
+                                "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
+            "campaign_review": {"conn_type": "github", "host": review.url, "password": TOKEN,
+                                "extra": {"repository": review.full_name}},
+            "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,
+                              "extra": {"repository": website.full_name, "branch": "main"}},
+            "campaign_email": http(sendgrid.url, sender_id=4321, suppression_group_id=77, send_delay_seconds=900),
+            "campaign_social": http(buffer.url, channels=SOCIAL, organization_id=buffer.organization_id),
+            "campaign_analytics": http(grafana.url, datasource_uid="prometheus-main", folder_uid="campaigns"),
+        }
+        # One creating call per side-effecting step with an external service: its answer is held.
+        holds = {
+            "review.open_review": (review, review.hold("POST", r"/api/v3/repos/acme/campaign-reviews/pulls")),
+            "review.notify_reviewers": (slack, slack.hold("POST", r"/api/chat\.postMessage")),
+            "distribution.publish_blog": (website, website.hold("PUT", r"/api/v3/repos/acme/website/contents/.+")),
+            "distribution.publish_social": (buffer, buffer.hold("POST", "/", body_contains="createPost")),
+            "distribution.publish_email": (sendgrid, sendgrid.hold("PUT", r"/v3/marketing/singlesends/[^/]+/schedule")),
+            "analytics.create_dashboard": (grafana, grafana.hold("POST", r"/api/dashboards/db")),
+        }
+        kills: dict[str, list[int]] = {}
+
+        def killer(task_id: str, double: Any, hold: Any) -> None:
+            if hold.held.wait(600):
+                kills[task_id] = _kill_caller(double)
+            hold.release.set()
+
+        threads = [threading.Thread(target=killer, args=(t, d, h), daemon=True) for t, (d, h) in holds.items()]
+        for thread in threads:
+            thread.start()
+        env = {**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(root / "campaigns")}
+        airflow = AirflowStack(root / "airflow", env=env)
+        try:
+            airflow.start()
+            airflow.wait_for_dags([DAG_ID])
+            yield {"stack": airflow, "kills": kills, "holds": holds, "slack": slack, "review": review, "website": website,
+                   "sendgrid": sendgrid, "buffer": buffer, "grafana": grafana}
+        finally:
+            for _, hold in holds.values():
+                hold.release.set()
+            airflow.stop()
+
+
+def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
+    stack = world["stack"]
+    run_id = stack.trigger(DAG_ID)
+    stack.wait_task(DAG_ID, run_id, "review.approval", {"awaiting_input", "failed", "upstream_failed"}, timeout=600)
+    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{run_id}", "dana",
+                       json={"decision": "approve", "reason": "ship it"})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(DAG_ID, run_id, timeout=600) == "success"
+    key = run_key(DAG_ID, run_id)
+    names = ("slack", "review", "website", "sendgrid", "buffer", "grafana")
+    slack, review, website, sendgrid, buffer, grafana = (world[n] for n in names)
+    made = {
+        "review.open_review": len([p for p in review.pulls() if key in json.dumps(p)]),
+        "review.notify_reviewers": len([m for m in slack.live_messages() if key in str(m.get("metadata"))]),
+        "distribution.publish_blog": len([c for c in website.commits("main") if "Publish" in c.get("message", "")]),
+        "distribution.publish_social": len(buffer.posts()),
+        "distribution.publish_email": len([s for s in sendgrid.single_sends() if key in s["name"]]),
+        "analytics.create_dashboard": len([uid for uid in grafana.dashboards() if key in uid]),
+    }
+    expected = {task: 2 if task == "distribution.publish_social" else 1 for task in made}  # two Buffer channels
+    tries = {task: stack.api("GET", f"{stack.run_path(DAG_ID, run_id)}/taskInstances/{task}").json()["try_number"]
+             for task in made}
+    lines = [f"{'step':<30} {'killed':>6} {'tries':>5} {'made':>4} {'duplicates':>10}"]
+    for task in made:
+        lines.append(f"{task:<30} {len(world['kills'].get(task, [])):>6} {tries[task]:>5} {made[task]:>4} "
+                     f"{made[task] - expected[task]:>10}")
+    print("\nDuplicate delivery after SIGKILL (real Airflow)\n" + "\n".join(lines))
+    assert all(world["kills"].get(task) for task in made), world["kills"]  # every step's process was killed once
+    assert all(tries[task] == 2 for task in made), tries  # and Airflow retried it
+    assert made == expected, made
+    for name in names:
+        assert world[name].problems == [], (name, world[name].problems)
