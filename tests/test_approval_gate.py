@@ -25,6 +25,7 @@ from include.orchestrator.loader import CAMPAIGNS_DIR
 from include.orchestrator.review_watch import WATCH_DAG_ID
 from tests.doubles.github import GithubDouble
 from tests.stack import PROJECT, AirflowStack
+from tests.worlds import local_connections
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
@@ -36,11 +37,7 @@ def world(tmp_path_factory):
     from include.orchestrator.smtp_server import LocalSmtpServer
 
     root = tmp_path_factory.mktemp("gate")
-    conns = localdev.settings_connections()
-    for conn in conns.values():
-        extra = conn.get("extra", {})
-        if "path" in extra and extra.get("relative_to") != "project":
-            extra["path"] = str(root / "data" / Path(extra["path"]).name)
+    conns = local_connections(root / "data")
     base = yaml.safe_load((CAMPAIGNS_DIR / "webinar-invite.yaml").read_text())
     campaigns = root / "campaigns"
     campaigns.mkdir()

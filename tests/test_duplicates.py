@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -31,6 +30,7 @@ from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.sendgrid import SendGridDouble
 from tests.doubles.slack import SlackDouble
 from tests.stack import AirflowStack
+from tests.worlds import local_connections
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token"
@@ -51,11 +51,7 @@ def _kill_caller(double: Any) -> list[int]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("dup")
-    conns = localdev.settings_connections()
-    for conn in conns.values():
-        extra = conn.get("extra", {})
-        if "path" in extra and extra.get("relative_to") != "project":
-            extra["path"] = str(root / "data" / Path(extra["path"]).name)
+    conns = local_connections(root / "data")
     campaign = yaml.safe_load((CAMPAIGNS_DIR / "spring-launch.yaml").read_text())
     campaign |= {"slug": "dup-check", "retries": {"count": 1, "delay": "1s"}}
     campaign["research"]["competitor_urls"] = []

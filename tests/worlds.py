@@ -16,6 +16,16 @@ from include.orchestrator import localdev
 from include.orchestrator.loader import CAMPAIGNS_DIR
 
 
+def local_connections(data: Path) -> dict[str, dict[str, Any]]:
+    """The connections of airflow_settings.yaml, every local backend's folder moved under ``data``."""
+    conns = localdev.settings_connections()
+    for conn in conns.values():
+        extra = conn.get("extra", {})
+        if "path" in extra and extra.get("relative_to") != "project":
+            extra["path"] = str(data / Path(extra["path"]).name)
+    return conns
+
+
 @contextlib.contextmanager
 def campaign_world(root: Path, edit: Callable[[dict[str, Any]], None] = lambda campaign: None,
                    slug: str = "spring-launch") -> Iterator[dict[str, Any]]:
@@ -28,11 +38,7 @@ def campaign_world(root: Path, edit: Callable[[dict[str, Any]], None] = lambda c
 
     site = localdev.serve_demo_site()
     data = root / "data"
-    conns = localdev.settings_connections()
-    for conn in conns.values():
-        extra = conn.get("extra", {})
-        if "path" in extra and extra.get("relative_to") != "project":
-            extra["path"] = str(data / Path(extra["path"]).name)
+    conns = local_connections(data)
     try:
         with LocalSmtpServer(root / "maildir") as smtp:
             conns["campaign_email"]["port"] = smtp.port

@@ -147,28 +147,24 @@ class Ledger:
             {"state": case((state.in_(("undone", "absent")), "planned"), else_=state), "error": "", "updated_at": now},
         )
 
+    def _update_planned(self, dag_id: str, run_id: str, effect: Effect, **values: Any) -> None:
+        t = entries_table.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(entries_table)
+                .where(t.dag_id == dag_id, t.run_id == run_id, t.port == effect.port, t.conn_id == effect.conn_id,
+                       t.key == effect.key, t.state == "planned")
+                .values(**values, updated_at=_now())
+            )
+
     def call_failed(self, dag_id: str, run_id: str, effect: Effect, error: str) -> None:
         """The call answered with an error: a planned entry keeps it (the report shows it, and an
         irreversible effect whose call failed was not made)."""
-        t = entries_table.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(entries_table)
-                .where(t.dag_id == dag_id, t.run_id == run_id, t.port == effect.port, t.conn_id == effect.conn_id,
-                       t.key == effect.key, t.state == "planned")
-                .values(error=error[:2000], updated_at=_now())
-            )
+        self._update_planned(dag_id, run_id, effect, error=error[:2000])
 
     def not_made(self, dag_id: str, run_id: str, effect: Effect, reason: str) -> None:
         """The call was never made (its service's circuit was open): a planned entry is settled absent."""
-        t = entries_table.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(entries_table)
-                .where(t.dag_id == dag_id, t.run_id == run_id, t.port == effect.port, t.conn_id == effect.conn_id,
-                       t.key == effect.key, t.state == "planned")
-                .values(state="absent", error=reason[:2000], updated_at=_now())
-            )
+        self._update_planned(dag_id, run_id, effect, state="absent", error=reason[:2000])
 
     def made(self, dag_id: str, run_id: str, task_id: str, map_index: int, effect: Effect) -> None:
         """The call returned: keep its answer (a commit id, a message id) for the undo."""
