@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from include.orchestrator.backends.http_api import HttpApi, ServiceError, is_retryable_status, retry_after_seconds
+from include.orchestrator.backends.http_api import HttpApi, ServiceError, retry_after_seconds
 from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Effect, SocialPost
 
@@ -109,6 +109,20 @@ def _messages(errors: Any) -> str:
     return "; ".join(parts)[:500] or "no message"
 
 
+def _errors(response: Any) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("errors") if isinstance(body, dict) else None
+
+
+def describe(response: Any) -> str:
+    """An error answer's GraphQL ``errors``, else its text."""
+    errors = _errors(response)
+    return _messages(errors) if errors else (response.text or response.reason or "").strip()[:300]
+
+
 def _wait(headers: Any, errors: Any) -> float | None:
     """Seconds to wait: the ``Retry-After`` header, else the error's ``extensions.retryAfter``."""
     wait = retry_after_seconds(headers.get("Retry-After"))
@@ -136,7 +150,8 @@ class BufferSocial:
     @property
     def api(self) -> HttpApi:
         if self._api is None:  # built at call time
-            self._api = HttpApi(SERVICE, self.conn_id, self.conn)
+            self._api = HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
+                                wait=lambda response: _wait(response.headers, _errors(response)))
         return self._api
 
     def _channels(self, profiles: list[str]) -> list[tuple[str, str]]:
@@ -160,18 +175,13 @@ class BufferSocial:
     def _graphql(self, document: str, operation: str, variables: dict[str, Any], action: str) -> dict[str, Any]:
         """Run one operation; return ``data``. Top-level errors and HTTP errors raise ServiceError."""
         request = {"query": document, "operationName": operation, "variables": variables}
-        response = self.api.request("POST", "", action, json=request, ok=range(100, 600))
+        response = self.api.request("POST", "", action, json=request)  # an HTTP error raises there
         status = response.status_code
         try:
             body = response.json()
         except ValueError:
             body = None
         errors = body.get("errors") if isinstance(body, dict) else None
-        if not 200 <= status < 300:
-            retryable = is_retryable_status(status)
-            reason = _messages(errors) if errors else (response.text or response.reason or "").strip()[:300]
-            raise ServiceError(SERVICE, action, f"HTTP {status}: {reason}", status=status, retryable=retryable,
-                               retry_after=_wait(response.headers, errors) if retryable else None)
         if not isinstance(body, dict):
             raise ServiceError(SERVICE, action, f"HTTP {status} without a GraphQL answer: {response.text[:200]!r}")
         if errors:

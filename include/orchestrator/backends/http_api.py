@@ -84,6 +84,11 @@ def error_text(response: Any) -> str:
     return json.dumps(body)[:500]
 
 
+def retry_after_header(response: Any) -> float | None:
+    """The wait an error answer asks for in its ``Retry-After`` header (the default of ``HttpApi``)."""
+    return retry_after_seconds(response.headers.get("Retry-After"))
+
+
 @dataclass(frozen=True)
 class Credentials:
     """How a service wants its token: header name and value template (``{token}``)."""
@@ -110,6 +115,7 @@ class HttpApi:
         credentials: Credentials | None = BEARER,
         headers: Iterable[str] = (),
         describe: Callable[[Any], str] = error_text,
+        wait: Callable[[Any], float | None] = retry_after_header,
         timeout: float = 30.0,
     ) -> None:
         if not conn.host:
@@ -121,7 +127,7 @@ class HttpApi:
         self._headers = {k: str(self.settings[k]) for k in headers if k in self.settings}
         if credentials is not None:
             self._headers.update(credentials.headers(conn.password))
-        self._describe = describe
+        self._describe, self._wait = describe, wait  # a service's own error text and rate-limit headers
         self.timeout = float(self.settings.get("timeout", timeout))
 
     def setting(self, name: str, default: Any = None, *, required: bool = False) -> Any:
@@ -181,12 +187,15 @@ class HttpApi:
             f"HTTP {response.status_code}: {self._describe(response)}",
             status=response.status_code,
             retryable=retryable,
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")) if retryable else None,
+            retry_after=self._wait(response) if retryable else None,
         )
 
     def call(self, method: str, endpoint: str, action: str, **kwargs: Any) -> Any:
         """``request`` and decode the JSON answer (``None`` for an empty one)."""
-        response = self.request(method, endpoint, action, **kwargs)
+        return self.decode(self.request(method, endpoint, action, **kwargs), action)
+
+    def decode(self, response: Any, action: str) -> Any:
+        """The JSON answer of a successful response (``None`` for an empty one)."""
         if not response.content:
             return None
         try:

@@ -37,14 +37,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from include.orchestrator.backends.http_api import BEARER, HttpApi, ServiceError, error_text, retry_after_seconds
+from include.orchestrator.backends.http_api import (
+    BEARER,
+    HttpApi,
+    ServiceError,
+    error_text,
+    retry_after_header,
+    retry_after_seconds,
+)
 from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Copy, CopyBrief
 
 SERVICE = "llm"
 ACTION = "write copy"
 ENDPOINT = "chat/completions"  # relative to the host, which carries the version path
-_OK_OR_429 = frozenset([*range(200, 300), 429])  # a 429's headers say how long to wait: read them here
 
 # What the later steps and the review form accept (approval.py refuses edits over 20 000 characters).
 HEADLINE_MAX = 120
@@ -252,6 +258,11 @@ def rate_limit_wait(headers: Any) -> float | None:
     return max(known) if known else None
 
 
+def _wait(response: Any) -> float | None:
+    """A 429 says how long in its rate-limit headers too; other errors only in ``Retry-After``."""
+    return rate_limit_wait(response.headers) if response.status_code == 429 else retry_after_header(response)
+
+
 def _flag(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
@@ -273,6 +284,7 @@ class ChatCompletionsWriter:
             credentials=BEARER if conn.password else None,  # local servers need no key: then no Authorization header
             headers=("OpenAI-Organization", "OpenAI-Project"),
             describe=describe_error,
+            wait=_wait,
             timeout=120.0,
         )
         self.model = str(self.api.setting("model", required=True))
@@ -309,11 +321,7 @@ class ChatCompletionsWriter:
 
     def write(self, brief: CopyBrief) -> Copy:
         body = self.request(brief).model_dump(exclude_none=True)
-        response = self.api.request("POST", ENDPOINT, ACTION, json=body, ok=_OK_OR_429)
-        if response.status_code == 429:
-            wait = rate_limit_wait(response.headers)
-            reason = f"HTTP 429: {describe_error(response)}"
-            raise ServiceError(SERVICE, ACTION, reason, status=429, retryable=True, retry_after=wait)
+        response = self.api.request("POST", ENDPOINT, ACTION, json=body)
         try:
             answer = ChatResponse.model_validate(response.json())
         except ValueError as exc:  # not JSON, or not a chat.completion: the server does not speak the API

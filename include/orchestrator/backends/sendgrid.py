@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from include.orchestrator.backends.http_api import HttpApi, ServiceError, is_retryable_status, retry_after_seconds
+from include.orchestrator.backends.http_api import OK, HttpApi, ServiceError, retry_after_seconds
 from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Effect, Email
 
@@ -121,7 +121,8 @@ class SendGridEmail:
     @property
     def api(self) -> HttpApi:
         if self._api is None:  # built at call time: no connection work at import or in __init__
-            self._api = HttpApi(SERVICE, self.conn_id, self.conn, describe=describe)
+            self._api = HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
+                                wait=lambda response: rate_limit_wait(response.headers))
         return self._api
 
     def _int_setting(self, name: str, *, required: bool = False, default: int | None = None) -> int | None:
@@ -149,18 +150,8 @@ class SendGridEmail:
     def _call(self, method: str, endpoint: str, action: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> tuple[int, Any]:
         """One request; returns (status, decoded JSON or None). Statuses in ``ok`` besides 2xx are
         answers too (a 404 when looking for what may be gone); the rest raise ServiceError."""
-        response = self.api.request(method, endpoint, action, ok=range(100, 600), **kwargs)
-        status = response.status_code
-        if not (200 <= status < 300 or status in ok):
-            retryable = is_retryable_status(status)
-            raise ServiceError(SERVICE, action, f"HTTP {status}: {describe(response)}", status=status, retryable=retryable,
-                               retry_after=rate_limit_wait(response.headers) if retryable else None)
-        if not response.content:
-            return status, None
-        try:
-            return status, response.json()
-        except ValueError:
-            raise ServiceError(SERVICE, action, f"HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
+        response = self.api.request(method, endpoint, action, ok=(*OK, *ok), **kwargs)
+        return response.status_code, self.api.decode(response, action)
 
     def _pages(self, method: str, endpoint: str, action: str, page_size: int, body: Any = None) -> Iterator[dict[str, Any]]:
         """Every item of a paged listing, following ``_metadata.next`` (its ``page_token``)."""
