@@ -67,6 +67,7 @@ class ServiceDouble:
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._clear()
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._failures: list[_Failure] = []
         self._holds: list[Hold] = []
@@ -107,7 +108,20 @@ class ServiceDouble:
     def not_found(self, what: str) -> Response:
         return self.error(404, {"message": f"{what} not found"})
 
+    def _clear(self) -> None:
+        """Forget the service's own state (subclasses that keep some); ``reset`` calls it."""
+
     # --- for tests -----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the service's state, the calls, problems, queued failures and holds: one server
+        can then serve a whole test module (starting and stopping one per test costs time)."""
+        with self._lock:
+            self._clear()
+            self.calls.clear()
+            self.problems.clear()
+            self._failures.clear()
+            self._holds.clear()
+
     def fail_next(
         self, method: str, path: str, status: int, body: Any = None, headers: dict[str, str] | None = None, times: int = 1
     ) -> None:

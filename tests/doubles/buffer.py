@@ -82,13 +82,8 @@ class BufferDouble(ServiceDouble):
         self._posts: dict[str, dict[str, Any]] = {}
         super().__init__(name="Buffer")
 
-    def reset(self) -> None:
-        """Forget every post, call, problem and queued failure (one server serves many tests)."""
-        with self._lock:
-            self._posts.clear()
-            self.problems.clear()
-            self.calls.clear()
-            self._failures.clear()
+    def _clear(self) -> None:
+        self._posts.clear()
 
     # --- inspection -------------------------------------------------------------------------------
     def posts(self) -> list[dict[str, Any]]:

@@ -80,10 +80,6 @@ class _File:
 class FigmaDouble(ServiceDouble):
     name: str = "figma"
 
-    def __post_init__(self) -> None:
-        self._clear()
-        super().__post_init__()
-
     def _clear(self) -> None:
         self.files: dict[str, _File] = {}
         self.exports: list[tuple[str, str, str, str]] = []
@@ -92,14 +88,6 @@ class FigmaDouble(ServiceDouble):
         self._expired: dict[str, int] = {}  # token -> status answered
         self._failing: set[str] = set()
         self.expire_on_issue: int | None = None  # set to a status: URLs are expired as soon as they are issued
-
-    def reset(self) -> None:
-        """Forget every file, export, call, problem and queued failure (one server for many tests)."""
-        with self._lock:
-            self._clear()
-            self.calls.clear()
-            self.problems.clear()
-            self._failures.clear()
 
     # --- test set-up and inspection ------------------------------------------------------------
     def add_file(

@@ -69,10 +69,6 @@ def _norm(notion_id: str) -> str:
 class NotionDouble(ServiceDouble):
     name: str = "notion"
 
-    def __post_init__(self) -> None:
-        self._clear()
-        super().__post_init__()
-
     def _clear(self) -> None:
         self.data_sources: dict[str, dict[str, Any]] = {}  # normalised id -> data source object
         self.pages: dict[str, dict[str, Any]] = {}  # normalised id -> page object (without "archived")
@@ -81,13 +77,6 @@ class NotionDouble(ServiceDouble):
         self.queries: list[dict[str, Any]] = []
         self.block_reads: list[str] = []
         self._cursors: dict[str, int] = {}  # cursor -> offset of the next result
-
-    def reset(self) -> None:
-        with self._lock:
-            self._clear()
-            self.calls.clear()
-            self.problems.clear()
-            self._failures.clear()
 
     # --- test set-up -------------------------------------------------------------------------------
     def add_data_source(self, title_property: str = "Name", name: str = "Research notes") -> str:

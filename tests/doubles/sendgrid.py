@@ -67,16 +67,12 @@ class SendGridDouble(ServiceDouble):
             self._offset += timedelta(seconds=seconds)
             self._tick()
 
-    def reset(self) -> None:
-        """Forget all state, calls, problems and queued failures; the clock is real time again."""
-        with self._lock:
-            self._offset = timedelta(0)
-            self._lists.clear()
-            self._contacts.clear()
-            self._sends.clear()
-            self.problems.clear()
-            self.calls.clear()
-            self._failures.clear()
+    def _clear(self) -> None:
+        """Forget all state; the clock is real time again."""
+        self._offset = timedelta(0)
+        self._lists.clear()
+        self._contacts.clear()
+        self._sends.clear()
 
     def _tick(self) -> None:
         for send in self._sends.values():
