@@ -24,18 +24,11 @@ import yaml
 from include.orchestrator import localdev
 from include.orchestrator.loader import CAMPAIGNS_DIR
 from include.orchestrator.model import run_key
-from tests.doubles.buffer import BufferDouble
-from tests.doubles.github import GithubDouble
-from tests.doubles.grafana import GrafanaDouble
-from tests.doubles.sendgrid import SendGridDouble
-from tests.doubles.slack import SlackDouble
 from tests.stack import AirflowStack
-from tests.worlds import local_connections
+from tests.worlds import delivery_connections, delivery_doubles, local_connections
 
 pytestmark = pytest.mark.integration
-TOKEN = "test-token"
 DAG_ID = "campaign_dup-check"
-SOCIAL = {"linkedin-pipewise": "chan-li", "mastodon-pipewise": "chan-x"}
 
 
 def _kill_caller(double: Any) -> list[int]:
@@ -59,27 +52,10 @@ def world(tmp_path_factory):
     (root / "campaigns").mkdir()
     (root / "campaigns" / "dup-check.yaml").write_text(yaml.safe_dump(campaign))
     with contextlib.ExitStack() as stack:
-        slack = stack.enter_context(SlackDouble())
-        review = stack.enter_context(GithubDouble(repo="campaign-reviews"))
-        website = stack.enter_context(GithubDouble(repo="website"))
-        sendgrid = stack.enter_context(SendGridDouble(token=TOKEN))
-        buffer = stack.enter_context(BufferDouble(token=TOKEN, channels={"chan-li": 3000, "chan-x": 280}))
-        grafana = stack.enter_context(GrafanaDouble())
-
-        def http(host: str, **extra: Any) -> dict[str, Any]:
-            return {"conn_type": "http", "host": host, "password": TOKEN, "extra": extra}
-
-        conns |= {
-            "campaign_notify": {"conn_type": "slack", "password": slack.token,
-                                "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
-            "campaign_review": {"conn_type": "github", "host": review.url, "password": TOKEN,
-                                "extra": {"repository": review.full_name}},
-            "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,
-                              "extra": {"repository": website.full_name, "branch": "main"}},
-            "campaign_email": http(sendgrid.url, sender_id=4321, suppression_group_id=77, send_delay_seconds=900),
-            "campaign_social": http(buffer.url, channels=SOCIAL, organization_id=buffer.organization_id),
-            "campaign_analytics": http(grafana.url, datasource_uid="prometheus-main", folder_uid="campaigns"),
-        }
+        services = delivery_doubles(stack)
+        conns |= delivery_connections(services)
+        slack, review, website = services["slack"], services["github review"], services["github blog"]
+        sendgrid, buffer, grafana = services["sendgrid"], services["buffer"], services["grafana"]
         # One creating call per side-effecting step with an external service: its answer is held.
         holds = {
             "review.open_review": (review, review.hold("POST", r"/api/v3/repos/acme/campaign-reviews/pulls")),
@@ -104,8 +80,7 @@ def world(tmp_path_factory):
         try:
             airflow.start()
             airflow.wait_for_dags([DAG_ID])
-            yield {"stack": airflow, "kills": kills, "holds": holds, "slack": slack, "review": review, "website": website,
-                   "sendgrid": sendgrid, "buffer": buffer, "grafana": grafana}
+            yield {"stack": airflow, "kills": kills, "services": services}
         finally:
             for _, hold in holds.values():
                 hold.release.set()
@@ -121,8 +96,9 @@ def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
     assert answer.status_code == 200, answer.text
     assert stack.wait_run(DAG_ID, run_id, timeout=600) == "success"
     key = run_key(DAG_ID, run_id)
-    names = ("slack", "review", "website", "sendgrid", "buffer", "grafana")
-    slack, review, website, sendgrid, buffer, grafana = (world[n] for n in names)
+    services = world["services"]
+    slack, review, website = services["slack"], services["github review"], services["github blog"]
+    sendgrid, buffer, grafana = services["sendgrid"], services["buffer"], services["grafana"]
     made = {
         "review.open_review": len([p for p in review.pulls() if key in json.dumps(p)]),
         "review.notify_reviewers": len([m for m in slack.live_messages() if key in str(m.get("metadata"))]),
@@ -142,5 +118,5 @@ def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
     assert all(world["kills"].get(task) for task in made), world["kills"]  # every step's process was killed once
     assert all(tries[task] == 2 for task in made), tries  # and Airflow retried it
     assert made == expected, made
-    for name in names:
-        assert world[name].problems == [], (name, world[name].problems)
+    for name, double in services.items():
+        assert double.problems == [], (name, double.problems)

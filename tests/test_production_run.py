@@ -22,24 +22,26 @@ import pytest
 from include.orchestrator import localdev, review_watch
 from include.orchestrator.loader import load_campaigns
 from include.orchestrator.model import run_key
-from tests.doubles.buffer import BufferDouble
 from tests.doubles.figma import FigmaDouble
-from tests.doubles.github import GithubDouble
-from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.notion import NotionDouble
 from tests.doubles.openai_compat import OpenAICompatDouble
 from tests.doubles.qdrant_server import QdrantServerDouble
-from tests.doubles.sendgrid import SendGridDouble
-from tests.doubles.slack import SlackDouble
-from tests.worlds import campaign_world, export, ready_for_reviewer_thread, run_campaign
+from tests.worlds import (
+    TOKEN,
+    campaign_world,
+    delivery_connections,
+    delivery_doubles,
+    export,
+    http_connection,
+    ready_for_reviewer_thread,
+    run_campaign,
+)
 
 pytestmark = pytest.mark.integration
 
 DAG_ID = "campaign_spring-launch"
-TOKEN = "test-token"
 FIGMA_FILE = "FiGmAfIlE123"
 COMPONENTS = {"email": "Email header", "social": "Social card", "blog": "Blog hero"}
-SOCIAL = {"linkedin-pipewise": "chan-li", "mastodon-pipewise": "chan-x"}
 
 
 @contextlib.contextmanager
@@ -52,14 +54,9 @@ def production_world(root: Path) -> Iterator[dict[str, Any]]:
 
     with contextlib.ExitStack() as stack:
         world = stack.enter_context(campaign_world(root, edit))
-        slack = stack.enter_context(SlackDouble())
-        review = stack.enter_context(GithubDouble(repo="campaign-reviews"))
-        website = stack.enter_context(GithubDouble(repo="website"))
-        sendgrid = stack.enter_context(SendGridDouble(token=TOKEN))
-        buffer = stack.enter_context(BufferDouble(token=TOKEN, channels={"chan-li": 3000, "chan-x": 280}))
+        services = delivery_doubles(stack)
         figma = stack.enter_context(FigmaDouble())
         notion = stack.enter_context(NotionDouble())
-        grafana = stack.enter_context(GrafanaDouble())
         llm = stack.enter_context(OpenAICompatDouble(api_key=TOKEN))
         qdrant = stack.enter_context(QdrantServerDouble(api_key=TOKEN))
 
@@ -70,28 +67,15 @@ def production_world(root: Path) -> Iterator[dict[str, Any]]:
                         ["Teams learn about broken pipelines from their stakeholders.", "Freshness alerts matter most."])
         images = world["data"] / "figma-images"
 
-        def http(host: str, **extra: Any) -> dict[str, Any]:
-            return {"conn_type": "http", "host": host, "password": TOKEN, "extra": extra}
-
         world["conns"].update({
             "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
-            "campaign_notes": http(notion.url, data_source_id=source),
-            "campaign_writer": http(llm.base_url, model="gpt-4o-mini"),
-            "campaign_design": http(figma.url, file_key=FIGMA_FILE, components=COMPONENTS, path=str(images),
-                                    allow_private_network=True),
-            "campaign_review": {"conn_type": "github", "host": review.url, "password": TOKEN,
-                                "extra": {"repository": review.full_name}},
-            "campaign_notify": {"conn_type": "slack", "password": slack.token,
-                                "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
-            "campaign_email": http(sendgrid.url, sender_id=4321, suppression_group_id=77, send_delay_seconds=900),
-            "campaign_social": http(buffer.url, channels=SOCIAL, organization_id=buffer.organization_id),
-            "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,
-                              "extra": {"repository": website.full_name, "branch": "main"}},
-            "campaign_analytics": http(grafana.url, datasource_uid="prometheus-main", folder_uid="campaigns"),
+            "campaign_notes": http_connection(notion.url, data_source_id=source),
+            "campaign_writer": http_connection(llm.base_url, model="gpt-4o-mini"),
+            "campaign_design": http_connection(figma.url, file_key=FIGMA_FILE, components=COMPONENTS, path=str(images),
+                                               allow_private_network=True),
+            **delivery_connections(services),
         })
-        world["services"] = {"slack": slack, "github review": review, "github blog": website, "sendgrid": sendgrid,
-                             "buffer": buffer, "figma": figma, "notion": notion, "grafana": grafana, "llm": llm,
-                             "qdrant": qdrant}
+        world["services"] = {**services, "figma": figma, "notion": notion, "llm": llm, "qdrant": qdrant}
         world["figma images"] = images
         yield world
 

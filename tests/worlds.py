@@ -150,3 +150,49 @@ def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[
 
 def found(left: dict[str, list[str]]) -> dict[str, list[str]]:
     return {kind: items for kind, items in left.items() if items}
+
+
+# --- the production services a campaign delivers through, as local doubles --------------------
+TOKEN = "test-token"
+SOCIAL_CHANNELS = {"linkedin-pipewise": "chan-li", "mastodon-pipewise": "chan-x"}  # profile -> Buffer channel
+
+
+def http_connection(host: str, **extra: Any) -> dict[str, Any]:
+    return {"conn_type": "http", "host": host, "password": TOKEN, "extra": extra}
+
+
+def delivery_doubles(stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Started on ``stack``: Slack, GitHub (review repository and website), SendGrid, Buffer, Grafana."""
+    from tests.doubles.buffer import BufferDouble
+    from tests.doubles.github import GithubDouble
+    from tests.doubles.grafana import GrafanaDouble
+    from tests.doubles.sendgrid import SendGridDouble
+    from tests.doubles.slack import SlackDouble
+
+    return {
+        "slack": stack.enter_context(SlackDouble()),
+        "github review": stack.enter_context(GithubDouble(repo="campaign-reviews")),
+        "github blog": stack.enter_context(GithubDouble(repo="website")),
+        "sendgrid": stack.enter_context(SendGridDouble(token=TOKEN)),
+        "buffer": stack.enter_context(BufferDouble(token=TOKEN, channels={"chan-li": 3000, "chan-x": 280})),
+        "grafana": stack.enter_context(GrafanaDouble()),
+    }
+
+
+def delivery_connections(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The review, notify, channel and analytics connections, pointed at ``delivery_doubles``."""
+    slack, review, website = services["slack"], services["github review"], services["github blog"]
+    return {
+        "campaign_review": {"conn_type": "github", "host": review.url, "password": TOKEN,
+                            "extra": {"repository": review.full_name}},
+        "campaign_notify": {"conn_type": "slack", "password": slack.token,
+                            "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
+        "campaign_email": http_connection(services["sendgrid"].url, sender_id=4321, suppression_group_id=77,
+                                          send_delay_seconds=900),
+        "campaign_social": http_connection(services["buffer"].url, channels=SOCIAL_CHANNELS,
+                                           organization_id=services["buffer"].organization_id),
+        "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,
+                          "extra": {"repository": website.full_name, "branch": "main"}},
+        "campaign_analytics": http_connection(services["grafana"].url, datasource_uid="prometheus-main",
+                                              folder_uid="campaigns"),
+    }
