@@ -39,6 +39,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from include.orchestrator.backends.http_api import HttpApi, ServiceError, retry_after_seconds
@@ -144,15 +145,12 @@ class BufferSocial:
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id, self.conn = conn_id, conn
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._api: HttpApi | None = None
 
     # --- settings ------------------------------------------------------------------------------
-    @property
-    def api(self) -> HttpApi:
-        if self._api is None:  # built at call time
-            self._api = HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
-                                wait=lambda response: _wait(response.headers, _errors(response)))
-        return self._api
+    @cached_property
+    def api(self) -> HttpApi:  # built at call time
+        return HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
+                       wait=lambda response: _wait(response.headers, _errors(response)))
 
     def _channels(self, profiles: list[str]) -> list[tuple[str, str]]:
         """(profile, channel id) of each profile; reads the connection's extra, no I/O."""

@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -115,15 +116,12 @@ class SendGridEmail:
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id, self.conn = conn_id, conn
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)  # tests move it
-        self._api: HttpApi | None = None
 
     # --- settings ------------------------------------------------------------------------------
-    @property
-    def api(self) -> HttpApi:
-        if self._api is None:  # built at call time: no connection work at import or in __init__
-            self._api = HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
-                                wait=lambda response: rate_limit_wait(response.headers))
-        return self._api
+    @cached_property
+    def api(self) -> HttpApi:  # built at call time: no connection work at import or in __init__
+        return HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
+                       wait=lambda response: rate_limit_wait(response.headers))
 
     def _int_setting(self, name: str, *, required: bool = False, default: int | None = None) -> int | None:
         value = self.api.setting(name, default, required=required)
