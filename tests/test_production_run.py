@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from include.orchestrator import localdev, review_watch
-from include.orchestrator.loader import load_campaigns
+from include.orchestrator.loader import campaign_of
 from include.orchestrator.model import run_key
 from tests.doubles.figma import FigmaDouble
 from tests.doubles.notion import NotionDouble
@@ -118,10 +118,6 @@ def watch_in_process() -> review_watch.WatchReport:
     def apply(dag_id: str, run_id: str) -> Any:
         with create_session() as session:
             return decisions.decide_from_github(session, dag_id=dag_id, run_id=run_id)
-
-    def campaign_of(dag_id: str) -> Any:
-        found, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
-        return found[0] if found else None
 
     return review_watch.watch(open_ledger(), since=datetime.now(UTC) - timedelta(days=1), campaign_of=campaign_of,
                               waiting=waiting, open_backend=open_backend, apply=apply)

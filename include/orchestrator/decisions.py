@@ -43,14 +43,14 @@ class DecisionRequest(BaseModel):
 
 
 def _campaign(dag_id: str) -> Any:
-    from include.orchestrator.loader import load_campaigns
+    from include.orchestrator.loader import campaign_of
 
     if not dag_id.startswith("campaign_"):
         raise DecisionRefused(404, f"{dag_id!r} is not a campaign DAG")
-    campaigns, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
-    if not campaigns:
+    campaign = campaign_of(dag_id)
+    if campaign is None:
         raise DecisionRefused(404, f"no campaign file defines {dag_id!r}")
-    return campaigns[0]
+    return campaign
 
 
 def _xcom(session: Session, ti: Any, key: str, task_id: str | None = None) -> Any:

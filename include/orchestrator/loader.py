@@ -108,3 +108,11 @@ def load_campaigns(folder: Path | None = None, slug: str | None = None) -> tuple
             for p, _ in found
         )
     return campaigns, errors
+
+
+def campaign_of(dag_id: str) -> Campaign | None:
+    """The valid campaign behind a campaign DAG id (``campaign_<slug>``), or None."""
+    if not dag_id.startswith("campaign_"):
+        return None
+    found, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
+    return found[0] if found else None

@@ -31,7 +31,7 @@ from include.orchestrator import saga
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
-from include.orchestrator.loader import CampaignFilesInvalid, load_campaigns
+from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
 from include.orchestrator.model import Campaign, run_key
 from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
@@ -556,10 +556,6 @@ class ReviewWatch(BaseOperator):
         def apply(dag_id: str, run_id: str) -> Any:
             path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/github"
             return gate_rules.call_api(api.host, api.login, api.password, "POST", path)
-
-        def campaign_of(dag_id: str) -> Campaign | None:
-            found, _ = load_campaigns(slug=dag_id.removeprefix("campaign_"))
-            return found[0] if found else None
 
         report = review_watch.watch(
             open_ledger(),
