@@ -61,3 +61,22 @@ def test_conf_chooses_channels_and_rejection_fails_the_run(world):
     assert states["design.render_image[email]"] == "skipped" and states["design.render_image[blog]"] == "success"
     assert not any(s == "success" for t, s in states.items() if t.startswith("distribution."))
     assert world["smtp"].messages() == []
+
+
+def test_the_same_trigger_made_twice_sends_once(world):
+    """The same campaign and conf is one launch: after a rejection it may run again; once sent, a
+    second trigger stops at its first task, makes nothing and says which run sent it."""
+    rejected, (state, _) = run_campaign({}, decision="reject")
+    assert state == "failed"  # rolled back, nothing of it out: the launch is free again
+    sent, (state, _) = run_campaign({})
+    assert state == "success"
+    again, (state, rows) = run_campaign({})
+    states = {r["task"]: r["state"] for r in rows}
+    assert state == "failed" and states["validate_conf"] == "failed", states
+    assert all(s in ("upstream_failed", "skipped") for t, s in states.items()
+               if t != "validate_conf" and not t.startswith("compensation.")), states
+    report = next(r["value"] for r in rows if r["task"] == "compensation.report")
+    assert f"already taken by run {sent.run_id!r}" in report["reason"] and '"launch"' in report["reason"], report
+    assert report["undone"] == report["absent"] == report["left"] == [], report
+    assert len(world["smtp"].messages()) == 1
+    assert len((world["data"] / "social-queue" / "queue.jsonl").read_text().splitlines()) == 1

@@ -89,9 +89,9 @@ def test_approval_gate_is_human_in_the_loop_with_the_campaign_timeout_and_no_def
 
 def test_params_are_on_the_dag_not_copied_to_tasks(bag):
     dag = bag.dags["campaign_spring-launch"]
-    assert set(dag.params) == {"audience", "channels", "writer_notes"}
+    assert set(dag.params) == {"audience", "channels", "writer_notes", "launch"}
     serialized = DagSerialization.to_dict(dag)["dag"]
-    assert [name for name, _ in serialized["params"]] == ["audience", "channels", "writer_notes"]
+    assert [name for name, _ in serialized["params"]] == ["audience", "channels", "writer_notes", "launch"]
     assert all("params" not in task["__var"] for task in serialized["tasks"])
 
 

@@ -87,6 +87,27 @@ def world(tmp_path_factory):
             airflow.stop()
 
 
+def effects(services: dict[str, Any], key: str) -> dict[str, int]:
+    """What the services hold of one run (by its key), per side-effecting step; the blog commits
+    and posts carry no run key: those count every run's."""
+    slack, review, website = services["slack"], services["github review"], services["github blog"]
+    sendgrid, buffer, grafana = services["sendgrid"], services["buffer"], services["grafana"]
+    return {
+        "review.open_review": len([p for p in review.pulls() if key in json.dumps(p)]),
+        "review.notify_reviewers": len([m for m in slack.live_messages() if key in str(m.get("metadata"))]),
+        "distribution.publish_blog": len([c for c in website.commits("main") if "Publish" in c.get("message", "")]),
+        "distribution.publish_social": len(buffer.posts()),
+        "distribution.publish_email": len([s for s in sendgrid.single_sends() if key in s["name"]]),
+        "analytics.create_dashboard": len([uid for uid in grafana.dashboards() if key in uid]),
+    }
+
+
+EFFECT_STEPS = ("review.open_review", "review.notify_reviewers", "distribution.publish_blog",
+                "distribution.publish_social", "distribution.publish_email", "analytics.create_dashboard")
+UNKEYED = ("distribution.publish_blog", "distribution.publish_social")  # counted over all runs
+ONE_LAUNCH = {task: 2 if task == "distribution.publish_social" else 1 for task in EFFECT_STEPS}  # two Buffer channels
+
+
 def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
     stack = world["stack"]
     run_id = stack.trigger(DAG_ID)
@@ -95,28 +116,47 @@ def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
                        json={"decision": "approve", "reason": "ship it"})
     assert answer.status_code == 200, answer.text
     assert stack.wait_run(DAG_ID, run_id, timeout=600) == "success"
-    key = run_key(DAG_ID, run_id)
     services = world["services"]
-    slack, review, website = services["slack"], services["github review"], services["github blog"]
-    sendgrid, buffer, grafana = services["sendgrid"], services["buffer"], services["grafana"]
-    made = {
-        "review.open_review": len([p for p in review.pulls() if key in json.dumps(p)]),
-        "review.notify_reviewers": len([m for m in slack.live_messages() if key in str(m.get("metadata"))]),
-        "distribution.publish_blog": len([c for c in website.commits("main") if "Publish" in c.get("message", "")]),
-        "distribution.publish_social": len(buffer.posts()),
-        "distribution.publish_email": len([s for s in sendgrid.single_sends() if key in s["name"]]),
-        "analytics.create_dashboard": len([uid for uid in grafana.dashboards() if key in uid]),
-    }
-    expected = {task: 2 if task == "distribution.publish_social" else 1 for task in made}  # two Buffer channels
+    made = effects(services, run_key(DAG_ID, run_id))
     tries = {task: stack.api("GET", f"{stack.run_path(DAG_ID, run_id)}/taskInstances/{task}").json()["try_number"]
              for task in made}
     lines = [f"{'step':<30} {'killed':>6} {'tries':>5} {'made':>4} {'duplicates':>10}"]
     for task in made:
         lines.append(f"{task:<30} {len(world['kills'].get(task, [])):>6} {tries[task]:>5} {made[task]:>4} "
-                     f"{made[task] - expected[task]:>10}")
+                     f"{made[task] - ONE_LAUNCH[task]:>10}")
     print("\nDuplicate delivery after SIGKILL (real Airflow)\n" + "\n".join(lines))
     assert all(world["kills"].get(task) for task in made), world["kills"]  # every step's process was killed once
     assert all(tries[task] == 2 for task in made), tries  # and Airflow retried it
-    assert made == expected, made
+    assert made == ONE_LAUNCH, made
     for name, double in services.items():
         assert double.problems == [], (name, double.problems)
+
+
+def test_the_same_launch_triggered_twice_at_once_is_sent_once(world):
+    """Two triggers with the same conf, at the same moment: one run sends, the other stops at its
+    first task and makes nothing; a third trigger after the launch went out stops there too."""
+    stack, services = world["stack"], world["services"]
+    conf = {"launch": "second-wave"}
+    before = effects(services, "no run key")
+    first, second = stack.trigger(DAG_ID, conf=conf), stack.trigger(DAG_ID, conf=conf)
+    states = {run: stack.wait_task(DAG_ID, run, "validate_conf", {"success", "failed"}) for run in (first, second)}
+    assert sorted(states.values()) == ["failed", "success"], states
+    [sender] = [run for run, state in states.items() if state == "success"]
+    [refused] = [run for run in states if run != sender]
+    stack.wait_task(DAG_ID, sender, "review.approval", {"awaiting_input"}, timeout=600)
+    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{sender}", "dana",
+                       json={"decision": "approve", "reason": "second wave"})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(DAG_ID, sender, timeout=600) == "success"
+    late = stack.trigger(DAG_ID, conf=conf)
+    assert stack.wait_run(DAG_ID, refused) == "failed" and stack.wait_run(DAG_ID, late) == "failed"
+    for run in (refused, late):
+        report = stack.xcom(DAG_ID, run, "compensation.report")
+        assert f"already taken by run {sender!r}" in report["reason"], report
+        assert report["undone"] == report["absent"] == report["left"] == [], report
+        made = effects(services, run_key(DAG_ID, run))
+        assert all(made[t] == 0 for t in EFFECT_STEPS if t not in UNKEYED), made
+    after = effects(services, run_key(DAG_ID, sender))
+    sent = {t: after[t] - before[t] if t in UNKEYED else after[t] for t in EFFECT_STEPS}  # every run's, counted once
+    print(f"\nSame launch triggered 3 times (2 at once): sent by {sender}, refused {refused} and {late}: {sent}")
+    assert sent == ONE_LAUNCH, sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize
 import uuid
 
 import pytest
@@ -83,3 +84,40 @@ def test_workers_in_separate_processes_write_side_by_side(url):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     entries = Ledger(url).entries("d", "r")
     assert len(entries) == 160 and {e.state for e in entries} == {"made"}
+
+
+def test_a_launch_is_held_by_one_run_until_that_run_releases_it(url):
+    ledger = Ledger(url)
+    assert ledger.claim_launch("d", "conf abc", "run-1") is None
+    assert ledger.claim_launch("d", "conf abc", "run-1") is None  # a retry of the holder
+    holder, since = ledger.claim_launch("d", "conf abc", "run-2")
+    assert holder == "run-1" and since is not None
+    assert ledger.claim_launch("d", "named again", "run-2") is None  # another launch of the same campaign
+    assert ledger.claim_launch("other-dag", "conf abc", "run-3") is None  # and another campaign
+    assert ledger.release_launch("d", "run-2") == 1  # only its own launch: "conf abc" stays with run-1
+    assert ledger.claim_launch("d", "conf abc", "run-3")[0] == "run-1"
+    assert ledger.release_launch("d", "run-1") == 1 and ledger.release_launch("d", "run-1") == 0
+    assert ledger.claim_launch("d", "conf abc", "run-3") is None  # rolled back: free for the next run
+    assert ledger.claim_launch("d", "conf abc", "run-1")[0] == "run-3"
+
+
+def _claim(url: str, run_id: str, start: multiprocessing.synchronize.Event, won: multiprocessing.Queue) -> None:
+    ledger = Ledger(url)
+    start.wait(30)
+    won.put((run_id, ledger.claim_launch("d", "conf same", run_id) is None))
+
+
+def test_runs_racing_for_one_launch_in_separate_processes_leave_one_holder(url):
+    Ledger(url)
+    ctx = multiprocessing.get_context("spawn")
+    start, won = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(url, f"run-{n}", start, won)) for n in range(6)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = dict(won.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert sum(results.values()) == 1, results
+    [winner] = [run for run, ok in results.items() if ok]
+    assert all(Ledger(url).claim_launch("d", "conf same", run)[0] == winner for run in results if run != winner)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -111,6 +111,23 @@ def test_conf_overrides_are_validated_and_merged():
     webinar = parse_campaign(CAMPAIGNS_DIR / "webinar-invite.yaml")
     with pytest.raises(ValueError, match="configures only"):
         plan_run(webinar, webinar.dag_id, "r", {"channels": ["blog"]})
+
+
+def test_a_run_triggered_by_hand_twice_with_the_same_conf_is_one_launch():
+    campaign = parse_campaign(SAMPLE)
+
+    def launch(conf: dict, run_id: str = "manual__1", scheduled_for: datetime | None = None) -> str:
+        return plan_run(campaign, campaign.dag_id, run_id, conf, scheduled_for).launch
+
+    defaults = {"audience": campaign.audience, "channels": campaign.channels.enabled, "writer_notes": "", "launch": ""}
+    assert launch({}) == launch(defaults, "manual__2") == launch({"channels": list(reversed(campaign.channels.enabled))})
+    assert launch({}).startswith("conf ")
+    assert launch({"writer_notes": "shorter"}) != launch({}) != launch({"channels": ["email"]})
+    assert launch({"launch": "second-wave"}) == "named second-wave" == launch({"launch": "second-wave", "writer_notes": "x"})
+    monday, tuesday = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC)
+    assert launch({}, scheduled_for=monday) == "scheduled 2026-03-02T00:00:00+00:00" != launch({}, scheduled_for=tuesday)
+    with pytest.raises(ValueError, match="launch"):
+        launch({"launch": "no spaces {{ or braces }}"})
 
 
 def test_json_schema_file_is_current():

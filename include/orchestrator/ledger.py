@@ -77,6 +77,20 @@ polls_table = Table(
 )
 
 
+# Which run holds each launch of a campaign (model.launch_of): only the holder makes effects. A run
+# that is rolled back with nothing left out releases its launch, so it can be triggered again.
+launches_table = Table(
+    "campaign_launches",
+    _metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("launch", String(100), primary_key=True),
+    Column("run_id", String(250), nullable=False),
+    Column("state", String(20), nullable=False),  # held | released
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
 class Entry(BaseModel):
     id: int
     task_id: str
@@ -125,15 +139,43 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.engine.url!r})"  # SQLAlchemy masks the password
 
-    def _upsert(self, values: dict[str, Any], on_conflict: dict[str, Any], table: Table = entries_table,
-                keys: tuple[str, ...] = ("dag_id", "run_id", "port", "conn_id", "key")) -> None:
+    def _insert(self, table: Table) -> Any:
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table).values(**values).on_conflict_do_update(index_elements=list(keys), set_=on_conflict)
+        return insert(table)
+
+    def _upsert(self, values: dict[str, Any], on_conflict: dict[str, Any], table: Table = entries_table,
+                keys: tuple[str, ...] = ("dag_id", "run_id", "port", "conn_id", "key")) -> None:
+        stmt = self._insert(table).values(**values).on_conflict_do_update(index_elements=list(keys), set_=on_conflict)
         with self.engine.begin() as conn:
             conn.execute(stmt)
+
+    def claim_launch(self, dag_id: str, launch: str, run_id: str) -> tuple[str, datetime] | None:
+        """Hold the launch for this run, unless another run holds it: then ``(that run, since when)``.
+
+        One transaction: the first run to insert the row holds it, a released row goes to the
+        first run that asks again, and every other caller reads who holds it.
+        """
+        now, t = _now(), launches_table.c
+        where = (t.dag_id == dag_id, t.launch == launch)
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(launches_table).values(
+                dag_id=dag_id, launch=launch, run_id=run_id, state="held", created_at=now, updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["dag_id", "launch"]))
+            conn.execute(update(launches_table).where(*where, t.state == "released")
+                         .values(run_id=run_id, state="held", created_at=now, updated_at=now))
+            holder, since = conn.execute(select(t.run_id, t.created_at).where(*where)).one()
+        return None if holder == run_id else (holder, since)
+
+    def release_launch(self, dag_id: str, run_id: str) -> int:
+        """Give up the launches this run holds (it sent nothing that stays out); how many."""
+        t = launches_table.c
+        with self.engine.begin() as conn:
+            done = conn.execute(update(launches_table).where(t.dag_id == dag_id, t.run_id == run_id, t.state == "held")
+                                .values(state="released", updated_at=_now()))
+        return done.rowcount
 
     def planned(self, dag_id: str, run_id: str, task_id: str, map_index: int, effect: Effect) -> None:
         """Write down an effect about to be made. A retry planning it again keeps what is known:

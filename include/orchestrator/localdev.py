@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +217,13 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
     with demo_servers(conns) as servers:
         os.environ.update(connection_env(conns))
         print(f"Seeded memory with {seed_memory(conns)} brand voice and research entries.")
-        print(f"Running {dag_id} with `airflow dags test` (log: {log_path}) ...")
+        # Each demo sends on purpose: a launch of its own (the same conf twice would be refused as a mistake).
+        launch = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        print(f"Running {dag_id}, launch {launch!r}, with `airflow dags test` (log: {log_path}) ...")
         with log_path.open("w") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "airflow", "dags", "test", dag_id], stdout=log, stderr=subprocess.STDOUT, env=_env()
+                [sys.executable, "-m", "airflow", "dags", "test", "--conf", json.dumps({"launch": launch}), dag_id],
+                stdout=log, stderr=subprocess.STDOUT, env=_env(),
             )
             run_id, decided = None, False
             while proc.poll() is None:

@@ -8,8 +8,9 @@ the :class:`RunPlan` the other tasks follow.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -188,6 +189,12 @@ class RunOverrides(Strict):
     audience: ShortText | None = None
     channels: list[Channel] | None = Field(None, min_length=1)
     writer_notes: str = Field("", max_length=2000)
+    launch: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        description="A name for this launch. Runs with the same conf are one launch, and only one of them sends: "
+        "name a new launch to send the campaign again on purpose.",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -208,6 +215,8 @@ class RunPlan(BaseModel):
     channels: list[Channel]
     competitor_urls: list[str]
     writer_notes: str
+    # What this run sends out, once per campaign (see launch_of); empty in plans made before launches existed.
+    launch: str = ""
 
     def key(self, step: str, item: str = "") -> str:
         """The deterministic name of one side effect: campaign, run, step (and item)."""
@@ -218,8 +227,28 @@ def run_key(dag_id: str, run_id: str) -> str:
     return hashlib.sha256(f"{dag_id}\n{run_id}".encode()).hexdigest()[:12]
 
 
-def plan_run(campaign: Campaign, dag_id: str, run_id: str, conf: dict[str, Any]) -> RunPlan:
-    """Validate the trigger conf and merge it into the campaign; raises ValueError naming the field."""
+def launch_of(overrides: RunOverrides, audience: str, channels: list[str], scheduled_for: datetime | None) -> str:
+    """The launch a run belongs to: one campaign sends each launch once, however often it is triggered.
+
+    A named launch (conf ``launch``) is itself; a scheduled run is its interval's launch; a run
+    triggered by hand is the launch of what it would send (audience, channels, writer notes), so
+    the same trigger made twice by mistake is one launch.
+    """
+    if overrides.launch:
+        return f"named {overrides.launch}"
+    if scheduled_for is not None:
+        return f"scheduled {scheduled_for.isoformat()}"
+    what = json.dumps({"audience": audience, "channels": channels, "writer_notes": overrides.writer_notes}, sort_keys=True)
+    return f"conf {hashlib.sha256(what.encode()).hexdigest()[:12]}"
+
+
+def plan_run(
+    campaign: Campaign, dag_id: str, run_id: str, conf: dict[str, Any], scheduled_for: datetime | None = None
+) -> RunPlan:
+    """Validate the trigger conf and merge it into the campaign; raises ValueError naming the field.
+
+    ``scheduled_for``: the logical date of a scheduled or backfill run (None when triggered by hand).
+    """
     overrides = RunOverrides.model_validate(conf)
     channels = overrides.channels or campaign.channels.enabled
     missing = [c for c in channels if c not in campaign.channels.enabled]
@@ -228,11 +257,13 @@ def plan_run(campaign: Campaign, dag_id: str, run_id: str, conf: dict[str, Any])
             f"conf.channels asks for {missing}, but campaign {campaign.slug!r} configures only "
             f"{campaign.channels.enabled}"
         )
+    audience, channels = overrides.audience or campaign.audience, [c for c in CHANNELS if c in channels]
     return RunPlan(
         slug=campaign.slug,
         run_key=run_key(dag_id, run_id),
-        audience=overrides.audience or campaign.audience,
-        channels=[c for c in CHANNELS if c in channels],
+        audience=audience,
+        channels=channels,
         competitor_urls=[str(u) for u in campaign.research.competitor_urls],
         writer_notes=overrides.writer_notes,
+        launch=launch_of(overrides, audience, channels, scheduled_for),
     )

@@ -32,7 +32,7 @@ from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decisio
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
-from include.orchestrator.model import Campaign, run_key
+from include.orchestrator.model import Campaign, RunOverrides, run_key
 from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
 
@@ -131,9 +131,11 @@ def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
 def step_context(task: BaseOperator, context: Any, item: str | None = None) -> StepContext:
     ti, run = context["ti"], context["dag_run"]
     campaign = CAMPAIGNS[task.dag_id]
-    # Every effect the step makes goes through the saga ledger, planned first, then made.
-    recorder = saga.Recorder(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1, open_ledger)
-    return StepContext(
+    # Every effect the step makes goes through the saga ledger, planned first, then made, by the
+    # run that holds the run's launch.
+    recorder = saga.Recorder(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1, open_ledger,
+                             launch=lambda: ctx.plan.launch, slug=campaign.slug)
+    ctx = StepContext(
         campaign=campaign,
         dag_id=ti.dag_id,
         run_id=ti.run_id,
@@ -143,7 +145,14 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
         open_port=lambda port: recorder.wrap(port, open_port(port, campaign.connections)),
         ui_link=ui_link(ti.dag_id, ti.run_id, GATE_TASK_ID),
         item=item,
+        scheduled_for=run.logical_date if run.run_type in SCHEDULED_RUN_TYPES else None,
+        claim_launch=recorder.claim,
     )
+    return ctx
+
+
+# Runs that stand for an interval of the schedule: each interval is its own launch.
+SCHEDULED_RUN_TYPES = ("scheduled", "backfill")  # DagRunType is a str enum: equal to these
 
 
 def task_states(task: BaseOperator, context: Any) -> dict[str, list[str]]:
@@ -417,6 +426,9 @@ class RunReport(BaseOperator):
         out_for_good = result.status == "rolled back" and result.kept
         if result.left or result.status == "failed after going live" or out_for_good:
             self._alert(campaign, result)
+        if result.status == "rolled back" and not result.kept:  # nothing of it is out: it may be launched again
+            if open_ledger().release_launch(ti.dag_id, ti.run_id):
+                self.log.info("released this run's launch: the campaign can be triggered again with the same conf")
         if not result.ok:
             ti.xcom_push(key="return_value", value=result.model_dump(mode="json"))  # the run's note reads it
             raise AirflowFailException(result.summary())
@@ -432,7 +444,7 @@ class RunReport(BaseOperator):
 
 
 def _params(campaign: Campaign) -> dict[str, Param]:
-    """The per-run overrides the UI trigger form shows; kept to three (params cost parse time)."""
+    """The per-run overrides the UI trigger form shows; kept to four (params cost parse time)."""
     return {
         "audience": Param(campaign.audience, type="string", minLength=1, maxLength=200, description="Who the copy speaks to."),
         "channels": Param(
@@ -444,6 +456,8 @@ def _params(campaign: Campaign) -> dict[str, Param]:
             description="A subset of the campaign's channels.",
         ),
         "writer_notes": Param("", type="string", maxLength=2000, description="Notes for the copy writer."),
+        "launch": Param("", type="string", pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+                        description=RunOverrides.model_fields["launch"].description),
     }
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
@@ -73,19 +74,49 @@ class Journaled:
         return recorded
 
 
+class LaunchTaken(ValueError):
+    """Another run of the campaign holds this launch: this run must make nothing (a retry cannot fix it)."""
+
+    def __init__(self, slug: str, launch: str, holder: str, since: datetime) -> None:
+        how = ("a run with the same conf" if launch.startswith("conf ") else
+               f"launch {launch.removeprefix('named ')!r}" if launch.startswith("named ") else launch)
+        super().__init__(
+            f"campaign {slug!r}: {how} is already taken by run {holder!r} (since {since:%Y-%m-%d %H:%M} UTC), so this "
+            "run would send the same email, posts and blog post again; it made nothing. The launch is free again "
+            'once that run is rolled back; to send the campaign again on purpose, trigger with conf {"launch": "<a new name>"}'
+        )
+        self.holder = holder
+
+
 @dataclass
 class Recorder:
-    """Where one task instance records its effects: the run's ledger entries."""
+    """Where one task instance records its effects: the run's ledger entries.
+
+    ``launch`` gives the run's launch (``model.launch_of``): before its first effect, the task
+    claims it, so a second run of the same launch (the campaign triggered twice by mistake) fails
+    before it makes anything.
+    """
 
     dag_id: str
     run_id: str
     task_id: str
     map_index: int
     open_ledger: Callable[[], Ledger]
+    launch: Callable[[], str] = lambda: ""
+    slug: str = ""
+    _claimed: bool = field(default=False, init=False)
 
     @cached_property  # opened on the first changing call: read-only steps never touch the ledger
     def ledger(self) -> Ledger:
         return self.open_ledger()
+
+    def claim(self, launch: str) -> None:
+        """Hold ``launch`` for this run, or raise :class:`LaunchTaken`; once per task."""
+        if self._claimed or not launch:  # an empty launch: a run planned before launches existed
+            return
+        if taken := self.ledger.claim_launch(self.dag_id, launch, self.run_id):
+            raise LaunchTaken(self.slug or self.dag_id, launch, *taken)
+        self._claimed = True
 
     def wrap(self, port: str, backend: Any) -> Any:
         return Journaled(backend, port, self) if port in CHANGING_CALLS else backend
@@ -93,6 +124,7 @@ class Recorder:
     def write(self, what: str, effect: Effect, error: str = "") -> None:
         where = (self.dag_id, self.run_id, self.task_id, self.map_index, effect)
         if what == "planned":
+            self.claim(self.launch())
             self.ledger.planned(*where)
         elif what == "made":
             self.ledger.made(*where)

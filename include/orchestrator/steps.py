@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
@@ -58,6 +58,8 @@ class StepContext:
     open_port: Callable[[str], Any]  # port name -> backend
     ui_link: str = ""
     item: str | None = None
+    scheduled_for: datetime | None = None  # the logical date of a scheduled or backfill run
+    claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise saga.LaunchTaken
 
     @cached_property  # one XCom pull per task, however often a step reads it
     def plan(self) -> RunPlan:
@@ -97,7 +99,9 @@ def step(func: Step) -> Step:
 
 @step
 def validate_conf(ctx: StepContext) -> StepOutput:
-    plan = plan_run(ctx.campaign, ctx.dag_id, ctx.run_id, ctx.conf)
+    plan = plan_run(ctx.campaign, ctx.dag_id, ctx.run_id, ctx.conf, ctx.scheduled_for)
+    # Before any work: a second run of the same launch stops here, not after research and copy.
+    ctx.claim_launch(plan.launch)
     return StepOutput(plan.model_dump(mode="json"))
 
 
