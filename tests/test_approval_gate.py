@@ -256,7 +256,7 @@ def test_unknown_runs_get_a_clear_answer(world):
     assert missing.status_code == 404 and "no run 'no-such-run'" in missing.json()["detail"]
     cli_missing = cli(stack, "approve", "gate-rest", "no-such-run", user="dana")
     assert cli_missing.returncode == 1 and "404" in cli_missing.stderr
-    fresh = stack.trigger("campaign_gate-rest")  # its gate is minutes of work away
+    fresh = stack.trigger("campaign_gate-rest", conf={"launch": "fresh"})  # its gate is minutes of work away
     early = cli(stack, "approve", "gate-rest", fresh, user="dana")
     assert early.returncode == 1 and "409" in early.stderr and "has not reached the approval gate yet" in early.stderr
 
