@@ -29,6 +29,7 @@ from tests.worlds import delivery_connections, delivery_doubles, local_connectio
 
 pytestmark = pytest.mark.integration
 DAG_ID = "campaign_dup-check"
+LAUNCH_DAG_ID = "campaign_dup-launch"
 
 
 def _kill_caller(double: Any) -> list[int]:
@@ -51,6 +52,9 @@ def world(tmp_path_factory):
     campaign["approval"] = {"approvers": ["dana"], "timeout": "1h"}
     (root / "campaigns").mkdir()
     (root / "campaigns" / "dup-check.yaml").write_text(yaml.safe_dump(campaign))
+    # Its own campaign: another blog path and other copy than dup-check's run of the same day.
+    launch = campaign | {"slug": "dup-launch", "name": "Launch twice check"}
+    (root / "campaigns" / "dup-launch.yaml").write_text(yaml.safe_dump(launch))
     with contextlib.ExitStack() as stack:
         services = delivery_doubles(stack)
         conns |= delivery_connections(services)
@@ -79,7 +83,7 @@ def world(tmp_path_factory):
         airflow = AirflowStack(root / "airflow", env=env)
         try:
             airflow.start()
-            airflow.wait_for_dags([DAG_ID])
+            airflow.wait_for_dags([DAG_ID, LAUNCH_DAG_ID])
             yield {"stack": airflow, "kills": kills, "services": services}
         finally:
             for _, hold in holds.values():
@@ -133,30 +137,31 @@ def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
 
 
 def test_the_same_launch_triggered_twice_at_once_is_sent_once(world):
-    """Two triggers with the same conf, at the same moment: one run sends, the other stops at its
-    first task and makes nothing; a third trigger after the launch went out stops there too."""
+    """The campaign triggered twice at the same moment with the same (default) conf: one run sends,
+    the other stops at its first task and makes nothing; a third trigger after the launch went out
+    stops there too."""
     stack, services = world["stack"], world["services"]
-    conf = {"launch": "second-wave"}
+    conf: dict[str, Any] = {}
     before = effects(services, "no run key")
-    first, second = stack.trigger(DAG_ID, conf=conf), stack.trigger(DAG_ID, conf=conf)
-    states = {run: stack.wait_task(DAG_ID, run, "validate_conf", {"success", "failed"}) for run in (first, second)}
+    first, second = stack.trigger(LAUNCH_DAG_ID, conf=conf), stack.trigger(LAUNCH_DAG_ID, conf=conf)
+    states = {run: stack.wait_task(LAUNCH_DAG_ID, run, "validate_conf", {"success", "failed"}) for run in (first, second)}
     assert sorted(states.values()) == ["failed", "success"], states
     [sender] = [run for run, state in states.items() if state == "success"]
     [refused] = [run for run in states if run != sender]
-    stack.wait_task(DAG_ID, sender, "review.approval", {"awaiting_input"}, timeout=600)
-    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{sender}", "dana",
+    stack.wait_task(LAUNCH_DAG_ID, sender, "review.approval", {"awaiting_input"}, timeout=600)
+    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{LAUNCH_DAG_ID}/{sender}", "dana",
                        json={"decision": "approve", "reason": "second wave"})
     assert answer.status_code == 200, answer.text
-    assert stack.wait_run(DAG_ID, sender, timeout=600) == "success"
-    late = stack.trigger(DAG_ID, conf=conf)
-    assert stack.wait_run(DAG_ID, refused) == "failed" and stack.wait_run(DAG_ID, late) == "failed"
+    assert stack.wait_run(LAUNCH_DAG_ID, sender, timeout=600) == "success"
+    late = stack.trigger(LAUNCH_DAG_ID, conf=conf)
+    assert stack.wait_run(LAUNCH_DAG_ID, refused) == "failed" and stack.wait_run(LAUNCH_DAG_ID, late) == "failed"
     for run in (refused, late):
-        report = stack.xcom(DAG_ID, run, "compensation.report")
+        report = stack.xcom(LAUNCH_DAG_ID, run, "compensation.report")
         assert f"already taken by run {sender!r}" in report["reason"], report
         assert report["undone"] == report["absent"] == report["left"] == [], report
-        made = effects(services, run_key(DAG_ID, run))
+        made = effects(services, run_key(LAUNCH_DAG_ID, run))
         assert all(made[t] == 0 for t in EFFECT_STEPS if t not in UNKEYED), made
-    after = effects(services, run_key(DAG_ID, sender))
+    after = effects(services, run_key(LAUNCH_DAG_ID, sender))
     sent = {t: after[t] - before[t] if t in UNKEYED else after[t] for t in EFFECT_STEPS}  # every run's, counted once
     print(f"\nSame launch triggered 3 times (2 at once): sent by {sender}, refused {refused} and {late}: {sent}")
     assert sent == ONE_LAUNCH, sent
