@@ -403,13 +403,46 @@ def test_state_changes_and_failures_are_exported(tmp_path: Path, stats_backend: 
     assert registry.call("Buffer", lambda: "posted") == "posted"  # the trial: half-open, then closed (threshold 1)
     with pytest.raises(ServiceError):
         registry.call("Buffer", raiser(refused()))  # our 4xx: not a failure of Buffer's
-    assert recorder.sent == [
+    tagged = [sent for sent in recorder.sent if sent[3] is not None]
+    assert tagged == [
         ("incr", "circuit_breaker_failures_total", 1, {"service": "buffer"}),
         ("incr", "circuit_breaker_failures_total", 1, {"service": "buffer"}),
         ("gauge", "circuit_breaker_state", 2, {"service": "buffer"}),
         ("gauge", "circuit_breaker_state", 1, {"service": "buffer"}),
         ("gauge", "circuit_breaker_state", 0, {"service": "buffer"}),
     ]
+    # ... and each under a dotted name too, for StatsD without tags
+    assert [sent for sent in recorder.sent if sent[3] is None] == [(k, f"{stat}.buffer", v, None) for k, stat, v, _ in tagged]
+
+
+@pytest.mark.parametrize("influx_tags", [False, True], ids=["plain statsd", "statsd with tags"])
+def test_metrics_reach_a_statsd_server_through_airflows_statsd_backend(
+    tmp_path: Path, stats_backend: Callable[..., None], monkeypatch: pytest.MonkeyPatch, influx_tags: bool
+) -> None:
+    """[metrics] statsd_on, as an operator sets it: the packets on a real UDP socket name the service."""
+    import socket
+
+    from airflow.sdk.observability.metrics import stats_utils
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    for key, value in {"STATSD_ON": "True", "STATSD_HOST": "127.0.0.1", "STATSD_PORT": str(server.getsockname()[1]),
+                       "STATSD_PREFIX": "airflow", "STATSD_INFLUXDB_ENABLED": str(influx_tags)}.items():
+        monkeypatch.setenv(f"AIRFLOW__METRICS__{key}", value)
+    stats_backend(stats_utils.get_stats_factory())
+    spec = {"conn_type": "fs", "extra": {"path": str(tmp_path), "services": {"Figma": {"fail_max": 1}}}}
+    registry = build_breakers("campaign_breakers", to_connection(spec))
+    with pytest.raises(ServiceError):
+        registry.call("Figma", raiser(unavailable()))
+    packets = []
+    with server:
+        while len(packets) < 4:
+            packets.append(server.recv(4096).decode())
+    named = {"airflow.circuit_breaker_failures_total.figma:1|c", "airflow.circuit_breaker_state.figma:2|g"}
+    tagged = ({"airflow.circuit_breaker_failures_total,service=figma:1|c", "airflow.circuit_breaker_state,service=figma:2|g"}
+              if influx_tags else {"airflow.circuit_breaker_failures_total:1|c", "airflow.circuit_breaker_state:2|g"})
+    assert set(packets) == named | tagged, packets
 
 
 def test_metrics_off_or_broken_never_fail_a_call(tmp_path: Path, stats_backend: Callable[..., None]) -> None:

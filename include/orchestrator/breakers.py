@@ -51,7 +51,8 @@ Limits, known and accepted:
 
 Every state change a process makes or notices is logged and exported as the gauge
 ``circuit_breaker_state{service}`` (0 closed, 1 half-open, 2 open); every counted failure
-increments ``circuit_breaker_failures_total{service}``. Both go through Airflow's task SDK
+increments ``circuit_breaker_failures_total{service}``; each also goes out as
+``<metric>.<service>`` for StatsD without tags. They go through Airflow's task SDK
 ``airflow.sdk.observability.stats.Stats`` (StatsD, Datadog or OpenTelemetry, as ``[metrics]`` is
 configured); with metrics off, or outside a task process, nothing is sent and nothing fails.
 """
@@ -330,10 +331,13 @@ def _emit(kind: str, stat: str, value: float, service: str) -> None:
         stats = _stats()
         if stats is None:
             return
-        if kind == "gauge":
-            stats.gauge(stat, value, tags={"service": service})
-        else:
-            stats.incr(stat, int(value), tags={"service": service})
+        # Tagged for OpenTelemetry, Datadog and tag-aware StatsD; plain StatsD drops tags, so the
+        # service is also in a dotted name, as Airflow's own legacy metric names do it.
+        for name, tags in ((stat, {"service": service}), (f"{stat}.{service}", None)):
+            if kind == "gauge":
+                stats.gauge(name, value, tags=tags)
+            else:
+                stats.incr(name, int(value), tags=tags)
     except Exception as exc:  # metrics must never fail a call
         log.debug("metric %s not sent: %s", stat, exc)
 
