@@ -5,14 +5,23 @@ define it (method, path, headers, body) and answers as the docs say, errors incl
 docs forbid is written to ``problems`` and answered with the service's own error shape: a test
 asserts ``double.problems == []``, so a malformed request fails the test even when our code would
 swallow the error. ``fail_next`` queues error answers (401, 404, 422, 429 with Retry-After, 5xx)
-for the next matching calls.
+for the next matching calls; ``headers`` may be a function called when the answer is sent (a
+Retry-After HTTP-date "now + N s"). Faults below HTTP, for the next matching calls too:
+``reset_next`` closes the connection with a TCP reset instead of answering; ``stall_next`` answers
+as usual but only after some seconds (longer than the client's timeout: the client gives up).
+``calls`` lists every call as (method, path) and ``times`` the wall-clock time (``time.time()``)
+each one arrived, so a test can measure the waits between a client's tries.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +52,7 @@ class Refused(Exception):
 class _Failure:
     method: str
     pattern: re.Pattern[str]
-    response: Response
+    answer: Callable[[Request], Response | None]  # None: the routes answer as usual
 
 
 @dataclass
@@ -65,6 +74,7 @@ class ServiceDouble:
     name: str = "service"
     problems: list[str] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each of ``calls`` arrived (time.time())
 
     def __post_init__(self) -> None:
         self._clear()
@@ -72,16 +82,19 @@ class ServiceDouble:
         self._failures: list[_Failure] = []
         self._holds: list[Hold] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # cuts stalls short when the server stops
         self.server = _Server(host="127.0.0.1", port=0, threaded=True)  # a held answer must not block other calls
         self.server.expect_request(re.compile(".*")).respond_with_handler(self._dispatch)
         self.routes()
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> ServiceDouble:
+        self._closing.clear()
         self.server.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._closing.set()
         self.server.clear()
         if self.server.is_running():
             self.server.stop()
@@ -118,17 +131,48 @@ class ServiceDouble:
         with self._lock:
             self._clear()
             self.calls.clear()
+            self.times.clear()
             self.problems.clear()
             self._failures.clear()
             self._holds.clear()
 
     def fail_next(
-        self, method: str, path: str, status: int, body: Any = None, headers: dict[str, str] | None = None, times: int = 1
+        self,
+        method: str,
+        path: str,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | Callable[[], dict[str, str]] | None = None,
+        times: int = 1,
     ) -> None:
-        """The next ``times`` calls matching method and path get this error answer instead."""
-        response = body if isinstance(body, Response) else self.error(status, body or {"message": f"injected {status}"}, headers)
-        for _ in range(times):
-            self._failures.append(_Failure(method.upper(), re.compile(f"^{path}$"), response))
+        """The next ``times`` calls matching method and path get this error answer instead.
+        ``headers`` may be a function: called when the answer is sent (a Retry-After date "now + N s")."""
+        if isinstance(body, Response):
+            response = body
+            self._queue(method, path, lambda request: response, times)
+            return
+
+        def answer(request: Request) -> Response:
+            return self.error(status, body or {"message": f"injected {status}"}, headers() if callable(headers) else headers)
+
+        self._queue(method, path, answer, times)
+
+    def reset_next(self, method: str, path: str, times: int = 1) -> None:
+        """The next ``times`` matching calls get no answer: the connection is closed with a TCP reset."""
+        self._queue(method, path, _reset_connection, times)
+
+    def stall_next(self, method: str, path: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` matching calls are answered as usual, but only after ``seconds``."""
+
+        def stall(request: Request) -> None:
+            self._closing.wait(seconds)
+
+        self._queue(method, path, stall, times)
+
+    def _queue(self, method: str, path: str, answer: Callable[[Request], Response | None], times: int) -> None:
+        with self._lock:
+            for _ in range(times):
+                self._failures.append(_Failure(method.upper(), re.compile(f"^{path}$"), answer))
 
     def hold(self, method: str, path: str, body_contains: str | None = None) -> Hold:
         """The next matching call is served as usual, but its answer waits for ``release``: the
@@ -159,20 +203,47 @@ class ServiceDouble:
         method, path = request.method.upper(), request.path
         with self._lock:
             self.calls.append((method, path))
-            for failure in self._failures:
-                if failure.method == method and failure.pattern.match(path):
-                    self._failures.remove(failure)
-                    return failure.response
-            for route_method, pattern, handler in self._routes:
-                match = pattern.match(path)
-                if route_method == method and match:
-                    try:
-                        return handler(request, match.groupdict())
-                    except Refused as refused:
-                        self.problems.append(f"{method} {path}: {refused}")
-                        return refused.response
-            self.problems.append(f"{method} {path}: not an endpoint of {self.name}")
-            return self.not_found(f"{method} {path}")
+            self.times.append(time.time())
+            failure = next((f for f in self._failures if f.method == method and f.pattern.match(path)), None)
+            if failure is None:
+                return self._route(request, method, path)
+            self._failures.remove(failure)
+        response = failure.answer(request)  # outside the lock: a stall must not hold up other calls
+        if response is not None:
+            return response
+        with self._lock:
+            return self._route(request, method, path)
+
+    def _route(self, request: Request, method: str, path: str) -> Response:
+        for route_method, pattern, handler in self._routes:
+            match = pattern.match(path)
+            if route_method == method and match:
+                try:
+                    return handler(request, match.groupdict())
+                except Refused as refused:
+                    self.problems.append(f"{method} {path}: {refused}")
+                    return refused.response
+        self.problems.append(f"{method} {path}: not an endpoint of {self.name}")
+        return self.not_found(f"{method} {path}")
+
+
+def _reset_connection(request: Request) -> Response:
+    """Abort the request's TCP connection: closing a socket with SO_LINGER 0 sends a reset (RST).
+
+    The descriptor is closed by ``dup2`` of a socket whose peer is already gone onto its number:
+    werkzeug, which still holds the number, then fails to write its answer with a broken pipe, which
+    it takes quietly as a dropped connection (a closed number would raise EBADF and log a traceback,
+    and could meanwhile be handed to another thread's new socket).
+    """
+    sock = request.environ["werkzeug.socket"]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    gone, peer = socket.socketpair()
+    try:
+        os.dup2(gone.fileno(), sock.fileno())
+    finally:
+        gone.close()
+        peer.close()
+    return Response(status=500)  # never arrives: the pipe is broken
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
