@@ -70,8 +70,9 @@ class AirflowStack:
             "OPENBLAS_NUM_THREADS": "1",
             **(env or {}),
         }
-        if db_url:
-            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = db_url
+        # SQLite: a writer waits up to 30 s for the lock, not pysqlite's 5 s (seen: a trigger failing
+        # with "Database error" while the dag-processor and a dozen fresh runs wrote at once).
+        self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = db_url or f"sqlite:///{home / 'airflow.db'}?timeout=30"
         self._tokens: dict[str, str] = {}
 
     # --- life cycle ----------------------------------------------------------------------
