@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 SLUG_PATTERN = r"^[a-z0-9-]{1,64}$"
+LAUNCH_PATTERN = r"^[A-Za-z0-9_.:-]{0,64}$"  # a launch name (empty: none), in conf and the trigger form
 CHANNELS = ("email", "social", "blog")
 Channel = Literal["email", "social", "blog"]
 FailurePolicy = Literal["continue", "compensate"]
@@ -191,7 +192,7 @@ class RunOverrides(Strict):
     writer_notes: str = Field("", max_length=2000)
     launch: str = Field(
         "",
-        pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        pattern=LAUNCH_PATTERN,
         description="A name for this launch. Runs with the same conf are one launch, and only one of them sends: "
         "name a new launch to send the campaign again on purpose.",
     )

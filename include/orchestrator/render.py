@@ -32,7 +32,7 @@ from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decisio
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
-from include.orchestrator.model import Campaign, RunOverrides, run_key
+from include.orchestrator.model import LAUNCH_PATTERN, Campaign, RunOverrides, run_key
 from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
 
@@ -128,6 +128,10 @@ def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
     return value["result"] if isinstance(value, dict) else value
 
 
+# Runs that stand for an interval of the schedule: each interval is its own launch.
+SCHEDULED_RUN_TYPES = ("scheduled", "backfill")  # DagRunType is a str enum: equal to these
+
+
 def step_context(task: BaseOperator, context: Any, item: str | None = None) -> StepContext:
     ti, run = context["ti"], context["dag_run"]
     campaign = CAMPAIGNS[task.dag_id]
@@ -149,10 +153,6 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
         claim_launch=recorder.claim,
     )
     return ctx
-
-
-# Runs that stand for an interval of the schedule: each interval is its own launch.
-SCHEDULED_RUN_TYPES = ("scheduled", "backfill")  # DagRunType is a str enum: equal to these
 
 
 def task_states(task: BaseOperator, context: Any) -> dict[str, list[str]]:
@@ -456,7 +456,7 @@ def _params(campaign: Campaign) -> dict[str, Param]:
             description="A subset of the campaign's channels.",
         ),
         "writer_notes": Param("", type="string", maxLength=2000, description="Notes for the copy writer."),
-        "launch": Param("", type="string", pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        "launch": Param("", type="string", pattern=LAUNCH_PATTERN,
                         description=RunOverrides.model_fields["launch"].description),
     }
 
