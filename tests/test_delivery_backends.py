@@ -71,12 +71,12 @@ def _lines(queue: LocalSocialQueue) -> list[dict]:
 
 def test_social_queue_is_idempotent_and_undo_removes_only_that_post(tmp_path: Path) -> None:
     queue = LocalSocialQueue("campaign_social", tmp_path)
-    first = queue.post(SocialPost(key="a", profiles=["x"], text="first", image_path="/img/a.png"))
+    first = queue.post(SocialPost(key="a", profiles=["x"], text="first", image_url="s3://campaign-assets/images/a.png"))
     again = queue.post(SocialPost(key="a", profiles=["x"], text="first"))
     other = queue.post(SocialPost(key="b", profiles=["x", "y"], text="second"))
     assert first.ref == again.ref == {"path": str(queue.queue), "key": "a"} and first.kind == "social_post"
     assert [r["key"] for r in _lines(queue)] == ["a", "b"]
-    assert _lines(queue)[0]["image_path"] == "/img/a.png" and _lines(queue)[0]["queued_at"]
+    assert _lines(queue)[0]["image_url"] == "s3://campaign-assets/images/a.png" and _lines(queue)[0]["queued_at"]
     assert queue.undo(first) is True
     assert queue.undo(first) is False
     assert [r["key"] for r in _lines(queue)] == ["b"]

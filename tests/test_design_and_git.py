@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends import git_repo
 from include.orchestrator.backends.git_repo import Git, GitBlog, GitReview, list_branches, read_file
 from include.orchestrator.backends.images import PillowDesign
@@ -35,6 +36,15 @@ def spec(
     )
 
 
+def design(folder: Path) -> PillowDesign:
+    """The Pillow backend on a file:// asset store in ``folder``."""
+    return PillowDesign("campaign_design", AssetStore("campaign_assets", folder.resolve().as_uri()))
+
+
+def read(image) -> bytes:
+    return Path(image.url.removeprefix("file://")).read_bytes()
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
 
@@ -46,40 +56,48 @@ def subjects(git_dir: Path, ref: str) -> list[str]:
 # --- images ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("channel", sorted(SIZES))
 def test_png_has_the_spec_size(tmp_path, channel):
-    image, effect = PillowDesign("campaign_design", tmp_path).render(spec(channel, key=f"launch-abc123-image-{channel}"))
-    with PILImage.open(image.path) as png:
+    image, effect = design(tmp_path).render(spec(channel, key=f"launch-abc123-image-{channel}"))
+    assert image.url == (tmp_path / "images" / f"launch-abc123-image-{channel}.png").resolve().as_uri()
+    with PILImage.open(image.url.removeprefix("file://")) as png:
         assert png.format == "PNG" and png.size == SIZES[channel] and (image.width, image.height) == SIZES[channel]
         assert png.getpixel((5, 5)) == (15, 23, 42)  # the background colour
         assert len(png.getcolors(maxcolors=1 << 16) or []) > 3  # text and accent were drawn
-    assert effect.kind == "file" and effect.backend == "pillow" and effect.ref == {"path": image.path, "sha256": image.sha256}
+    assert effect.kind == "stored_image" and effect.backend == "pillow" and effect.ref == {"url": image.url, "sha256": image.sha256}
+    assert "url" in image.model_dump() and "data" not in image.model_dump()  # XCom carries the URL, never the bytes
 
 
 def test_png_is_deterministic_overwritten_and_undoable(tmp_path):
-    design = PillowDesign("campaign_design", tmp_path)
-    image, effect = design.render(spec())
-    first = Path(image.path).read_bytes()
-    again, _ = design.render(spec())
-    assert Path(again.path).read_bytes() == first and again.sha256 == image.sha256
-    assert [p.name for p in tmp_path.iterdir()] == ["launch-abc123-image-email.png"]  # no duplicate, no temp file
-    other, _ = design.render(spec(headline="Another headline"))
-    assert other.sha256 != image.sha256 and other.path == image.path
-    assert design.undo(effect) is True and design.undo(effect) is False
+    backend = design(tmp_path)
+    image, effect = backend.render(spec())
+    first = read(image)
+    again, _ = backend.render(spec())
+    assert read(again) == first and again.sha256 == image.sha256
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["launch-abc123-image-email.png"]  # no duplicate, no temp file
+    other, _ = backend.render(spec(headline="Another headline"))
+    assert other.sha256 != image.sha256 and other.url == image.url
+    assert backend.undo(effect) is True and backend.undo(effect) is False
+    assert backend.undo(backend.plan(spec())) is False  # from the planned entry alone
 
 
 def test_design_refuses_unsafe_keys_and_foreign_files(tmp_path):
-    design = PillowDesign("campaign_design", tmp_path / "images")
+    backend = design(tmp_path / "assets")
     with pytest.raises(ValueError):
-        design.render(spec(key="../escape"))
+        backend.render(spec(key="../escape"))
     victim = tmp_path / "keep.png"
     victim.write_bytes(b"x")
-    with pytest.raises(ValueError):
-        design.undo(Effect(port="design", conn_id="c", backend="pillow", kind="file", key="k", ref={"path": str(victim), "sha256": ""}))
+    for url in (victim.as_uri(), (tmp_path / "assets" / "images" / ".." / ".." / "keep.png").as_uri()):
+        with pytest.raises(ValueError, match="not in the asset store"):
+            backend.undo(Effect(port="design", conn_id="c", backend="pillow", kind="stored_image", key="k", ref={"url": url}))
+    with pytest.raises(ValueError, match="before the asset store"):  # a ledger entry from before: a local path
+        backend.undo(Effect(port="design", conn_id="c", backend="pillow", kind="file", key="k", ref={"path": str(victim)}))
     assert victim.exists()
 
 
 # --- review branches -------------------------------------------------------------------------
 def bundle(tmp_path: Path, markdown: str = "# Review\n\n![email](launch-abc123-image-email.png)\n") -> ReviewBundle:
-    image, _ = PillowDesign("d", tmp_path / "img").render(spec())
+    backend = design(tmp_path / "img")
+    image, _ = backend.render(spec())
+    image = backend.store.read_image(image)
     return ReviewBundle(
         key="launch-abc123-review", campaign_slug="launch", title="Review Launch", markdown=markdown, images=[image]
     )
@@ -122,9 +140,13 @@ def test_review_undo_detaches_a_checkout_of_the_branch(tmp_path):
 
 def test_review_refuses_changed_images_and_foreign_folders(tmp_path):
     changed = bundle(tmp_path)
-    Path(changed.images[0].path).write_bytes(b"not the rendered image")
+    changed.images[0] = changed.images[0].model_copy(update={"data": b"not the rendered image"})
     with pytest.raises(ValueError, match="changed since it was rendered"):
         GitReview("campaign_review", tmp_path / "repo").open_review(changed)
+    unread = bundle(tmp_path)
+    unread.images[0] = unread.images[0].model_copy(update={"data": None})
+    with pytest.raises(ValueError, match="not read from the asset store"):
+        GitReview("campaign_review", tmp_path / "repo").open_review(unread)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "README.md").write_text("mine")
     with pytest.raises(git_repo.GitError, match="not a git repository"):

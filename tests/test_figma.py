@@ -16,6 +16,7 @@ from PIL import Image as PILImage
 from werkzeug import Response
 
 from include.orchestrator import connections
+from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends.figma import FigmaDesign
 from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.connections import ConnectionConfigError
@@ -45,13 +46,18 @@ def figma(server: FigmaDouble) -> FigmaDouble:
     return server
 
 
-def conn(double_url: str, folder: Path, token: str = "test-token", **extra) -> Connection:
-    settings = {"file_key": FILE_KEY, "components": CHANNELS, "path": str(folder), "allow_private_network": True, **extra}
+def conn(double_url: str, token: str = "test-token", **extra) -> Connection:
+    settings = {"file_key": FILE_KEY, "components": CHANNELS, "allow_private_network": True, **extra}
     return Connection(conn_id="campaign_design", conn_type="http", host=double_url, password=token, extra=json.dumps(settings))
 
 
+def store(folder: Path) -> AssetStore:
+    return AssetStore("campaign_assets", folder.resolve().as_uri())
+
+
 def design(double: FigmaDouble, folder: Path, **kwargs) -> FigmaDesign:
-    return FigmaDesign("campaign_design", conn(double.url, folder, **kwargs))
+    """The Figma backend storing its PNGs in a file:// asset store at ``folder`` (under ``images/``)."""
+    return FigmaDesign("campaign_design", conn(double.url, **kwargs), store(folder))
 
 
 def failure(call) -> ServiceError:
@@ -64,20 +70,20 @@ def failure(call) -> ServiceError:
 # --- happy path and idempotency ----------------------------------------------------------------
 def test_render_exports_the_channel_component_as_png(figma, tmp_path):
     image, effect = design(figma, tmp_path, scale=2).render(spec())
-    stored = Path(image.path)
-    assert stored == tmp_path / "launch-abc123-image-email.png"
+    stored = tmp_path / "images" / "launch-abc123-image-email.png"
+    assert image.url == stored.resolve().as_uri()
     with PILImage.open(stored) as png:
         assert png.format == "PNG" and png.size == (600, 200)  # the component's size times scale, not the spec's
         assert png.getpixel((599, 199)) == (15, 23, 42)
     assert (image.channel, image.width, image.height) == ("email", 600, 200)
     assert image.sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
-    assert (effect.port, effect.backend, effect.kind, effect.key) == ("design", "figma", "file", "launch-abc123-image-email")
-    assert effect.ref == {"path": str(stored), "file_key": FILE_KEY, "component": "Email header", "node_id": "1:1",
+    assert (effect.port, effect.backend, effect.kind, effect.key) == ("design", "figma", "stored_image", "launch-abc123-image-email")
+    assert effect.ref == {"url": image.url, "file_key": FILE_KEY, "component": "Email header", "node_id": "1:1",
                           "sha256": image.sha256}
     assert "test-token" not in effect.model_dump_json()
     assert figma.exports == [(FILE_KEY, "1:1", "png", "2")]
     assert figma.downloads == figma.issued_urls()
-    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+    assert not list(tmp_path.glob("images/.*.tmp"))  # written atomically, nothing left behind
     assert figma.problems == []
 
 
@@ -94,14 +100,15 @@ def test_a_retry_adopts_the_stored_png_without_calling_figma(figma, tmp_path):
     calls = len(figma.calls)
     again, adopted = design(figma, tmp_path).render(spec())  # a new try: a new process, a new instance
     assert len(figma.calls) == calls and len(figma.exports) == 1  # no second export
-    assert again == first and adopted.key == made.key and adopted.ref["path"] == made.ref["path"]
+    assert again == first and adopted.key == made.key and adopted.ref["url"] == made.ref["url"]
     assert adopted.ref["node_id"] is None and adopted.ref["sha256"] == first.sha256
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(list((tmp_path / "images").iterdir())) == 1
     assert figma.problems == []
 
 
 def test_a_broken_stored_file_is_exported_again(figma, tmp_path):
-    target = tmp_path / "launch-abc123-image-email.png"
+    target = tmp_path / "images" / "launch-abc123-image-email.png"
+    target.parent.mkdir()
     target.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     image, _ = design(figma, tmp_path).render(spec())
     assert len(figma.exports) == 1 and (image.width, image.height) == (300, 100)
@@ -118,8 +125,9 @@ def test_a_node_id_in_components_is_exported_without_a_lookup(figma, tmp_path):
     assert figma.problems == []
 
 
-def test_backend_for_builds_figma_from_an_http_connection(figma, tmp_path):
-    backend = connections.backend_for("design", "campaign_design", conn(figma.url, tmp_path))
+def test_backend_for_builds_figma_from_an_http_connection(figma, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_ASSETS", json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path)}}))
+    backend = connections.backend_for("design", "campaign_design", conn(figma.url))
     assert isinstance(backend, FigmaDesign)
     image, _ = backend.render(spec("social", key="launch-abc123-image-social"))
     assert (image.width, image.height) == (240, 135)
@@ -131,16 +139,16 @@ def test_plan_names_the_effect_without_any_io(figma, tmp_path):
     backend = design(figma, tmp_path / "pngs")
     planned = backend.plan(spec())
     assert figma.calls == [] and not (tmp_path / "pngs").exists()
-    assert planned.ref == {"path": str(tmp_path / "pngs" / "launch-abc123-image-email.png")}
+    assert planned.ref == {"url": (tmp_path / "pngs" / "images" / "launch-abc123-image-email.png").resolve().as_uri()}
     _, made = backend.render(spec())
     assert (planned.key, planned.kind, planned.port, planned.backend) == (made.key, made.kind, made.port, made.backend)
-    assert planned.ref["path"] == made.ref["path"] and backend.plan(spec()) == planned
+    assert planned.ref["url"] == made.ref["url"] and backend.plan(spec()) == planned
 
 
 def test_undo_removes_the_png_once(figma, tmp_path):
     backend = design(figma, tmp_path)
     image, made = backend.render(spec())
-    assert backend.undo(made) is True and not Path(image.path).exists()
+    assert backend.undo(made) is True and not (tmp_path / "images" / "launch-abc123-image-email.png").exists()
     assert backend.undo(made) is False
     assert figma.problems == []
 
@@ -148,7 +156,7 @@ def test_undo_removes_the_png_once(figma, tmp_path):
 def test_undo_from_the_planned_effect_alone(figma, tmp_path):
     image, _ = design(figma, tmp_path).render(spec())  # the task dies before the answer is recorded
     fresh = design(figma, tmp_path)  # compensation opens the backend again
-    assert fresh.undo(fresh.plan(spec())) is True and not Path(image.path).exists()
+    assert fresh.undo(fresh.plan(spec())) is True and not (tmp_path / "images" / "launch-abc123-image-email.png").exists()
     assert fresh.undo(fresh.plan(spec())) is False
 
 
@@ -158,13 +166,13 @@ def test_undo_when_never_made(figma, tmp_path):
     assert figma.calls == []
 
 
-def test_undo_refuses_a_path_outside_its_folder(figma, tmp_path):
+def test_undo_refuses_a_url_outside_its_store(figma, tmp_path):
     backend = design(figma, tmp_path / "pngs")
     outside = tmp_path / "other.png"
     outside.write_bytes(b"keep")
     planned = backend.plan(spec())
-    with pytest.raises(ValueError, match="outside"):
-        backend.undo(planned.model_copy(update={"ref": {"path": str(outside)}}))
+    with pytest.raises(ValueError, match="not in the asset store"):
+        backend.undo(planned.model_copy(update={"ref": {"url": outside.as_uri()}}))
     assert outside.exists()
 
 
@@ -220,7 +228,6 @@ def test_a_channel_without_a_component_is_a_configuration_error(figma, tmp_path)
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"path": ""}, "path"),
         ({"file_key": ""}, "file_key"),
         ({"file_key": "../etc"}, "file_key"),
         ({"components": {}}, "components"),
@@ -231,7 +238,7 @@ def test_a_channel_without_a_component_is_a_configuration_error(figma, tmp_path)
 )
 def test_bad_settings_name_the_field(tmp_path, extra, field):
     with pytest.raises(ConnectionConfigError, match=field):
-        FigmaDesign("campaign_design", conn("https://api.figma.com", tmp_path, **extra))
+        FigmaDesign("campaign_design", conn("https://api.figma.com", **extra), store(tmp_path))
 
 
 def test_rate_limited_with_retry_after_seconds_is_retryable(figma, tmp_path):
@@ -292,7 +299,7 @@ def test_connection_refused_is_retryable(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again below: nothing listens there
-    backend = FigmaDesign("campaign_design", conn(f"http://127.0.0.1:{port}", tmp_path))
+    backend = FigmaDesign("campaign_design", conn(f"http://127.0.0.1:{port}"), store(tmp_path))
     error = failure(lambda: backend.render(spec()))
     assert error.retryable is True and "connection failed" in str(error)
 
@@ -301,6 +308,6 @@ def test_a_timeout_is_retryable(tmp_path):
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        backend = FigmaDesign("campaign_design", conn(f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path, timeout=0.3))
+        backend = FigmaDesign("campaign_design", conn(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3), store(tmp_path))
         error = failure(lambda: backend.render(spec()))
     assert error.retryable is True and "no answer within 0.3 s" in str(error)

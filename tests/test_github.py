@@ -42,9 +42,9 @@ def github_conn(url: str, password: str = "test-token", conn_id: str = "campaign
 
 
 def png(tmp_path: Path, channel: str, fill: bytes = b"x") -> Image:
-    path = tmp_path / f"{channel}.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + fill * 64 + channel.encode())
-    return Image(channel=channel, path=str(path), width=1200, height=630, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    data = b"\x89PNG\r\n\x1a\n" + fill * 64 + channel.encode()  # as read from the asset store
+    return Image(channel=channel, url=f"s3://assets/images/{channel}.png", width=1200, height=630,
+                 sha256=hashlib.sha256(data).hexdigest(), data=data)
 
 
 def bundle(tmp_path: Path, markdown: str = "# Spring launch\n\nEmail: Ship faster.\n") -> ReviewBundle:
@@ -81,8 +81,8 @@ def test_open_review_commits_the_bundle_once_and_opens_a_pull_request(double: Gi
     assert history[0]["message"] == f"{b.title}\n\nReview bundle {b.key}"
     files = double.files(BRANCH)
     assert files[f"review/{b.key}/README.md"] == b.markdown.encode()
-    assert files[f"review/{b.key}/images/email.png"] == Path(b.images[0].path).read_bytes()
-    assert files[f"review/{b.key}/images/social.png"] == Path(b.images[1].path).read_bytes()
+    assert files[f"review/{b.key}/images/email.png"] == b.images[0].data
+    assert files[f"review/{b.key}/images/social.png"] == b.images[1].data
     [pull] = double.open_pulls()
     assert (pull["title"], pull["head"]["ref"], pull["base"]["ref"]) == (b.title, BRANCH, "main")
     assert f"review/{b.key}/README.md" in pull["body"]

@@ -29,9 +29,9 @@ RUNS = 20
 
 
 def _bundle(tmp_path: Path, n: int) -> ReviewBundle:
-    image = tmp_path / "email.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 64)
-    png = Image(channel="email", path=str(image), width=10, height=10, sha256=hashlib.sha256(image.read_bytes()).hexdigest())
+    data = b"\x89PNG\r\n\x1a\n" + b"x" * 64  # as read from the asset store
+    png = Image(channel="email", url="s3://assets/images/email.png", width=10, height=10, sha256=hashlib.sha256(data).hexdigest(),
+                data=data)
     return ReviewBundle(key=f"spring-launch-run{n:04d}-review", campaign_slug="spring-launch", title=f"Review run {n}",
                         markdown=f"# Run {n}\n", images=[png])
 

@@ -444,7 +444,8 @@ class Guarded:
     """A production backend whose every call goes through its service's breaker (``backend.service``).
 
     ``connections.open_backend`` hands these out, so steps, compensation and the review watcher all
-    go through the breakers; ``plan`` (no I/O) and attributes pass straight through.
+    go through the breakers; ``plan`` (no I/O), ``disk_id`` (not the service) and attributes pass
+    straight through.
     """
 
     def __init__(self, backend: Any, breakers: Breakers) -> None:
@@ -452,7 +453,7 @@ class Guarded:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._backend, name)
-        if name.startswith("_") or name == "plan" or not callable(attr):
+        if name.startswith("_") or name in ("plan", "disk_id") or not callable(attr):
             return attr
 
         def guarded(*args: Any, **kwargs: Any) -> Any:

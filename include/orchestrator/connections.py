@@ -75,9 +75,17 @@ def _writer_generic(conn_id: str, conn: Any) -> Any:
 
 
 def _design_fs(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.assets import open_assets
     from include.orchestrator.backends.images import PillowDesign
 
-    return PillowDesign(conn_id, _path(conn_id, conn))
+    return PillowDesign(conn_id, open_assets())
+
+
+def _design_figma(conn_id: str, conn: Any) -> Any:
+    from include.orchestrator.assets import open_assets
+    from include.orchestrator.backends.figma import FigmaDesign
+
+    return FigmaDesign(conn_id, conn, open_assets())
 
 
 def _review_fs(conn_id: str, conn: Any) -> Any:
@@ -149,8 +157,8 @@ BACKENDS: dict[str, dict[str, tuple[Factory, str]]] = {
         "http": (_service("llm", "ChatCompletionsWriter"), "any OpenAI-compatible v1/chat/completions API"),
     },
     "design": {
-        "fs": (_design_fs, "PNG images drawn with Pillow into extra.path"),
-        "http": (_service("figma", "FigmaDesign"), "Figma image export of named components (host https://api.figma.com)"),
+        "fs": (_design_fs, "PNG images drawn with Pillow, stored in the campaign_assets object store"),
+        "http": (_design_figma, "Figma image export of named components (host https://api.figma.com), stored in campaign_assets"),
     },
     "review": {
         "fs": (_review_fs, "review branches in the local git repository at extra.path"),

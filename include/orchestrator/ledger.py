@@ -109,6 +109,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _key(effect: Effect) -> str:
+    """An entry's key: the effect's, and for an effect on a local disk, the disk's too. A retry that ran
+    on another host's disk made a second copy, which is its own entry, undone (or reported) on its own."""
+    return f"{effect.key}@{effect.disk}" if effect.disk else effect.key
+
+
 @lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
     # NullPool: task processes are short-lived and forked; a pooled connection must not cross a fork.
@@ -183,7 +189,7 @@ class Ledger:
         now = _now()
         state = entries_table.c.state
         self._upsert(
-            {"dag_id": dag_id, "run_id": run_id, "port": effect.port, "conn_id": effect.conn_id, "key": effect.key,
+            {"dag_id": dag_id, "run_id": run_id, "port": effect.port, "conn_id": effect.conn_id, "key": _key(effect),
              "task_id": task_id, "map_index": map_index, "state": "planned", "effect": effect.model_dump_json(),
              "error": "", "attempts": 0, "created_at": now, "updated_at": now},
             {"state": case((state.in_(("undone", "absent")), "planned"), else_=state), "error": "", "updated_at": now},
@@ -195,7 +201,7 @@ class Ledger:
             conn.execute(
                 update(entries_table)
                 .where(t.dag_id == dag_id, t.run_id == run_id, t.port == effect.port, t.conn_id == effect.conn_id,
-                       t.key == effect.key, t.state == "planned")
+                       t.key == _key(effect), t.state == "planned")
                 .values(**values, updated_at=_now())
             )
 
@@ -212,7 +218,7 @@ class Ledger:
         """The call returned: keep its answer (a commit id, a message id) for the undo."""
         now = _now()
         self._upsert(
-            {"dag_id": dag_id, "run_id": run_id, "port": effect.port, "conn_id": effect.conn_id, "key": effect.key,
+            {"dag_id": dag_id, "run_id": run_id, "port": effect.port, "conn_id": effect.conn_id, "key": _key(effect),
              "task_id": task_id, "map_index": map_index, "state": "made", "effect": effect.model_dump_json(),
              "error": "", "attempts": 0, "created_at": now, "updated_at": now},
             {"state": "made", "effect": effect.model_dump_json(), "error": "", "updated_at": now},

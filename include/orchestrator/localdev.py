@@ -256,7 +256,7 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         print("\nWhere everything is:")
         for conn_id, label in (
             ("campaign_memory", "memory (Qdrant on disk)"),
-            ("campaign_design", "images (PNG)"),
+            ("campaign_assets", "asset store (images, PNG, under images/)"),
             ("campaign_review", "review repository (git, branch review/...)"),
             ("campaign_notify", "notifications outbox"),
             ("campaign_social", "social queue"),

@@ -16,6 +16,7 @@ leaves a record from which ``undo`` can find it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,9 @@ class Effect(BaseModel):
     ref: dict[str, Any]
     undoable: bool = True
     summary: str = ""
+    # Where a local backend made it: the disk's id (``OnDisk``); empty when every host sees it. Set
+    # by the saga's recorder, so that compensation on a host without that disk never calls it absent.
+    disk: str = ""
 
 
 class Recollection(BaseModel):
@@ -112,11 +116,24 @@ class ImageSpec(BaseModel):
 
 
 class Image(BaseModel):
+    """A rendered image, stored in the asset store (``assets.py``) under ``url``: tasks of a run may
+    run on hosts that share no disk, so an image travels by URL, never by local path."""
+
     channel: str
-    path: str
+    url: str
     width: int
     height: int
     sha256: str
+    data: bytes | None = Field(default=None, exclude=True, repr=False)  # the bytes, once read; never in XCom
+
+
+def checked_bytes(image: Image) -> bytes:
+    """The bytes read with the image (``assets.AssetStore.read_image``), still the ones rendered."""
+    if image.data is None:
+        raise ValueError(f"image {image.url}: its bytes were not read from the asset store")
+    if hashlib.sha256(image.data).hexdigest() != image.sha256:  # a reviewer must see what was rendered
+        raise ValueError(f"image {image.url} changed since it was rendered (sha256 differs)")
+    return image.data
 
 
 class ReviewBundle(BaseModel):
@@ -152,7 +169,7 @@ class SocialPost(BaseModel):
     key: str
     profiles: list[str]
     text: str
-    image_path: str = ""
+    image_url: str = ""  # the post's image in the asset store
 
 
 class BlogPost(BaseModel):

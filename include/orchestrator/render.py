@@ -29,6 +29,7 @@ from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 from include.orchestrator import approval as gate_rules
 from include.orchestrator import saga
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.assets import open_assets
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
@@ -151,6 +152,7 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
         item=item,
         scheduled_for=run.logical_date if run.run_type in SCHEDULED_RUN_TYPES else None,
         claim_launch=recorder.claim,
+        open_assets=open_assets,
     )
     return ctx
 

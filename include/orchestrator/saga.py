@@ -43,6 +43,12 @@ def channel_task(channel: str) -> str:
 
 
 # --- recording -------------------------------------------------------------------------------
+def disk_of(backend: Any) -> str:
+    """The local disk a backend keeps its effects on (``OnDisk.disk_id``); empty when every host sees them."""
+    disk_id = getattr(backend, "disk_id", None)
+    return disk_id() if callable(disk_id) else ""
+
+
 class Journaled:
     """A backend whose changing call is written to the ledger before and after it runs."""
 
@@ -55,7 +61,8 @@ class Journaled:
             return attr
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
-            planned = self._backend.plan(*args, **kwargs)
+            disk = disk_of(self._backend)
+            planned = self._backend.plan(*args, **kwargs).model_copy(update={"disk": disk})
             self._recorder.write("planned", planned)
             try:
                 result = attr(*args, **kwargs)
@@ -68,10 +75,23 @@ class Journaled:
                 self._recorder.write("call_failed", planned, f"{type(exc).__name__}: {exc}")
                 raise
             made = result if isinstance(result, Effect) else next(r for r in result if isinstance(r, Effect))
-            self._recorder.write("made", made)
+            self._recorder.write("made", made.model_copy(update={"disk": disk}))
             return result
 
         return recorded
+
+
+class NotVisibleHere(Exception):
+    """The effect lives on a local disk this worker does not have: from here it can be neither removed
+    nor proved gone, so it stays open (a retry may run where the disk is) and is reported as left."""
+
+    def __init__(self, effect: Effect, here: str) -> None:
+        host = effect.disk.partition("/")[0]
+        super().__init__(
+            f"made on the local disk {effect.disk} (host {host}), which this worker does not see "
+            f"({'its disk is ' + here if here else 'its backend keeps nothing on a local disk'}); "
+            f"remove it there by hand, or clear compensation.undo so that it runs on that host"
+        )
 
 
 class LaunchTaken(ValueError):
@@ -165,7 +185,10 @@ def compensate(ledger: Ledger, dag_id: str, run_id: str, open_backend: Callable[
             log.info("nothing to undo for %s %s: its call failed (%s)", effect.kind, effect.key, entry.error)
             continue
         try:
-            removed = open_backend(effect.port, effect.conn_id).undo(effect)
+            backend = open_backend(effect.port, effect.conn_id)
+            if effect.disk and (here := disk_of(backend)) != effect.disk:
+                raise NotVisibleHere(effect, here)
+            removed = backend.undo(effect)
         except Exception as exc:
             if getattr(exc, "irrevocable", False):  # out for good (a scheduled email already sent): report, never retry
                 ledger.settle(entry, "kept", f"{type(exc).__name__}: {exc}")

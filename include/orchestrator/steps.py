@@ -60,6 +60,7 @@ class StepContext:
     item: str | None = None
     scheduled_for: datetime | None = None  # the logical date of a scheduled or backfill run
     claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise saga.LaunchTaken
+    open_assets: Callable[[], Any] = lambda: None  # the asset store (``assets.AssetStore``) images are read from
 
     @cached_property  # one XCom pull per task, however often a step reads it
     def plan(self) -> RunPlan:
@@ -200,7 +201,14 @@ def render_image(ctx: StepContext) -> StepOutput:
 
 # --- review ----------------------------------------------------------------------------------
 def _images(ctx: StepContext) -> list[Image]:
+    """The run's rendered images (by URL, as XCom carries them)."""
     return [Image.model_validate(i) for i in ctx.pull("design.render_image") or [] if i]
+
+
+def _with_bytes(ctx: StepContext, images: list[Image]) -> list[Image]:
+    """The images with their bytes, read from the asset store wherever this task runs."""
+    store = ctx.open_assets() if images else None
+    return [store.read_image(i) for i in images]
 
 
 def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[Image]) -> str:
@@ -222,7 +230,7 @@ def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[
         parts += ["## Social posts", *(fenced(p) for p in copy.social_posts)]
     if "blog" in plan.channels:
         parts += ["## Blog post", fenced(copy.blog_title), fenced(copy.blog_body)]
-    parts += ["## Images", *(f"![{i.channel}]({i.path.rsplit('/', 1)[-1]})" for i in images)]
+    parts += ["## Images", *(f"![{i.channel}]({i.url.rsplit('/', 1)[-1]})" for i in images)]
     parts.append(f"_Written by: {copy.writer}_")
     return "\n\n".join(parts) + "\n"
 
@@ -230,7 +238,7 @@ def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[
 @step
 def open_review(ctx: StepContext) -> StepOutput:
     plan, copy = ctx.plan, Copy.model_validate(ctx.pull("content.write_copy"))
-    images = _images(ctx)
+    images = _with_bytes(ctx, _images(ctx))
     bundle = ReviewBundle(
         key=plan.key("review"),
         campaign_slug=plan.slug,
@@ -278,9 +286,9 @@ def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
 def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
     settings = ctx.campaign.channels.social
     assert settings is not None
-    image = next((i.path for i in _images(ctx) if i.channel == "social"), "")
+    image = next((i.url for i in _images(ctx) if i.channel == "social"), "")
     post = SocialPost(
-        key=ctx.plan.key("social"), profiles=list(settings.profiles), text=copy.social_posts[0][: settings.max_length], image_path=image
+        key=ctx.plan.key("social"), profiles=list(settings.profiles), text=copy.social_posts[0][: settings.max_length], image_url=image
     )
     return ctx.open_port("social").post(post)
 

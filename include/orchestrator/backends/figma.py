@@ -1,4 +1,4 @@
-"""Design port, Figma backend: export a named Figma component per channel as a PNG into a folder.
+"""Design port, Figma backend: export a named Figma component per channel as a PNG into the asset store.
 
 The design lives in Figma: a designer keeps one component per channel (email, social, blog) in a
 file, and this backend exports it as it is. The spec's headline, subline and colours do NOT change
@@ -17,36 +17,35 @@ https://developers.figma.com/docs/rest-api/rate-limits):
   {node_id: url}}``; a ``null`` URL means the render failed;
 - the URL itself (an S3 object, expiring), downloaded at once WITHOUT the Figma token, through the
   SSRF guard of :mod:`include.orchestrator.netguard` (private and metadata addresses refused unless
-  the connection sets ``allow_private_network``), checked to be a PNG, written atomically to
-  ``<path>/<spec.key>.png``.
+  the connection sets ``allow_private_network``), checked to be a PNG, stored in the asset store
+  (``assets.py``) as ``images/<spec.key>.png``.
 
 Errors answer ``{"status": 403, "err": "Invalid token"}`` (or ``{"error": true, "status": 404,
 "message": ...}`` on the components endpoint); 429 carries ``Retry-After`` and the
 ``X-Figma-Plan-Tier`` / ``X-Figma-Rate-Limit-Type`` headers, which the error text repeats.
 
-Idempotency: the file name is the spec's key (per run and channel). A valid PNG already stored
+Idempotency: the object's name is the spec's key (per run and channel). A valid PNG already stored
 under it is adopted without calling Figma: a retry after a crash does not export again, while a
 new run (a new key) exports the component as it is then. Figma is only read, so undo deletes the
 stored PNG, which works from the planned effect alone.
 
 Connection (type ``http``): host ``https://api.figma.com``, password = a personal access token
 (sent as ``X-Figma-Token``), extra ``file_key``, ``components`` ({"email": "<component name>",
-...}), ``path`` (the PNG folder, relative to ``$AIRFLOW_HOME`` unless absolute, as for ``fs``
-connections), ``scale`` (0.01..4, default 1), ``allow_private_network`` (tests only).
+...}), ``scale`` (0.01..4, default 1), ``allow_private_network`` (tests only). The PNGs go to the
+asset store of the ``campaign_assets`` connection, where every worker reads them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from include.orchestrator.backends.folder import FolderBackend, write_atomic
+from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends.http_api import Credentials, HttpApi, ServiceError, error_text, retry_after_seconds
-from include.orchestrator.connections import ConnectionConfigError, _flag, _path
+from include.orchestrator.backends.images import StoredImages
+from include.orchestrator.connections import ConnectionConfigError, _flag
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
 SERVICE = "figma"
@@ -91,19 +90,16 @@ def png_size(data: bytes) -> tuple[int, int]:
     return size
 
 
-class FigmaDesign(FolderBackend):
+class FigmaDesign(StoredImages):
     """Implements the design port with Figma image exports of one named component per channel."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
-    port, backend, kind = "design", "figma", "file"
+    backend = "figma"
 
-    def __init__(self, conn_id: str, conn: Any) -> None:
+    def __init__(self, conn_id: str, conn: Any, store: AssetStore) -> None:
         self.api = HttpApi(SERVICE, conn_id, conn, credentials=FIGMA_TOKEN, describe=describe)
-        if not conn.extra_dejson.get("path"):
-            # connections._path falls back to the host, which here is the API's URL: require the extra.
-            raise ConnectionConfigError(f"connection {conn_id!r} ({SERVICE}) needs the extra 'path': the folder for the PNGs")
-        super().__init__(conn_id, _path(conn_id, conn))
+        super().__init__(conn_id, store)
         self.file_key = str(self.api.setting("file_key", required=True))
         if not _FILE_KEY.match(self.file_key):
             raise ConnectionConfigError(f"connection {conn_id!r} ({SERVICE}): file_key {self.file_key!r} is not a Figma file key")
@@ -127,12 +123,10 @@ class FigmaDesign(FolderBackend):
 
     # --- the port ------------------------------------------------------------------------------
     def plan(self, spec: ImageSpec) -> Effect:
-        target = self._file(spec.key, ".png")
-        return self._effect(spec.key, {"path": str(target)}, f"{spec.channel} image from Figma file {self.file_key} at {target}")
+        return self._planned(spec, f"{spec.channel} image from Figma file {self.file_key}")
 
     def render(self, spec: ImageSpec) -> tuple[Image, Effect]:
         effect = self.plan(spec)
-        target = Path(effect.ref["path"])
         name = self.components.get(spec.channel)
         if not name:
             raise ConnectionConfigError(
@@ -140,7 +134,7 @@ class FigmaDesign(FolderBackend):
                 f"(it has: {', '.join(sorted(self.components)) or 'none'})"
             )
         node_id: str | None = None
-        stored = self._stored(target)
+        stored = self._adoptable(effect.ref["url"])
         if stored is None:  # nothing valid stored under this key yet: export now
             node_id = self._node_id(name)
             data = self._download(self._export(node_id), f"download the export of {name!r}")
@@ -148,23 +142,20 @@ class FigmaDesign(FolderBackend):
                 width, height = png_size(data)
             except ValueError as exc:
                 raise ServiceError(SERVICE, f"export {name!r}", f"the downloaded file is not a PNG: {exc}") from None
-            write_atomic(target, data)
         else:
             data, (width, height) = stored
-        digest = hashlib.sha256(data).hexdigest()
-        image = Image(channel=spec.channel, path=str(target), width=width, height=height, sha256=digest)
+        image, effect = self._stored(spec, effect, data, width, height)
         # node_id is None when a PNG stored by an earlier try was adopted (no Figma call was made).
-        ref = {**effect.ref, "file_key": self.file_key, "component": name, "node_id": node_id, "sha256": digest}
+        ref = {**effect.ref, "file_key": self.file_key, "component": name, "node_id": node_id}
         return image, effect.model_copy(update={"ref": ref, "summary": f"{effect.summary} ({width}x{height})"})
 
     # --- Figma calls -------------------------------------------------------------------------------
-    @staticmethod
-    def _stored(target: Path) -> tuple[bytes, tuple[int, int]] | None:
+    def _adoptable(self, url: str) -> tuple[bytes, tuple[int, int]] | None:
         """The PNG an earlier try stored under this key and its size, if it is complete and valid."""
+        data = self.store.get(url)
         try:
-            data = target.read_bytes()
-            return data, png_size(data)
-        except (FileNotFoundError, ValueError):
+            return (data, png_size(data)) if data is not None else None
+        except ValueError:
             return None
 
     def _node_id(self, name: str) -> str:

@@ -1,7 +1,7 @@
 """The shared base of the folder backends: one file per effect under a deterministic name.
 
 Writing is atomic (readers see the old file or the new one) and undo deletes the file, a no-op
-when it is already gone. Used by the outbox, design and dashboard backends.
+when it is already gone. Used by the outbox and dashboard backends.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,9 +51,51 @@ def json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-class FolderBackend:
+class OnDisk:
+    """A backend whose state lives in a folder on a local disk.
+
+    Only processes that see that disk see its effects. Workers on hosts that share no disk (Celery
+    or Kubernetes) do not, so every effect such a backend makes is stamped with the disk's id
+    (``Effect.disk``), and compensation running where that disk is not mounted leaves the effect
+    open and reports it as left, never as absent (``saga.compensate``). ``needs`` says, in one
+    place per backend, what a deployment must give it: ``"one host"`` (file locks or an embedded
+    database that hosts cannot share over a network disk) or ``"a shared disk"`` (plain files
+    written atomically, which any host mounting the same disk sees). README, "Scaling out".
+    """
+
+    needs: ClassVar[str]
+    path: Path
+
+    def disk_id(self) -> str:
+        return self.disk_of(self.path)
+
+    @staticmethod
+    def disk_of(folder: Path) -> str:
+        """``<host>/<id>``: the id of the disk holding ``folder``, kept in a marker file made on first use.
+        The same folder seen from two hosts that share the disk gives the same id; two disks mounted
+        at the same path on two hosts give two."""
+        folder = Path(folder)  # the marker sits beside the folder: some (a bare git repository) must hold nothing else
+        marker = folder.with_name(f".{folder.name}.disk-id")
+        try:
+            return marker.read_text().strip()
+        except FileNotFoundError:
+            pass
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        made = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
+        made.write_text(f"{socket.gethostname()}/{uuid.uuid4().hex[:12]}\n")
+        try:  # a hard link appears whole or not at all: two processes making it at once agree on the first
+            os.link(made, marker)
+        except FileExistsError:
+            pass
+        finally:
+            made.unlink()
+        return marker.read_text().strip()
+
+
+class FolderBackend(OnDisk):
     """Base of the folder backends: one file per effect, named after its key, under ``path``."""
 
+    needs: ClassVar[str] = "a shared disk"
     port: ClassVar[str]
     backend: ClassVar[str]
     kind: ClassVar[str]

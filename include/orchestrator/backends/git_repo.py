@@ -16,7 +16,6 @@ by an ``fcntl`` lock file beside it; ref updates also carry the expected old val
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -26,7 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from include.orchestrator.ports import BlogPost, Effect, ReviewBundle
+from include.orchestrator.backends.folder import OnDisk
+from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,10 @@ def read_file(remote: Path, branch: str, path: str) -> str | None:
     return None if data is None else data.decode()
 
 
-class GitReview:
+class GitReview(OnDisk):
     """Review port: the bundle committed on ``review/<key>`` of a local (non-bare) repository."""
+
+    needs = "one host"  # file locks (fcntl) that hosts sharing a network disk cannot rely on
 
     def __init__(self, conn_id: str, path: Path) -> None:
         self.conn_id, self.path = conn_id, Path(path)
@@ -196,9 +198,7 @@ class GitReview:
     def _files(self, bundle: ReviewBundle, folder: str) -> dict[str, bytes]:
         files = {f"{folder}/README.md": bundle.markdown.encode()}
         for image in bundle.images:
-            name, data = safe_path(Path(image.path).name), Path(image.path).read_bytes()
-            if hashlib.sha256(data).hexdigest() != image.sha256:  # a reviewer must see what was rendered
-                raise ValueError(f"image {image.path} changed since it was rendered (sha256 differs)")
+            name, data = safe_path(image.url.rsplit("/", 1)[-1]), checked_bytes(image)
             if f"{folder}/{name}" in files:
                 raise ValueError(f"two files of review {bundle.key!r} are both named {name!r}")
             files[f"{folder}/{name}"] = data
@@ -238,8 +238,10 @@ class GitReview:
         return True
 
 
-class GitBlog:
+class GitBlog(OnDisk):
     """Blog port: posts committed in a private clone and pushed to a bare remote repository."""
+
+    needs = "one host"  # file locks (fcntl) that hosts sharing a network disk cannot rely on
 
     def __init__(self, conn_id: str, path: Path, branch: str = "main") -> None:
         self.conn_id, self.remote, self.branch = conn_id, Path(path), safe_branch(branch)

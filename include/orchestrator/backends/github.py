@@ -46,7 +46,7 @@ from pydantic import BaseModel
 from include.orchestrator.backends.git_repo import safe_name, safe_path
 from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
 from include.orchestrator.connections import ConnectionConfigError
-from include.orchestrator.ports import BlogPost, Effect, ReviewBundle
+from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
 log = logging.getLogger(__name__)
 
@@ -283,15 +283,11 @@ class GithubReview:
         self.conn_id, self.api = conn_id, GithubApi(conn_id, conn)
 
     def _files(self, bundle: ReviewBundle) -> dict[str, bytes]:
-        from pathlib import Path
-
         folder = f"review/{safe_name(bundle.key, 'review key')}"
         files = {f"{folder}/README.md": bundle.markdown.encode()}
         for image in bundle.images:
             path = f"{folder}/images/{safe_name(image.channel, 'image channel')}.png"
-            data = Path(image.path).read_bytes()
-            if hashlib.sha256(data).hexdigest() != image.sha256:  # a reviewer must see what was rendered
-                raise ValueError(f"image {image.path} changed since it was rendered (sha256 differs)")
+            data = checked_bytes(image)
             if path in files:
                 raise ValueError(f"review {bundle.key!r} has two images for channel {image.channel!r}")
             files[path] = data

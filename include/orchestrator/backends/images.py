@@ -1,9 +1,9 @@
-"""Design port, local backend: channel images drawn with Pillow into a folder.
+"""Design port, local backend: channel images drawn with Pillow, kept in the asset store.
 
 Each spec becomes one headline card: brand background, the headline wrapped and sized to fit,
 the subline under it and an accent bar. The same spec always gives the same bytes (Pillow
-writes no timestamps into a PNG) and the file is named after the spec's deterministic key, so a
-retry overwrites the same file instead of adding another. Sizes come from the caller's spec.
+writes no timestamps into a PNG) and the object is named after the spec's deterministic key, so a
+retry overwrites the same object instead of adding another. Sizes come from the caller's spec.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from include.orchestrator.backends.folder import FolderBackend, write_atomic
+from include.orchestrator.assets import AssetStore
+from include.orchestrator.backends.folder import checked_key
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
 _MIN_SIDE, _MAX_SIDE = 64, 8192  # below: nothing legible fits; above: a typo, not a banner
@@ -83,18 +83,47 @@ def draw_png(spec: ImageSpec) -> bytes:
     return out.getvalue()
 
 
-class PillowDesign(FolderBackend):
-    """Implements the design port: one PNG per spec under ``path``."""
+class StoredImages:
+    """The part of a design backend that keeps images in the asset store, one object per spec key."""
 
-    port, backend, kind = "design", "pillow", "file"
+    port, kind = "design", "stored_image"
+    backend: str
+
+    def __init__(self, conn_id: str, store: AssetStore) -> None:
+        self.conn_id, self.store = conn_id, store
+
+    def disk_id(self) -> str:
+        return self.store.disk_id()
+
+    @staticmethod
+    def name_of(spec: ImageSpec) -> str:
+        return f"images/{checked_key(spec.key)}.png"
+
+    def _planned(self, spec: ImageSpec, summary: str) -> Effect:
+        url = self.store.url_of(self.name_of(spec))
+        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=spec.key,
+                      ref={"url": url}, summary=f"{summary} at {url}")
+
+    def _stored(self, spec: ImageSpec, effect: Effect, data: bytes, width: int, height: int) -> tuple[Image, Effect]:
+        """Store ``data`` under the spec's name (the same object on every try) and describe it."""
+        url, digest = self.store.put(self.name_of(spec), data), hashlib.sha256(data).hexdigest()
+        image = Image(channel=spec.channel, url=url, width=width, height=height, sha256=digest)
+        return image, effect.model_copy(update={"ref": {**effect.ref, "sha256": digest}})
+
+    def undo(self, effect: Effect) -> bool:
+        url = effect.ref.get("url")
+        if not url:  # an entry written before images moved to the asset store: it names a local path
+            raise ValueError(f"{effect.key}: recorded before the asset store ({effect.ref}); remove it by hand")
+        return self.store.delete(url)
+
+
+class PillowDesign(StoredImages):
+    """Implements the design port: one PNG per spec, drawn here, stored in the asset store."""
+
+    backend = "pillow"
 
     def plan(self, spec: ImageSpec) -> Effect:
-        target = self._file(spec.key, ".png")
-        return self._effect(spec.key, {"path": str(target)}, f"{spec.channel} image {spec.width}x{spec.height} at {target}")
+        return self._planned(spec, f"{spec.channel} image {spec.width}x{spec.height}")
 
     def render(self, spec: ImageSpec) -> tuple[Image, Effect]:
-        effect, data = self.plan(spec), draw_png(spec)
-        write_atomic(Path(effect.ref["path"]), data)
-        digest = hashlib.sha256(data).hexdigest()
-        image = Image(channel=spec.channel, path=effect.ref["path"], width=spec.width, height=spec.height, sha256=digest)
-        return image, effect.model_copy(update={"ref": {**effect.ref, "sha256": digest}})
+        return self._stored(spec, self.plan(spec), draw_png(spec), spec.width, spec.height)

@@ -45,6 +45,7 @@ import yaml
 from qdrant_client import QdrantClient, models
 
 from include.orchestrator import embeddings
+from include.orchestrator.backends.folder import OnDisk
 from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Effect, Recollection
 
@@ -199,8 +200,10 @@ class _QdrantMemory:
         return self.remember_many(namespace, items)
 
 
-class LocalQdrantMemory(_QdrantMemory):
+class LocalQdrantMemory(OnDisk, _QdrantMemory):
     """Implements the memory port with an on-disk Qdrant store at ``path``."""
+
+    needs = "one host"  # Qdrant local mode: an embedded database under a file lock, not for hosts sharing a network disk
 
     backend = BACKEND
 

@@ -87,6 +87,7 @@ class LocalSocialQueue(FolderBackend):
     """
 
     port, backend, kind = "social", "local_queue", "social_post"
+    needs = "one host"  # one file appended under an fcntl lock, which hosts sharing a network disk cannot rely on
 
     @property
     def queue(self) -> Path:
@@ -116,7 +117,7 @@ class LocalSocialQueue(FolderBackend):
             queued = any(self._key_of(line) == post.key for line in lines)
             if not queued:
                 record = {"key": post.key, "profiles": post.profiles, "text": post.text,
-                          "image_path": post.image_path, "queued_at": now_iso()}
+                          "image_url": post.image_url, "queued_at": now_iso()}
                 with open(self.queue, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     f.flush()
