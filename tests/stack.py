@@ -46,6 +46,9 @@ def free_port() -> int:
 
 
 class AirflowStack:
+    # The processes ``start`` runs (subclasses add theirs, e.g. the triggerer of tests/cluster.py).
+    COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
+
     def __init__(self, home: Path, env: dict[str, str] | None = None, db_url: str | None = None, parallelism: int = 8) -> None:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,7 +88,7 @@ class AirflowStack:
         from include.orchestrator.localdev import import_pools
 
         import_pools(self.env)
-        for name in ("api-server", "scheduler", "dag-processor"):
+        for name in self.COMPONENTS:
             log = (self.home / f"{name}.log").open("w")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "airflow", name],
