@@ -37,7 +37,7 @@ def test_whole_campaign_runs_every_phase_for_real(world):
     scraped = [r["value"]["result"] for r in rows if r["task"].startswith("research.scrape_competitor")]
     assert {h for page in scraped for h in page["headlines"]} >= {"Know when your data pipelines break", "Column-level lineage in minutes"}
     # design: a real PNG per channel
-    pngs = sorted((data / "images").glob("*.png"))
+    pngs = sorted((data / "assets" / "images").glob("*.png"))
     assert len(pngs) == 3 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
     # review: a branch in the review repository, a notification in the outbox
     assert "review/spring-launch-" in git("-C", str(data / "review-repo"), "branch", "--list")

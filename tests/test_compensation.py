@@ -183,7 +183,7 @@ def test_an_undo_that_keeps_failing_is_named_in_the_report_and_the_alert(tmp_pat
 
         def blocked_image(ledger, dag_id, run_id, open_backend):
             # Someone replaced the blog image by a folder: unlinking it fails, for real.
-            for image in (world["data"] / "images").glob("*-image-blog.png"):
+            for image in (world["data"] / "assets" / "images").glob("*-image-blog.png"):
                 image.unlink()
                 (image / "kept").mkdir(parents=True)
             return undo(ledger, dag_id, run_id, open_backend)

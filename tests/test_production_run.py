@@ -26,6 +26,7 @@ from tests.doubles.figma import FigmaDouble
 from tests.doubles.notion import NotionDouble
 from tests.doubles.openai_compat import OpenAICompatDouble
 from tests.doubles.qdrant_server import QdrantServerDouble
+from tests.s3_server import S3Server
 from tests.worlds import (
     TOKEN,
     campaign_world,
@@ -65,18 +66,20 @@ def production_world(root: Path) -> Iterator[dict[str, Any]]:
         source = notion.add_data_source()
         notion.add_page(source, "Data pipeline observability interviews",
                         ["Teams learn about broken pipelines from their stakeholders.", "Freshness alerts matter most."])
-        images = world["data"] / "figma-images"
+        s3 = stack.enter_context(S3Server())
+        bucket = s3.new_bucket()
 
         world["conns"].update({
             "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
             "campaign_notes": http_connection(notion.url, data_source_id=source),
             "campaign_writer": http_connection(llm.base_url, model="gpt-4o-mini"),
-            "campaign_design": http_connection(figma.url, file_key=FIGMA_FILE, components=COMPONENTS, path=str(images),
+            "campaign_design": http_connection(figma.url, file_key=FIGMA_FILE, components=COMPONENTS,
                                                allow_private_network=True),
+            "campaign_assets": s3.connection(bucket),  # object storage over real HTTP (moto in server mode)
             **delivery_connections(services),
         })
         world["services"] = {**services, "figma": figma, "notion": notion, "llm": llm, "qdrant": qdrant}
-        world["figma images"] = images
+        world["images"] = lambda: [key.rsplit("/", 1)[-1] for key in s3.objects(bucket)]
         yield world
 
 
@@ -93,7 +96,7 @@ def live(world: dict[str, Any], key: str) -> dict[str, list[str]]:
         "single sends": [x["name"] for x in s["sendgrid"].single_sends() if key in x["name"]],
         "contact lists": [x["name"] for x in s["sendgrid"].lists() if key in x["name"]],
         "queued posts": [p["id"] for p in s["buffer"].queued_posts()],
-        "images": sorted(p.name for p in world["figma images"].glob("*.png") if key in p.name),
+        "images": sorted(name for name in world["images"]() if key in name),
         "dashboards": [uid for uid in s["grafana"].dashboards() if key in uid],
         "memory points": [k for k in s["qdrant"].point_keys() if key in k],
     }

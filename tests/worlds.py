@@ -136,7 +136,7 @@ def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[
     posts = _git("--git-dir", str(data / "blog.git"), "ls-tree", "-r", "--name-only", "main")
     return {
         "memory points": points(),
-        "images": files("images", "*.png"),
+        "images": files("assets/images", "*.png"),
         "notifications": files("notifications", "*.json"),
         "review branches": [b for b in _git("-C", str(data / "review-repo"), "branch", "--format=%(refname:short)")
                             if b != "main" and mine(b)],

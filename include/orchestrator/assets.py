@@ -4,8 +4,13 @@ The tasks of one run may run on different hosts that share no disk (Celery or Ku
 workers), so nothing travels between tasks as a local path: the design step stores each PNG here
 and passes its URL; the review, the social post (and any later reader) fetch it by that URL.
 
-The store is Airflow's own object-storage abstraction (``ObjectStoragePath``, fsspec underneath),
-configured by the connection ``campaign_assets``:
+The store is Airflow's own object-storage layer: the fsspec filesystem that ``airflow.sdk.io.get_fs``
+builds for a URL scheme from the providers' registrations and an Airflow connection (what
+``ObjectStoragePath`` uses underneath). We take the filesystem from it directly, one per store,
+rather than through ``ObjectStoragePath``, whose filesystems are cached per process by scheme and
+connection id (a process would keep using a changed connection's old endpoint and credentials,
+seen in the tests) and which falls back to an unauthenticated filesystem, logged at debug level
+only, when the connection cannot be used. Configured by the connection ``campaign_assets``:
 
 - type ``fs``: a folder (extra ``path``, under ``$AIRFLOW_HOME`` unless absolute), read as
   ``file://``. Only one host, or hosts sharing that disk, see it (the embedded default).
@@ -46,48 +51,49 @@ class AssetStore:
         return f"AssetStore({self.conn_id!r}, {self.root_url!r})"
 
     @cached_property
-    def root(self) -> Any:
-        from airflow.sdk import ObjectStoragePath
+    def fs(self) -> Any:
+        from airflow.sdk.io import get_fs
 
-        return ObjectStoragePath(self.root_url, conn_id=self._storage_conn_id)
+        return get_fs(self.root_url.partition("://")[0], self._storage_conn_id)
 
     def url_of(self, name: str) -> str:
         return f"{self.root_url}/{name}"
 
-    def _path_of(self, url: str) -> Any:
-        """The object a URL names, refusing anything outside this store (URLs come from XCom and the ledger)."""
+    def _checked(self, url: str) -> str:
+        """``url`` if it names an object of this store; refused otherwise (URLs come from XCom and the ledger)."""
         if not url.startswith(self.root_url + "/") or ".." in url[len(self.root_url):].split("/"):
             raise ValueError(f"{url!r} is not in the asset store {self.root_url} (connection {self.conn_id!r})")
-        return self.root / url[len(self.root_url) + 1:]
+        return url
+
+    def _local(self, url: str) -> Path:
+        return Path(url.removeprefix("file://"))
 
     def disk_id(self) -> str:
         """The disk a file:// store lives on (see ``OnDisk``); empty for object storage every host sees."""
-        return OnDisk.disk_of(Path(self.root.path)) if self.local else ""
+        return OnDisk.disk_of(self._local(self.root_url)) if self.local else ""
 
     def put(self, name: str, data: bytes) -> str:
-        url = self.url_of(name)
+        url = self._checked(self.url_of(name))
         if self.local:  # readers on this disk see the old file or the new one, never half of one
-            write_atomic(Path(self._path_of(url).path), data)
+            write_atomic(self._local(url), data)
         else:  # an object store's PUT is atomic already
-            self._path_of(url).write_bytes(data)
+            self.fs.pipe_file(url, data)
         return url
 
     def get(self, url: str) -> bytes | None:
         """The bytes stored under ``url``; None if nothing is."""
-        path = self._path_of(url)
         try:
-            return path.read_bytes()
+            return self.fs.cat_file(self._checked(url))
         except FileNotFoundError:
             return None
 
     def delete(self, url: str) -> bool:
         """Remove the object; False if it was not there (idempotent)."""
-        path = self._path_of(url)
-        if not self.local:
-            path.fs.invalidate_cache()  # existence is asked of the store, not of a listing cached earlier
-        if not path.exists():
+        url = self._checked(url)
+        self.fs.invalidate_cache()  # existence is asked of the store, not of a listing cached earlier
+        if not self.fs.exists(url):
             return False
-        path.unlink()
+        self.fs.rm_file(url)
         return True
 
     def read_image(self, image: Image) -> Image:

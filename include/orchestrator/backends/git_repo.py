@@ -248,6 +248,9 @@ class GitBlog(OnDisk):
         self.clone = self.remote.with_name(self.remote.name + ".work")  # private: only we write there
         self.tracking = f"refs/remotes/origin/{self.branch}"
 
+    def disk_id(self) -> str:
+        return self.disk_of(self.remote)
+
     def _fetch(self, clone: Git) -> None:
         clone.run("fetch", "-q", "--no-tags", str(self.remote), f"+refs/heads/{self.branch}:{self.tracking}")
 
