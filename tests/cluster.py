@@ -42,7 +42,7 @@ from tests.stack import AirflowStack, free_port
 
 PG_SERVER = "postgres@127.0.0.1:5432"  # user@host:port, trust auth
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-BROKER_DB = 11  # the Redis database of the cluster's Celery broker (flushed at start); the breakers' tests use 0
+BROKER_DB = 11  # the Redis database of the cluster's Celery broker (tests/test_cluster.py; the bench uses 13)
 HOSTNAME_ENV = "CAMPAIGN_TEST_HOSTNAME"
 
 
@@ -153,9 +153,13 @@ class CeleryCluster(AirflowStack):
         self.root, self.pg_server, self.broker_db = root, pg_server, broker_db
         self.db_name = f"cluster_{uuid.uuid4().hex[:10]}"
         self.db_created = False
+        # Its own Celery queue: two clusters on one Redis database (two test runs at once) never take
+        # each other's tasks.
+        self.queue = self.db_name
         db_url = database_url(self.db_name, pg_server)
         cluster_env = {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{broker_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{db_url}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
@@ -171,24 +175,27 @@ class CeleryCluster(AirflowStack):
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> CeleryCluster:
-        import redis
-
         check_services(self.pg_server)
         create_database("cluster", self.pg_server, name=self.db_name)
         self.db_created = True
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=self.broker_db).flushdb()
         super().start(timeout)
-        for worker in self.workers.values():
-            self.start_worker(worker.name, wait=False)
         for worker in self.workers.values():
             self._wait_ready(worker, timeout)
         return self
+
+    def _launched(self) -> None:  # the workers boot while the api-server does
+        for worker in self.workers.values():
+            self.start_worker(worker.name, wait=False)
 
     def stop(self) -> None:
         for worker in self.workers.values():
             with contextlib.suppress(Exception):
                 self.stop_worker(worker.name, timeout=20)
         super().stop()
+        with contextlib.suppress(Exception):  # the queue's messages nobody will take (a killed worker's)
+            import redis
+
+            redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=self.broker_db, socket_connect_timeout=3).delete(self.queue)
         if self.db_created:
             with contextlib.suppress(Exception):
                 drop_database(self.db_name, self.pg_server)
@@ -222,7 +229,8 @@ class CeleryCluster(AirflowStack):
         (worker.disk / "airflow-worker.pid").unlink(missing_ok=True)  # left by a killed worker
         worker.log.parent.mkdir(parents=True, exist_ok=True)
         airflow = shlex.join([sys.executable, "-m", "airflow", "celery", "worker",
-                              "--celery-hostname", f"{name}@%h", "--concurrency", str(self.concurrency)])
+                              "--celery-hostname", f"{name}@%h", "--queues", self.queue,
+                              "--concurrency", str(self.concurrency)])
         # In a private mount namespace: this worker's disk over the home, then the worker itself (exec:
         # the Popen pid is the worker's). The project (PYTHONPATH, dags, plugins) is outside the home.
         script = f"mount --bind {shlex.quote(str(worker.disk))} {shlex.quote(str(self.home))} && exec {airflow}"

@@ -97,6 +97,7 @@ class AirflowStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._launched()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
@@ -107,6 +108,9 @@ class AirflowStack:
                 pass
             time.sleep(1)
         raise RuntimeError(f"the api-server did not answer within {timeout} s; see {self.home}/api-server.log")
+
+    def _launched(self) -> None:
+        """Called once the components are started, before waiting for the API: subclasses start more here."""
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -98,16 +99,16 @@ def world(tmp_path_factory):
         # Its table made here once: seven validate_conf tasks creating it at the same moment on a fresh
         # database race, and the loser's IntegrityError is not among the errors ledger._engine retries.
         Ledger(database_url(ledger_db))
+        namespace = f"test_cluster_{uuid.uuid4().hex[:10]}"  # the breakers' keys, deleted afterwards
         breakers = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BREAKERS_DB)
-        breakers.flushdb()
-        stack.callback(breakers.flushdb)
+        stack.callback(lambda: [breakers.delete(k) for k in breakers.scan_iter(f"{namespace}:*")])
 
         conns = localdev.settings_connections()  # notes (project folder), web, writer, design (Pillow)
         conns |= delivery_connections(services)  # review, notify, social, blog, analytics (email: below)
         conns |= {
             "campaign_ledger": postgres_connection(ledger_db),
             "campaign_breakers": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT,
-                                  "extra": {"db": BREAKERS_DB}},
+                                  "extra": {"db": BREAKERS_DB, "namespace": namespace}},
             "campaign_assets": s3.connection(bucket),
             "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
             "campaign_notify_local": {"conn_type": "fs", "extra": {"path": OUTBOX}},  # the worker's own disk
