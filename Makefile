@@ -16,7 +16,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin,dana:user
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test up bench bench-approval lock schema clean
+.PHONY: demo test up bench bench-approval bench-executors lock schema clean
 
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator demo
@@ -32,6 +32,9 @@ bench: $(VENV)/.installed
 
 bench-approval: $(VENV)/.installed  # needs PostgreSQL on 127.0.0.1:5432
 	$(PY) bench/approval_bench.py --quick
+
+bench-executors: $(VENV)/.installed  # needs root, PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379
+	$(PY) bench/executor_bench.py --quick
 
 schema: $(VENV)/.installed
 	$(PY) -m include.orchestrator schema
