@@ -33,7 +33,6 @@ import pytest
 import yaml
 
 from include.orchestrator import localdev
-from include.orchestrator.ledger import Ledger
 from include.orchestrator.loader import CAMPAIGNS_DIR
 from include.orchestrator.model import run_key
 from tests.cluster import (
@@ -96,9 +95,6 @@ def world(tmp_path_factory):
         bucket = s3.new_bucket()
         ledger_db = create_database("cluster_ledger")
         stack.callback(drop_database, ledger_db)
-        # Its table made here once: seven validate_conf tasks creating it at the same moment on a fresh
-        # database race, and the loser's IntegrityError is not among the errors ledger._engine retries.
-        Ledger(database_url(ledger_db))
         namespace = f"test_cluster_{uuid.uuid4().hex[:10]}"  # the breakers' keys, deleted afterwards
         breakers = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BREAKERS_DB)
         stack.callback(lambda: [breakers.delete(k) for k in breakers.scan_iter(f"{namespace}:*")])

@@ -121,3 +121,33 @@ def test_runs_racing_for_one_launch_in_separate_processes_leave_one_holder(url):
     assert sum(results.values()) == 1, results
     [winner] = [run for run, ok in results.items() if ok]
     assert all(Ledger(url).claim_launch("d", "conf same", run)[0] == winner for run in results if run != winner)
+
+
+def _open(url: str, start: multiprocessing.synchronize.Event, opened: multiprocessing.Queue) -> None:
+    start.wait(30)
+    try:
+        Ledger(url).entries("d", "r")
+        opened.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        opened.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_opening_a_fresh_ledger_at_once_all_get_it(url):
+    """The first tasks of a new deployment create the table together (seen on a Celery cluster: PostgreSQL's
+    loser of a CREATE TABLE race gets a unique violation, not the error a second create_all expects)."""
+    from sqlalchemy import create_engine
+
+    from include.orchestrator.ledger import _metadata
+
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(3):  # the race is lost only now and then: three fresh starts
+        _metadata.drop_all(create_engine(url))
+        start, opened = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open, args=(url, start, opened)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        start.set()
+        results = [opened.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+        assert results == ["ok"] * 6, results

@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from include.orchestrator.ports import Effect
@@ -130,7 +130,8 @@ def _engine(url: str) -> Engine:
 
     try:
         _metadata.create_all(engine, checkfirst=True)
-    except (OperationalError, ProgrammingError):  # another worker created it at the same moment
+    except (OperationalError, ProgrammingError, IntegrityError):  # another worker created it at the same moment
+        # (PostgreSQL: the loser of CREATE TABLE races gets a unique violation on pg_type, seen on a cluster)
         _metadata.create_all(engine, checkfirst=True)
     return engine
 

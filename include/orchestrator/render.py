@@ -499,7 +499,8 @@ def build_dag(campaign: Campaign) -> DAG:
                 task_id=step, step=step, trigger_rule="none_failed", map_index_template="{{ task.item }}", pool=pool_of(step)
             ).expand(item=items)
 
-        plan = task("validate_conf", retries=0)
+        # Retried like every step: bad conf and a taken launch fail at once (ValueError), a ledger blip does not.
+        plan = task("validate_conf")
         with TaskGroup("research") as research:
             [task("search_notes"), fan_out("scrape_competitor", [str(u) for u in campaign.research.competitor_urls]), task("recall_research")]
         with TaskGroup("content") as content:
