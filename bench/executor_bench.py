@@ -68,18 +68,15 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from include.orchestrator import localdev  # noqa: E402
-from include.orchestrator.ledger import Ledger  # noqa: E402
 from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
 from tests.cluster import (  # noqa: E402
     PG_SERVER,
-    REDIS_HOST,
-    REDIS_PORT,
     CeleryCluster,
     check_services,
     create_database,
     database_url,
     drop_database,
-    postgres_connection,
+    shared_services,
 )
 from tests.stack import AirflowStack  # noqa: E402
 
@@ -125,33 +122,9 @@ def write_project(root: Path, n: int, site_port: int) -> tuple[Path, Path, list[
 
 @contextlib.contextmanager
 def services(root: Path, s3: Any) -> Iterator[dict[str, Any]]:
-    """Fresh shared services for one phase; yields the connections and the doubles."""
-    import redis
-
-    from include.orchestrator.smtp_server import LocalSmtpServer
-    from tests.doubles.qdrant_server import QdrantServerDouble
-    from tests.worlds import TOKEN, delivery_connections, delivery_doubles
-
+    """Fresh shared services for one phase (``tests.cluster.shared_services``); yields the connections and the doubles."""
     with contextlib.ExitStack() as stack:
-        doubles = delivery_doubles(stack)
-        qdrant = stack.enter_context(QdrantServerDouble(api_key=TOKEN))
-        smtp = stack.enter_context(LocalSmtpServer(root / "maildir"))
-        ledger_db = create_database("bench_ledger")
-        stack.callback(drop_database, ledger_db)
-        Ledger(database_url(ledger_db))  # its table, made once (concurrent first tasks would race)
-        breakers = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BREAKERS_DB)
-        breakers.flushdb()
-        stack.callback(breakers.flushdb)
-        conns = localdev.settings_connections()  # notes (project folder), web, writer, design (Pillow)
-        conns |= delivery_connections(doubles)  # review, notify, social, blog, analytics
-        conns |= {
-            "campaign_ledger": postgres_connection(ledger_db),
-            "campaign_breakers": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT, "extra": {"db": BREAKERS_DB}},
-            "campaign_assets": s3.connection(s3.new_bucket()),
-            "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
-        }
-        conns["campaign_email"] = localdev.settings_connections()["campaign_email"] | {"port": smtp.port}  # SMTP
-        yield {"conns": conns, "doubles": doubles, "qdrant": qdrant, "smtp": smtp}
+        yield shared_services(stack, root, s3, BREAKERS_DB)
 
 
 # --- the metadata database ----------------------------------------------------------------------------

@@ -84,6 +84,41 @@ def postgres_connection(name: str, server: str = PG_SERVER) -> dict[str, Any]:
     return {"conn_type": "postgres", "host": host, "port": int(port or 5432), "login": user or "postgres", "schema": name}
 
 
+def shared_services(stack: contextlib.ExitStack, root: Path, s3: Any, breakers_db: int, namespace: str = "") -> dict[str, Any]:
+    """Started on ``stack``: every service a cluster's workers reach over the network, none on a local disk,
+    and the connections to them: the delivery doubles (review, notify, social, blog, analytics), the
+    Qdrant server double (memory), a real SMTP server (email), a fresh PostgreSQL ledger database, a new
+    bucket of ``s3`` (the asset store) and Redis database ``breakers_db`` (the breakers, under
+    ``namespace``, whose keys are deleted afterwards). Notes, web, writer and design keep their
+    embedded connections: they read the project's files or keep nothing."""
+    import redis
+
+    from include.orchestrator import localdev
+    from include.orchestrator.smtp_server import LocalSmtpServer
+    from tests.doubles.qdrant_server import QdrantServerDouble
+    from tests.worlds import TOKEN, delivery_connections, delivery_doubles
+
+    doubles = delivery_doubles(stack)
+    qdrant = stack.enter_context(QdrantServerDouble(api_key=TOKEN))
+    smtp = stack.enter_context(LocalSmtpServer(root / "maildir"))
+    ledger_db = create_database("cluster_ledger")
+    stack.callback(drop_database, ledger_db)
+    namespace = namespace or f"cluster_{uuid.uuid4().hex[:10]}"
+    breakers = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=breakers_db)
+    stack.callback(lambda: [breakers.delete(k) for k in breakers.scan_iter(f"{namespace}:*")])
+    bucket = s3.new_bucket()
+    embedded = localdev.settings_connections()
+    conns = embedded | delivery_connections(doubles) | {
+        "campaign_email": embedded["campaign_email"] | {"port": smtp.port},  # SMTP, not the SendGrid double
+        "campaign_ledger": postgres_connection(ledger_db),
+        "campaign_breakers": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT,
+                              "extra": {"db": breakers_db, "namespace": namespace}},
+        "campaign_assets": s3.connection(bucket),
+        "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
+    }
+    return {"conns": conns, "doubles": doubles, "qdrant": qdrant, "smtp": smtp, "bucket": bucket}
+
+
 def check_services(server: str = PG_SERVER) -> None:
     """Fail with a clear message when something the cluster needs is missing (CI provides all of it)."""
     import redis

@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -35,17 +34,8 @@ import yaml
 from include.orchestrator import localdev
 from include.orchestrator.loader import CAMPAIGNS_DIR
 from include.orchestrator.model import run_key
-from tests.cluster import (
-    REDIS_HOST,
-    REDIS_PORT,
-    CeleryCluster,
-    create_database,
-    database_url,
-    drop_database,
-    postgres_connection,
-)
+from tests.cluster import CeleryCluster, shared_services
 from tests.s3_server import S3Server
-from tests.worlds import TOKEN, delivery_connections, delivery_doubles
 
 pytestmark = pytest.mark.integration
 
@@ -77,39 +67,16 @@ def campaign_file(slug: str, name: str, site_port: int, notify: str | None = Non
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    import redis
-
-    from include.orchestrator.smtp_server import LocalSmtpServer
-    from tests.doubles.qdrant_server import QdrantServerDouble
-
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     root = tmp_path_factory.mktemp("cluster")
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         site = localdev.serve_demo_site()
         stack.callback(site.shutdown)
-        services = delivery_doubles(stack)
-        qdrant = stack.enter_context(QdrantServerDouble(api_key=TOKEN))
-        smtp = stack.enter_context(LocalSmtpServer(root / "maildir"))
         s3 = stack.enter_context(S3Server())
-        bucket = s3.new_bucket()
-        ledger_db = create_database("cluster_ledger")
-        stack.callback(drop_database, ledger_db)
-        namespace = f"test_cluster_{uuid.uuid4().hex[:10]}"  # the breakers' keys, deleted afterwards
-        breakers = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BREAKERS_DB)
-        stack.callback(lambda: [breakers.delete(k) for k in breakers.scan_iter(f"{namespace}:*")])
-
-        conns = localdev.settings_connections()  # notes (project folder), web, writer, design (Pillow)
-        conns |= delivery_connections(services)  # review, notify, social, blog, analytics (email: below)
-        conns |= {
-            "campaign_ledger": postgres_connection(ledger_db),
-            "campaign_breakers": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT,
-                                  "extra": {"db": BREAKERS_DB, "namespace": namespace}},
-            "campaign_assets": s3.connection(bucket),
-            "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
-            "campaign_notify_local": {"conn_type": "fs", "extra": {"path": OUTBOX}},  # the worker's own disk
-        }
-        conns["campaign_email"] = localdev.settings_connections()["campaign_email"] | {"port": smtp.port}  # SMTP, not SendGrid
+        shared = shared_services(stack, root, s3, BREAKERS_DB)
+        services, qdrant, smtp, bucket = shared["doubles"], shared["qdrant"], shared["smtp"], shared["bucket"]
+        conns = shared["conns"] | {"campaign_notify_local": {"conn_type": "fs", "extra": {"path": OUTBOX}}}  # a worker's own disk
 
         campaigns = root / "campaigns"
         campaigns.mkdir()
