@@ -1,5 +1,5 @@
-"""Airflow plugin: the campaign decision API (``/campaigns``), the gate's mark-success listener and
-the listener that writes each finished run's report on its note."""
+"""Airflow plugin: the Campaigns view and the campaign decision API (``/campaigns``), the gate's
+mark-success listener and the listener that writes each finished run's report on its note."""
 
 from functools import cached_property
 
@@ -12,11 +12,18 @@ from include.orchestrator.run_notes import RunNoteListener
 class CampaignApprovalsPlugin(AirflowPlugin):
     name = "campaign_approvals"
     listeners = [GateListener(), RunNoteListener()]
+    # Pages of the plugin's app, embedded by Airflow's UI: a navigation entry, and a tab on every
+    # run's page (the reviewer's page: images, copy, recipients, deadline, decision, outcome).
+    external_views = [
+        {"name": "Campaigns", "href": "/campaigns/ui/campaigns", "url_route": "campaigns", "destination": "nav"},
+        {"name": "Campaign", "href": "/campaigns/ui/runs/{DAG_ID}/{RUN_ID}", "url_route": "campaign-run",
+         "destination": "dag_run"},
+    ]
 
     @cached_property
     def fastapi_apps(self) -> list[dict]:
         # Built on first use, in the API server only: every task process loads plugins too, and
         # the app's imports would cost each of them ~0.9 s (measured with -X importtime).
-        from include.orchestrator.decisions import create_app
+        from include.orchestrator.webapp import create_app
 
-        return [{"app": create_app(), "url_prefix": "/campaigns", "name": "Campaign approvals"}]
+        return [{"app": create_app(), "url_prefix": "/campaigns", "name": "Campaigns"}]

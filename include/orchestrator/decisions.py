@@ -343,14 +343,13 @@ class GateListener:
             record_manual(task_instance, approved=False)
 
 
-def create_app() -> Any:
-    """The FastAPI app the plugin mounts at ``/campaigns``: Airflow's auth guards every route."""
+def add_routes(app: Any) -> None:
+    """The decision API on the plugin's FastAPI app (``webapp.py``): Airflow's auth guards every route."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.common.db.common import SessionDep
     from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-    from fastapi import Body, Depends, FastAPI, HTTPException
+    from fastapi import Body, Depends, HTTPException
 
-    app = FastAPI(title="Campaign approvals", description="Decide on campaign runs waiting at the approval gate.")
     path = "/api/v1/approvals/{dag_id}/{run_id}"
 
     @app.get(path, dependencies=[Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.HITL_DETAIL))])
@@ -392,5 +391,3 @@ def create_app() -> Any:
             session.rollback()
             raise HTTPException(503 if exc.retryable else 502, str(exc)) from None
         return record.model_dump(mode="json")
-
-    return app
