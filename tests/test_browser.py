@@ -96,8 +96,13 @@ def form_field(page: Page, label: str) -> Locator:
 
 
 def open_required_action(page: Page, dag_id: str, run_id: str, campaign: dict[str, Any]) -> None:
+    """The request's page by its address, as linked from the review notification."""
     page.goto(f"{run_page(dag_id, run_id)}/tasks/{GATE}/required_actions")
-    expect(page.get_by_text(f"Approve {campaign['name']}"), "the approval request, titled with the campaign's name").to_be_visible()
+    expect_request(page, campaign)
+
+
+def expect_request(page: Page, campaign: dict[str, Any]) -> None:
+    expect(page.get_by_text(campaign["name"]).first, "the approval request, naming the campaign").to_be_visible()
     expect(page.get_by_role("button", name="Approve"), "the form's Approve button").to_be_visible()
 
 
@@ -152,7 +157,15 @@ def test_reviewer_edits_the_copy_and_approves_without_a_reason(world, page_as):
     stack, dag_id, run_id = waiting(world, "browser-approve")
     campaign = world["campaigns"]["browser-approve"]
     page = page_as(stack.url, "dana")
-    open_required_action(page, dag_id, run_id, campaign)
+    # dana finds the request as a reviewer does: Browse > Required Actions, the campaign's row.
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Required Actions").click()
+    row = page.get_by_role("row").filter(has_text=dag_id)
+    expect(row, f"{dag_id}'s request in Browse > Required Actions").to_be_visible()
+    shot(page, "required-actions-list")
+    row.get_by_role("link", name=re.compile(re.escape(campaign["name"]))).click()
+    expect(page, "the request's page").to_have_url(re.compile(rf"/tasks/{re.escape(GATE)}/required_actions$"))
+    expect_request(page, campaign)
     shot(page, "request")
     subject = form_field(page, "Email subject")
     expect(subject, "the email subject field, filled with the draft").not_to_have_value("")
