@@ -4,7 +4,8 @@ Plain HTML built from the view's models (``campaigns_view.py``); every value tha
 campaign file, a run's conf, copy or a reviewer is escaped with :func:`html.escape`, and no
 script is inline (the app sends a Content-Security-Policy that forbids it). Times are written
 in UTC inside ``<time datetime=...>``; ``static/campaigns.js`` shows them in the viewer's time
-zone. Links into Airflow's own UI open in the top window: the pages live in Airflow's iframe.
+zone. The pages live in Airflow's sandboxed iframe, which may not navigate the top window: they
+link only to each other (Airflow keeps its address bar in step), and name DAGs instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ STATE_COLOURS = {
     "success": "#1a7f37", "failed": "#cf222e", "running": "#0969da", "queued": "#8c959f",
     "waiting for approval": "#bf8700", "completed": "#1a7f37", "partially distributed": "#bf8700",
     "rolled back": "#cf222e", "cleanup needed": "#82071e", "failed after going live": "#82071e",
+    "approved": "#1a7f37", "rejected": "#cf222e",
 }
 
 
@@ -36,13 +38,6 @@ class Links:
 
     def __init__(self, app: str, airflow: str) -> None:
         self.app, self.airflow = app.rstrip("/"), airflow.rstrip("/")
-
-    def dag(self, dag_id: str) -> str:
-        return f"{self.airflow}/dags/{_q(dag_id)}"
-
-    def run_in_airflow(self, dag_id: str, run_id: str) -> str:
-        """The run's page in Airflow with this plugin's tab open: where a reviewer decides."""
-        return f"{self.airflow}/dags/{_q(dag_id)}/runs/{_q(run_id)}/plugin/campaign-run"
 
     def run_page(self, dag_id: str, run_id: str) -> str:
         return f"{self.app}/ui/runs/{_q(dag_id)}/{_q(run_id)}"
@@ -100,7 +95,7 @@ def _waiting_table(waiting: list[RunSummary], names: dict[str, str], links: Link
         f"<tr><td>{_e(names.get(r.dag_id, r.dag_id))}</td><td><code>{_e(r.run_id)}</code></td>"
         f"<td class=\"deadline\">{_time(r.approval.deadline if r.approval else None)}</td>"
         f"<td>{_e(', '.join(r.approval.eligible if r.approval else []))}</td>"
-        f"<td><a class=\"button\" target=\"_top\" href=\"{_e(links.run_in_airflow(r.dag_id, r.run_id))}\">Review and decide</a></td></tr>"
+        f"<td><a class=\"button\" href=\"{_e(links.run_page(r.dag_id, r.run_id))}\">Review and decide</a></td></tr>"
         for r in waiting
     )
     return ("<table id=\"waiting\"><thead><tr><th>Campaign</th><th>Run</th><th>Deadline</th><th>Who may decide</th><th></th>"
@@ -121,8 +116,8 @@ def overview(campaigns: list[CampaignSummary], waiting: list[RunSummary], links:
         paused = ' <span class="badge" style="background:#8c959f">paused</span>' if c.paused else ""
         problem = f'<p class="error">{_e(c.file_error)}</p>' if c.file_error else ""
         cards.append(
-            f"<tr class=\"campaign\" data-dag-id=\"{_e(c.dag_id)}\"><td><a target=\"_top\" href=\"{_e(links.dag(c.dag_id))}\">"
-            f"<strong>{_e(c.name)}</strong></a>{paused}<br><small class=\"muted\">{_e(c.description)}</small>{problem}</td>"
+            f"<tr class=\"campaign\" data-dag-id=\"{_e(c.dag_id)}\"><td><strong>{_e(c.name)}</strong>{paused}"
+            f"<br><small class=\"muted\">DAG <code>{_e(c.dag_id)}</code>. {_e(c.description)}</small>{problem}</td>"
             f"<td>{_e(c.owner)}</td><td>{_e(', '.join(c.channels))}</td><td>{_e(c.schedule)}</td>"
             f"<td><ul class=\"runs\">{runs}</ul></td></tr>"
         )

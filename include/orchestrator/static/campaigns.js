@@ -1,14 +1,31 @@
 // The Campaigns view's only script (no inline scripts: the pages' CSP forbids them).
-// 1. Times: the server writes UTC; show them in the viewer's time zone, the UTC value as tooltip.
+// 1. Times: the server writes UTC; show them in the viewer's time zone (Airflow UI's choice), UTC as tooltip.
 // 2. The decision form: posts to the campaign decision API with the session cookie, as JSON.
 "use strict";
 
+function viewerZone() {
+  // The zone chosen in Airflow's UI (its time zone menu keeps it in localStorage, JSON-encoded),
+  // else the browser's. This page is same-origin with Airflow's UI, so it shares the storage.
+  try {
+    const chosen = JSON.parse(window.localStorage.getItem("timezone") || "null");
+    if (chosen) {
+      new Intl.DateTimeFormat(undefined, { timeZone: chosen });  // throws on an unknown zone
+      return chosen;
+    }
+  } catch (error) { /* no storage, or not a zone: fall back */ }
+  return Intl.DateTimeFormat().resolvedOptions().timeZone;
+}
+
 function localTimes() {
+  const format = new Intl.DateTimeFormat(undefined, {
+    timeZone: viewerZone(), year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+  });
   for (const el of document.querySelectorAll("time[datetime]")) {
     const when = new Date(el.dateTime);
     if (Number.isNaN(when.getTime())) continue;
     el.title = el.textContent;
-    el.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short", timeZoneName: "short" });
+    el.textContent = format.format(when);
   }
 }
 
