@@ -118,3 +118,19 @@ def test_the_first_decisive_review_by_a_github_approver_decides():
     closed = github_verdict(approvers, "closed", others, "https://github.example/pr/7")
     assert (closed.decision, closed.login) == ("rejected", "github") and "closed without approval" in closed.reason
     assert github_verdict(approvers, "merged", others) is None
+
+
+def test_the_cli_says_what_is_missing_when_it_has_no_password_and_no_terminal():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_PASSWORD"}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), AIRFLOW_API_URL="http://127.0.0.1:9", AIRFLOW_USER="dana")
+    command = [sys.executable, "-m", "include.orchestrator", "approve", "spring-launch", "manual__1"]
+    for stdin in ({"stdin": subprocess.DEVNULL}, {"input": ""}):  # no stdin at all; a pipe, no terminal behind it
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, **stdin)
+        assert done.returncode == 2, done.stderr
+        assert "no password for Airflow user 'dana': set AIRFLOW_PASSWORD, or run in a terminal" in done.stderr
+        assert "Traceback" not in done.stderr

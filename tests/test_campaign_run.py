@@ -21,6 +21,25 @@ def world(tmp_path, monkeypatch, airflow_db):
         yield world
 
 
+def note_of(run) -> str | None:
+    """The run's note, as the plugin's listener writes it when the scheduler finishes the run.
+
+    dag.test() does not leave the listener's note on the run (the scheduler does: tests/test_approval_gate.py
+    reads it through the REST API), so the listener is called here on the finished run, as the scheduler calls it.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from include.orchestrator.run_notes import RunNoteListener
+
+    with create_session() as session:
+        finished = session.query(DagRun).filter_by(dag_id=run.dag_id, run_id=run.run_id).one()
+        if finished.note is None:
+            hook = RunNoteListener().on_dag_run_success if finished.state == "success" else RunNoteListener().on_dag_run_failed
+            hook(dag_run=finished, msg="")
+        return finished.note
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
 
@@ -51,6 +70,16 @@ def test_whole_campaign_runs_every_phase_for_real(world):
     # analytics: a Grafana dashboard model
     [dashboard] = (data / "grafana-dashboards").glob("*.json")
     assert json.loads(dashboard.read_text())["title"].startswith("Campaign Spring Launch 2027")
+    # the run's note says what went out where, one line per channel (and the dashboard)
+    note = note_of(run)
+    assert note and note.startswith("Campaign completed") and len(note) <= 1000, note
+    lines = note.splitlines()
+    assert [line.split(":")[0] for line in lines[1:]] == ["- email", "- social", "- blog", "- analytics"], note
+    email, social, blog, analytics = lines[1:]
+    assert "[Pipewise] " in email and "to 2 recipient(s)" in email, email
+    assert "linkedin-pipewise, mastodon-pipewise" in social, social
+    assert "blog.git" in blog and "-spring-launch.md" in blog, blog
+    assert "dashboard" in analytics, analytics
 
 
 def test_conf_chooses_channels_and_rejection_fails_the_run(world):
@@ -61,6 +90,8 @@ def test_conf_chooses_channels_and_rejection_fails_the_run(world):
     assert states["design.render_image[email]"] == "skipped" and states["design.render_image[blog]"] == "success"
     assert not any(s == "success" for t, s in states.items() if t.startswith("distribution."))
     assert world["smtp"].messages() == []
+    note = note_of(run)
+    assert note.startswith("Campaign rolled back: rejected by admin") and "Undone: " in note, note
 
 
 def test_the_same_trigger_made_twice_sends_once(world):

@@ -106,7 +106,71 @@ def test_invalid_campaign_shows_as_import_error_without_hiding_others(tmp_path, 
     assert set(bag.dag_ids) == {"campaign_spring-launch", "campaign_changelog-digest"}
     [(path, message)] = bag.import_errors.items()
     assert path.endswith("campaign_file_errors.py")
-    assert "webinar-invite.yaml" in message and "channels.email.recipients.0" in message and "not-an-address" in message
+    # What the UI shows starts with the file, the field and the problem in words; the traceback comes after.
+    first = message.splitlines()[:3]
+    assert first[0] == f"Invalid campaign files: {tmp_path / 'webinar-invite.yaml'}:", message
+    assert first[1] == "  - channels.email.recipients.0: not a valid email address (got 'not-an-address')", message
+    assert "1 campaign file is invalid" in first[2]
+    assert message.index("Traceback") > message.index("not a valid email address")
+
+
+def test_invalid_campaign_message_leads_also_without_tracebacks(tmp_path, monkeypatch, no_outside_world):
+    shutil.copy(CAMPAIGNS_DIR / "webinar-invite.yaml", tmp_path)
+    (tmp_path / "broken.yaml").write_text("slug: broken\n")
+    monkeypatch.setenv("CAMPAIGNS_DIR", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACKS", "False")
+    [message] = DagBag(dag_folder=DAGS / "campaign_file_errors.py").import_errors.values()
+    assert message.startswith(f"{tmp_path / 'broken.yaml'}:\n  - name: missing: this field is required"), message
+    assert "Traceback" not in message
+
+
+def test_dags_show_the_campaigns_name_and_owner(bag):
+    from include.orchestrator.loader import load_campaigns
+    from include.orchestrator.model import in_words
+
+    for campaign in load_campaigns()[0]:
+        dag = bag.dags[campaign.dag_id]
+        assert dag.dag_display_name == campaign.name
+        assert dag.owner == campaign.owner and "@" in dag.owner
+        serialized = DagSerialization.to_dict(dag)["dag"]
+        assert serialized["dag_display_name"] == campaign.name
+        assert f"they have {in_words(campaign.approval.timeout)} to decide" in dag.doc_md, dag.doc_md
+        assert ":00:00" not in dag.doc_md
+
+
+def test_the_trigger_form_works_with_its_defaults(bag):
+    """The trigger form of Airflow 3.3 (airflow/ui/dist/assets/index-*.js): a field is required unless its
+    schema's type includes "null"; an array is a multi-select when the schema has ``examples`` (or
+    ``enum``) at its top level, its options taken from there. The REST trigger validates the schema."""
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = bag.dags["campaign_spring-launch"]
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    for optional in ("writer_notes", "launch"):
+        assert "null" in schema[optional]["type"] and dag.params[optional] is None
+        assert "minLength" not in schema[optional]
+    described = {name: dag.params.get_param(name).description for name in dag.params}
+    assert "offline" in described["writer_notes"] and "ignores them" in described["writer_notes"]
+    assert all(described.values()), described
+    channels = schema["channels"]
+    assert channels["type"] == "array" and channels["examples"] == ["email", "social", "blog"] == channels["items"]["enum"]
+    assert dag.params["channels"] == ["email", "social", "blog"]
+    assert bag.dags["campaign_webinar-invite"].params.get_param("channels").schema["examples"] == ["email"]
+
+    def validated(conf: dict, dag=dag) -> dict:
+        params = ParamsDict(dag.params)
+        params.update(conf)
+        return params.validate()
+
+    defaults = validated({})  # what the form sends untouched, and what a trigger without conf gets
+    assert defaults["writer_notes"] is None and defaults["launch"] is None
+    assert validated({"writer_notes": "shorter", "launch": "wave-2", "channels": ["social"]})["channels"] == ["social"]
+    for bad in ({"channels": ["fax"]}, {"channels": []}, {"channels": ["blog", "blog"]}, {"launch": "two words"}):
+        with pytest.raises(ParamValidationError):
+            validated(bad)
+    with pytest.raises(ParamValidationError):  # a channel the campaign does not configure
+        validated({"channels": ["blog"]}, bag.dags["campaign_webinar-invite"])
 
 
 def test_worker_parse_builds_only_the_dag_it_runs(monkeypatch, no_outside_world):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ import yaml
 
 from include.orchestrator.__main__ import SCHEMA_PATH, schema_text
 from include.orchestrator.loader import CAMPAIGNS_DIR, CampaignFilesInvalid, campaign_files, load_campaigns, parse_campaign
-from include.orchestrator.model import Campaign, plan_run, run_key
+from include.orchestrator.model import Campaign, at_utc, in_words, plan_run, run_key
 
 SAMPLE = CAMPAIGNS_DIR / "spring-launch.yaml"
 
@@ -53,25 +53,56 @@ def test_defaults_and_durations():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d.update(slug="Spring Launch"), "slug: String should match pattern"),
-        (lambda d: d["channels"]["email"]["recipients"].append("bob"), "channels.email.recipients.2"),
-        (lambda d: d["channels"].update(fax={"number": 1}), "channels.fax: Extra inputs are not permitted"),
-        (lambda d: d.update(channels={}), "configure at least one channel"),
-        (lambda d: d["approval"].update(timeout="forever"), "approval.timeout"),
-        (lambda d: d["approval"].update(timeout="45d"), "between 1 second and 30 days"),
-        (lambda d: d["approval"].update(approvers=[]), "approval.approvers"),
-        (lambda d: d["research"]["competitor_urls"].append("ftp://x.example/"), "research.competitor_urls.2"),
-        (lambda d: d["brand_voice"].update(primary_colour="blue"), "brand_voice.primary_colour"),
-        (lambda d: d.pop("owner"), "owner: Field required"),
-        (lambda d: d.update(connections={"fax": "x"}), "connections.fax"),
+        (lambda d: d.update(slug="Spring Launch"),
+         "slug: must be 1 to 64 lowercase letters, digits or dashes (like spring-launch) (got 'Spring Launch')"),
+        (lambda d: d.update(owner="bob@"), "owner: not a valid email address (got 'bob@')"),
+        (lambda d: d["channels"]["email"]["recipients"].append("bob"),
+         "channels.email.recipients.2: not a valid email address (got 'bob')"),
+        (lambda d: d["channels"].update(fax={"number": 1}), "channels.fax: unknown key: check its spelling and place"),
+        (lambda d: d.update(channels={}), "channels: configure at least one channel: email, social or blog"),
+        (lambda d: d["approval"].update(timeout="forever"),
+         'approval.timeout: not a duration: write e.g. "24h", "90m", "2d", "30s" or a number of seconds (got \'forever\')'),
+        (lambda d: d["approval"].update(timeout="45d"), "approval.timeout: must be between 1 second and 30 days (got '45d')"),
+        (lambda d: d["approval"].update(approvers=[]), "approval.approvers: needs at least 1 item (got [])"),
+        (lambda d: d["research"]["competitor_urls"].append("ftp://x.example/"),
+         "research.competitor_urls.2: must be a web address starting with http:// or https:// (got 'ftp://x.example/')"),
+        (lambda d: d["research"]["competitor_urls"].append("pipewise dot com"),
+         "research.competitor_urls.2: not a web address: write it in full, e.g. https://example.com/page"),
+        (lambda d: d["brand_voice"].update(primary_colour="blue"),
+         'brand_voice.primary_colour: not a colour: write it as "#" and six hex digits, e.g. "#1f2937" (got \'blue\')'),
+        (lambda d: d.pop("owner"), "owner: missing: this field is required"),
+        (lambda d: d.update(connections={"fax": "x"}), "connections.fax: the key must be one of 'memory', 'notes'"),
+        (lambda d: d["channels"]["email"].update(on_failure="stop"),
+         "channels.email.on_failure: must be one of 'continue' or 'compensate' (got 'stop')"),
+        (lambda d: d.update(schedule="every monday"), "schedule: not a cron expression: five fields"),
+        (lambda d: d.update(schedule="@fortnightly"), "schedule: not a schedule preset: use one of @once"),
+        (lambda d: d["retries"].update(count=99), "retries.count: must be at most 10 (got 99)"),
+        (lambda d: d.update(tags=["two words"]), "tags.0: a tag is 1 to 40 letters, digits or _ . : - (got 'two words')"),
     ],
 )
-def test_invalid_campaign_names_file_and_field(tmp_path, change, expected):
+def test_invalid_campaign_names_file_then_field_then_the_problem_in_words(tmp_path, change, expected):
     data = sample()
+    data.setdefault("retries", {})
     change(data)
-    message = problems_of(write(tmp_path, f"{data['slug']}.yaml" if " " not in str(data["slug"]) else "x.yaml", data))
-    assert expected in message
-    assert str(tmp_path) in message
+    path = write(tmp_path, f"{data['slug']}.yaml" if " " not in str(data["slug"]) else "x.yaml", data)
+    message = problems_of(path)
+    assert message.startswith(f"{path}:\n  - "), message
+    assert f"\n  - {expected}" in message, message
+    assert "String should" not in message and "Input should" not in message, "pydantic's wording, not plain words"
+
+
+def test_schedules_airflow_accepts_are_valid():
+    for schedule in ("0 9 * * 1", "*/15 * * * *", "@daily", "@once", None):
+        assert Campaign.model_validate({**sample(), "schedule": schedule}).schedule == schedule
+
+
+def test_durations_and_deadlines_read_as_words_and_times():
+    assert in_words(timedelta(days=1)) == "1 day"
+    assert in_words(timedelta(hours=2, minutes=30)) == "2 hours 30 minutes"
+    assert in_words(timedelta(seconds=90)) == "1 minute 30 seconds"
+    assert in_words(timedelta(days=2, hours=1)) == "2 days 1 hour"
+    assert in_words(timedelta(seconds=0.5)) == "0.5 seconds"
+    assert at_utc(datetime(2026, 11, 24, 13, 5, 59, tzinfo=timezone(timedelta(hours=1)))) == "2026-11-24 12:05 UTC"
 
 
 def test_yaml_syntax_error_gives_line(tmp_path):
@@ -121,6 +152,9 @@ def test_a_run_triggered_by_hand_twice_with_the_same_conf_is_one_launch():
 
     defaults = {"audience": campaign.audience, "channels": campaign.channels.enabled, "writer_notes": "", "launch": ""}
     assert launch({}) == launch(defaults, "manual__2") == launch({"channels": list(reversed(campaign.channels.enabled))})
+    # The trigger form sends None for writer_notes and launch left empty: the same as "" or leaving them out.
+    assert launch({"writer_notes": None, "launch": None}) == launch({})
+    assert plan_run(campaign, campaign.dag_id, "r", {"writer_notes": None, "launch": None}).writer_notes == ""
     assert launch({}).startswith("conf ")
     assert launch({"writer_notes": "shorter"}) != launch({}) != launch({"channels": ["email"]})
     assert launch({"launch": "second-wave"}) == "named second-wave" == launch({"launch": "second-wave", "writer_notes": "x"})

@@ -63,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     return decide(args)
 
 
+def ask_password(user: str) -> str:
+    """The password typed in the terminal; "" when there is no terminal to ask in (or nothing was typed)."""
+    if not sys.stdin.isatty():  # getpass would read a line of stdin, or fail with EOFError
+        return ""
+    try:
+        return getpass.getpass(f"Airflow password for {user}: ")
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return ""
+
+
 def decide(args: argparse.Namespace) -> int:
     """approve / reject / approval-status: the campaign decision API, as an Airflow user."""
     from urllib.parse import quote
@@ -73,7 +84,11 @@ def decide(args: argparse.Namespace) -> int:
 
     dag_id = args.campaign if args.campaign.startswith("campaign_") else f"campaign_{args.campaign}"
     path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(args.run_id, safe='')}"
-    password = os.environ.get("AIRFLOW_PASSWORD") or getpass.getpass(f"Airflow password for {args.user}: ")
+    password = os.environ.get("AIRFLOW_PASSWORD") or ask_password(args.user)
+    if not password:
+        print(f"error: no password for Airflow user {args.user!r}: set AIRFLOW_PASSWORD, or run in a terminal to be "
+              "asked for it", file=sys.stderr)
+        return 2
     body = None
     if args.command != "approval-status":
         body = {"decision": args.command, "reason": args.reason, "via": "cli"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -62,9 +62,55 @@ ApprovalDuration = duration_between(timedelta(seconds=1), timedelta(days=30), "1
 RetryDelay = duration_between(timedelta(seconds=0.1), timedelta(hours=6), "0.1 seconds and 6 hours")
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-GithubLogin = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$")]  # GitHub user names
-Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
-EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
+GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$"
+COLOUR_PATTERN = r"^#[0-9a-fA-F]{6}$"
+TAG_PATTERN = r"^[A-Za-z0-9_.:-]{1,40}$"
+CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
+GithubLogin = Annotated[str, StringConstraints(pattern=GITHUB_LOGIN_PATTERN)]  # GitHub user names
+Colour = Annotated[str, StringConstraints(pattern=COLOUR_PATTERN)]
+EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, pattern=EMAIL_PATTERN)]
+# Airflow's schedule presets (``airflow.utils.dates.cron_presets``, plus @once and @continuous).
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+def _check_schedule(value: str) -> str:
+    """A schedule Airflow accepts: a preset or a five-field cron expression (else every DAG of the file would fail)."""
+    from croniter import croniter
+
+    if value.startswith("@"):
+        if value not in SCHEDULE_PRESETS:
+            raise ValueError(f"not a schedule preset: use one of {', '.join(SCHEDULE_PRESETS)} or a cron expression")
+        return value
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError('not a cron expression: five fields, minute hour day-of-month month day-of-week, e.g. "0 9 * * 1"')
+    return value
+
+
+Schedule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_check_schedule)]
+
+
+def _none_is_empty(value: Any) -> Any:
+    """The trigger form sends None for a field left empty: the same as "" or leaving it out."""
+    return "" if value is None else value
+
+
+def in_words(duration: timedelta) -> str:
+    """A duration as a person says it: "1 day", "2 hours 30 minutes", "90 seconds" -> "1 minute 30 seconds"."""
+    seconds = duration.total_seconds()
+    if seconds < 1:
+        return f"{seconds:g} seconds"
+    parts, rest = [], round(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts)
+
+
+def at_utc(moment: datetime) -> str:
+    """An absolute time as a person reads it: "2026-11-24 12:00 UTC"."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Strict(BaseModel):
@@ -80,7 +126,7 @@ class Product(Strict):
 
 
 class BrandVoice(Strict):
-    reference: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+    reference: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
     seed: Text = Field(description="Used, and remembered, when memory holds no voice under `reference`.")
     primary_colour: Colour = "#1f2937"
     accent_colour: Colour = "#f59e0b"
@@ -163,7 +209,7 @@ class Campaign(Strict):
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
     name: ShortText
     description: Text
-    owner: ShortText
+    owner: EmailAddress = Field(description="Who owns the campaign: shown as the DAG's owner, alerted when something is left to clean up.")
     audience: ShortText
     product: Product
     brand_voice: BrandVoice
@@ -171,11 +217,11 @@ class Campaign(Strict):
     channels: Channels
     approval: Approval
     retries: Retries = Retries()
-    schedule: ShortText | None = Field(None, description="Cron expression or preset; none = triggered by hand.")
-    tags: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")]] = Field(
+    schedule: Schedule | None = Field(None, description="Cron expression or preset (@daily, ...); none = triggered by hand.")
+    tags: list[Annotated[str, StringConstraints(pattern=TAG_PATTERN)]] = Field(
         default_factory=list, max_length=10
     )
-    connections: dict[Port, Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]] = Field(
+    connections: dict[Port, Annotated[str, StringConstraints(pattern=CONN_ID_PATTERN)]] = Field(
         default_factory=dict, description="Per-port Airflow connection ids replacing the defaults."
     )
 
@@ -189,8 +235,13 @@ class RunOverrides(Strict):
 
     audience: ShortText | None = None
     channels: list[Channel] | None = Field(None, min_length=1)
-    writer_notes: str = Field("", max_length=2000)
-    launch: str = Field(
+    writer_notes: Annotated[str, BeforeValidator(_none_is_empty)] = Field(
+        "",
+        max_length=2000,
+        description="Notes for the copy writer: used by the LLM writer (a campaign_writer connection of type http); "
+        "the offline template writer ignores them. Different notes make a different launch.",
+    )
+    launch: Annotated[str, BeforeValidator(_none_is_empty)] = Field(
         "",
         pattern=LAUNCH_PATTERN,
         description="A name for this launch. Runs with the same conf are one launch, and only one of them sends: "
@@ -241,6 +292,11 @@ def launch_of(overrides: RunOverrides, audience: str, channels: list[str], sched
         return f"scheduled {scheduled_for.isoformat()}"
     what = json.dumps({"audience": audience, "channels": channels, "writer_notes": overrides.writer_notes}, sort_keys=True)
     return f"conf {hashlib.sha256(what.encode()).hexdigest()[:12]}"
+
+
+def launch_name(launch: str) -> str:
+    """The name a user gave a run's launch (conf ``launch``; see :func:`launch_of`), or "" when it has none."""
+    return launch.removeprefix("named ") if launch.startswith("named ") else ""
 
 
 def plan_run(

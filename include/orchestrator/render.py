@@ -33,7 +33,7 @@ from include.orchestrator.assets import open_assets
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
-from include.orchestrator.model import LAUNCH_PATTERN, Campaign, RunOverrides, run_key
+from include.orchestrator.model import LAUNCH_PATTERN, Campaign, RunOverrides, at_utc, in_words, launch_name, run_key
 from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
 
@@ -72,6 +72,7 @@ def pool_of(step: str, item: str | None = None) -> str:
 
 def default_args(campaign: Campaign) -> dict[str, Any]:
     return {
+        "owner": campaign.owner,  # the DAG list shows it
         "retries": campaign.retries.count,
         "retry_delay": campaign.retries.delay,
         "retry_exponential_backoff": True,
@@ -91,6 +92,11 @@ def ui_link(dag_id: str, run_id: str, task_id: str | None = None) -> str:
     base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
     link = f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
     return f"{link}/tasks/{quote(task_id, safe='')}/required_actions" if task_id else link
+
+
+def review_link(dag_id: str, run_id: str) -> str:
+    """The run's reviewer page: the plugin's external view on the run (``campaign-run``)."""
+    return f"{ui_link(dag_id, run_id)}/plugin/campaign-run"
 
 
 def role_members() -> dict[str, list[str]]:
@@ -149,6 +155,7 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
         pull=lambda task_id: _pull(task, ti, task_id),
         open_port=lambda port: recorder.wrap(port, open_port(port, campaign.connections)),
         ui_link=ui_link(ti.dag_id, ti.run_id, GATE_TASK_ID),
+        review_link=review_link(ti.dag_id, ti.run_id),
         item=item,
         scheduled_for=run.logical_date if run.run_type in SCHEDULED_RUN_TYPES else None,
         claim_launch=recorder.claim,
@@ -206,6 +213,12 @@ class CampaignStep(BaseOperator):
         return output.to_xcom()
 
 
+def run_label(ctx: StepContext) -> str:
+    """What a person recognises a run by: its launch's name when it has one, else the run id."""
+    name = launch_name(ctx.plan.launch)
+    return f"launch {name}" if name else ctx.run_id
+
+
 class ApprovalGate(HITLOperator):
     """Wait, holding no worker slot, for a human decision on the run's copy; silence rejects.
 
@@ -257,7 +270,7 @@ class ApprovalGate(HITLOperator):
         upsert_hitl_detail(
             ti_id=ti.id,
             options=self.options,
-            subject=f"Approve {ctx.campaign.name} ({ctx.plan.run_key})?",
+            subject=f"Approve {ctx.campaign.name}: {run_label(ctx)}?",
             body=self._body(ctx, state),
             # On timeout the scheduler writes the default as the answer: Reject, so silence rejects
             # and the closed request refuses late answers (409).
@@ -269,24 +282,45 @@ class ApprovalGate(HITLOperator):
 
     @staticmethod
     def _form(draft: Copy, channels: list[str]) -> dict[str, Param]:
-        reason = Param("", type="string", maxLength=2000, title="Reason", description="Why; a rejection needs one.")
+        # Nullable, no minLength: the form then neither requires a reason to approve nor shows an
+        # error before anyone typed. A rejection's reason and non-empty copy are checked when the
+        # answer comes back (``_record``).
+        reason = Param(None, type=["null", "string"], maxLength=2000, title="Reason",
+                       description="Why. Optional to approve; a rejection needs one.")
         fields = {"reason": reason}
         for name, value in gate_rules.form_values(draft, channels).items():
             extra = {"format": "multiline"} if name in gate_rules.MULTILINE else {}
-            fields[name] = Param(value, type="string", minLength=1, title=name.replace("_", " ").capitalize(), **extra)
+            fields[name] = Param(value, type="string", maxLength=20_000, title=name.replace("_", " ").capitalize(),
+                                 description="Published as written here when you approve; may not be empty.", **extra)
         return fields
 
     @staticmethod
     def _body(ctx: StepContext, state: GateState) -> str:
         review = ctx.pull("review.open_review") or {}
         where = review.get("branch") or review.get("key") or "the review bundle"
-        return (
-            f"Review the drafts ({where}) and the images, edit the copy below if needed, then approve or reject.\n\n"
-            f"- Campaign: {ctx.campaign.name} (`{ctx.campaign.slug}`), run `{ctx.plan.run_key}`\n"
-            f"- Channels: {', '.join(state.channels)}\n"
-            f"- Deadline: {state.deadline.isoformat(timespec='minutes')}. No decision by then rejects the campaign.\n"
-            f"- Draft version: `{state.draft_version}`\n"
-        )
+        plan, campaign = ctx.plan, ctx.campaign
+        notes = " ".join(plan.writer_notes.split())
+        lines = [
+            f"Review the drafts and the images on the reviewer page: {ctx.review_link}",
+            "Edit the copy below if needed, then approve or reject (a rejection needs a reason).",
+            "",
+            f"- Campaign: {campaign.name} (`{campaign.slug}`), run `{ctx.run_id}`",
+            f"- Audience: {plan.audience}",
+            f"- Writer notes: {notes[:300] + ('…' if len(notes) > 300 else '') if notes else 'none'}",
+            f"- Launch: {launch_name(plan.launch) or 'not named'}",
+            f"- Channels: {', '.join(state.channels)}",
+        ]
+        if "email" in state.channels and campaign.channels.email:
+            recipients = campaign.channels.email.recipients
+            sample = ", ".join(recipients[:3]) + (", …" if len(recipients) > 3 else "")
+            lines.append(f"- Email recipients: {len(recipients)} ({sample})")
+        lines += [
+            f"- Deadline: {at_utc(state.deadline)} (in {in_words(campaign.approval.timeout)}). "
+            "No decision by then rejects the campaign.",
+            f"- Review bundle: {where}",
+            f"- Draft version: `{state.draft_version}`",
+        ]
+        return "\n".join(lines) + "\n"
 
     def execute_complete(self, context: Any, event: dict[str, Any], reminded: bool = False, **_: Any) -> dict[str, Any]:
         ti = context["ti"]
@@ -310,17 +344,31 @@ class ApprovalGate(HITLOperator):
             return self._timed_out(context, state)
         return self._finish(ti, self._record(ti, state, event))
 
+    @staticmethod
+    def _refuse(ti: Any, message: str) -> AirflowFailException:
+        """Fail the gate with ``message``, kept (XCom ``error``) for the run's report."""
+        ti.xcom_push(key="error", value=message[:1000])
+        return AirflowFailException(message)
+
     def _record(self, ti: Any, state: GateState, event: dict[str, Any]) -> Decision:
         chosen, params_input = event["chosen_options"], dict(event["params_input"] or {})
         user = event["responded_by_user"] or {"id": "", "name": "unknown"}
         decision = "approved" if chosen == [APPROVE] else "rejected"
-        reason = str(params_input.pop("reason", "") or "")
+        reason = str(params_input.pop("reason", "") or "").strip()
         approved, edited = Copy.model_validate(state.draft), []
+        if decision == "rejected" and not reason:
+            raise self._refuse(ti, f"refused the rejection by {user['name']} in the Required Actions form: it gives no "
+                                   "reason, and a rejection needs one. Nothing is published: the campaign is rolled back")
         if decision == "approved":  # a rejection publishes nothing: the form's copy fields do not matter
+            emptied = [name for name in gate_rules.editable_fields(state.channels)
+                       if name in params_input and not str(params_input[name] or "").strip()]
+            if emptied:
+                raise self._refuse(ti, f"refused the approval by {user['name']}: it leaves {', '.join(emptied)} empty, "
+                                       "and empty copy is never published. The campaign is rolled back")
             try:
                 approved, edited = gate_rules.apply_edits(approved, state.channels, params_input)
             except DecisionRefused as exc:
-                raise AirflowFailException(f"the approval by {user['name']} carries copy that cannot be used: {exc}") from None
+                raise self._refuse(ti, f"refused the approval by {user['name']}: its copy cannot be used: {exc}") from None
         return Decision(
             decision=decision,
             by=user["name"],
@@ -336,13 +384,16 @@ class ApprovalGate(HITLOperator):
         )
 
     def _remind(self, ctx: StepContext, ti: Any, state: GateState) -> None:
+        left = max(state.deadline - gate_rules.now(), timedelta(0))
         message = Message(
             key=ctx.plan.key("review-reminder"),
             to=list(ctx.campaign.approval.approvers),
-            subject=f"Reminder: {ctx.campaign.name} needs a decision by {state.deadline.isoformat(timespec='minutes')}",
+            subject=f"Reminder: {ctx.campaign.name} ({run_label(ctx)}) needs a decision by {at_utc(state.deadline)}",
             text=(
                 f"Campaign {ctx.campaign.name!r} ({ctx.campaign.slug}) is still waiting for approval.\n"
-                f"Without a decision by {state.deadline.isoformat(timespec='minutes')} it is rejected.\n"
+                f"Without a decision by {at_utc(state.deadline)} (in {in_words(left)}) it is rejected.\n"
+                f"Review it: {ctx.review_link}\n"
+                f"Decide: {ctx.ui_link}\n"
                 f"Run: dag {ctx.dag_id}, run {ctx.run_id}"
             ),
             link=ctx.ui_link,
@@ -357,7 +408,7 @@ class ApprovalGate(HITLOperator):
             by="timeout",
             means="timeout",
             at=gate_rules.now(),
-            reason=f"no decision within {timeout} (deadline {state.deadline.isoformat(timespec='seconds')})",
+            reason=f"no decision within {in_words(timeout)} (deadline {at_utc(state.deadline)})",
             draft_version=state.draft_version,
             triggered_by=state.triggered_by,
         )
@@ -446,20 +497,31 @@ class RunReport(BaseOperator):
 
 
 def _params(campaign: Campaign) -> dict[str, Param]:
-    """The per-run overrides the UI trigger form shows; kept to four (params cost parse time)."""
+    """The per-run overrides the UI trigger form shows; kept to four (params cost parse time).
+
+    Airflow 3.3's trigger form marks a param required unless its type allows null, and renders an
+    array as a multi-select only when the schema lists the choices at its top level (``examples``
+    or ``enum``; ``items.enum`` alone gives a free-text box, one value per line). ``items.enum``
+    stays for the check Airflow makes of a REST trigger (400 for an unknown channel).
+    """
+    overrides = RunOverrides.model_fields
     return {
-        "audience": Param(campaign.audience, type="string", minLength=1, maxLength=200, description="Who the copy speaks to."),
+        "audience": Param(campaign.audience, type="string", minLength=1, maxLength=200, title="Audience",
+                          description="Who the copy speaks to. Defaults to the campaign's audience."),
         "channels": Param(
             campaign.channels.enabled,
             type="array",
             items={"type": "string", "enum": campaign.channels.enabled},
+            examples=campaign.channels.enabled,
             minItems=1,
             uniqueItems=True,
-            description="A subset of the campaign's channels.",
+            title="Channels",
+            description="Where this run publishes: some or all of the campaign's channels. Channels left out are skipped.",
         ),
-        "writer_notes": Param("", type="string", maxLength=2000, description="Notes for the copy writer."),
-        "launch": Param("", type="string", pattern=LAUNCH_PATTERN,
-                        description=RunOverrides.model_fields["launch"].description),
+        "writer_notes": Param(None, type=["null", "string"], maxLength=2000, title="Writer notes",
+                              description=overrides["writer_notes"].description),
+        "launch": Param(None, type=["null", "string"], pattern=LAUNCH_PATTERN, title="Launch",
+                        description="Optional. " + overrides["launch"].description),
     }
 
 
@@ -468,7 +530,8 @@ def _doc(campaign: Campaign) -> str:
     return (
         f"### {campaign.name}\n\n{campaign.description}\n\n"
         f"- Owner: {campaign.owner}\n- Audience: {campaign.audience}\n- Channels: {channels}\n"
-        f"- Approvers: {', '.join(campaign.approval.approvers)} (timeout {campaign.approval.timeout}: silence rejects)\n"
+        f"- Approvers: {', '.join(campaign.approval.approvers)} (they have {in_words(campaign.approval.timeout)} to decide: "
+        "silence rejects)\n"
     )
 
 
@@ -477,6 +540,7 @@ def build_dag(campaign: Campaign) -> DAG:
     CAMPAIGNS[campaign.dag_id] = campaign
     with DAG(
         dag_id=campaign.dag_id,
+        dag_display_name=campaign.name,
         description=f"{campaign.name}: {campaign.description}"[:200],
         doc_md=_doc(campaign),
         schedule=campaign.schedule,
@@ -608,9 +672,35 @@ def review_watch_dag() -> DAG | None:
     return dag
 
 
-def report_invalid_campaigns() -> None:
-    """Raise one import error listing every invalid campaign file (shown in the Airflow UI)."""
-    _, errors = load_campaigns()
-    if errors:
-        raise CampaignFilesInvalid(errors)
+class _Reported(Exception):
+    """Raised with the invalid campaign files as its cause, so that the cause's text leads the import error."""
 
+
+class _Lead(Exception):
+    """The invalid campaign files, as the first lines of the import error Airflow shows."""
+
+
+# Printed as "Invalid campaign files: <file>: ..." (a builtins class is shown without its module path).
+_Lead.__module__, _Lead.__qualname__ = "builtins", "Invalid campaign files"
+
+
+def report_invalid_campaigns() -> None:
+    """Raise one import error listing every invalid campaign file (shown in the Airflow UI).
+
+    Airflow keeps an import error's traceback as its text (``[core] dagbag_import_error_tracebacks``,
+    on by default), and a traceback starts with ``Traceback (most recent call last):`` and the DAG
+    file's frames. Python prints an exception's cause before the traceback, so the problems are
+    raised as the cause, without a traceback of their own: the UI's text then starts with the file,
+    the field and the problem, and the traceback comes after. With tracebacks off, Airflow keeps
+    only the message, which is the problems themselves.
+    """
+    from airflow.sdk.configuration import conf
+
+    _, errors = load_campaigns()
+    if not errors:
+        return
+    problems = CampaignFilesInvalid(errors)
+    if not conf.getboolean("core", "dagbag_import_error_tracebacks", fallback=True):
+        raise problems
+    names = ", ".join(e.path.name for e in errors)
+    raise _Reported(f"invalid campaign file(s) {names}: what is wrong is at the top of this message") from _Lead(str(problems))

@@ -1,4 +1,5 @@
-"""Scheduler side: the run's note says how the campaign ended (``compensation.report``'s report).
+"""Scheduler side: the run's note says how the campaign ended (``compensation.report``'s report):
+what went out where when it completed, the rollback summary when it did not.
 
 An Airflow listener, loaded by the plugin. The scheduler calls it when it sets a run's final
 state, inside its own session: the note is written in that transaction, so it lands with the
@@ -55,7 +56,7 @@ class RunNoteListener:
             return
         try:
             report = report_of(session, dag_run.dag_id, dag_run.run_id)
-            if report is not None and report.status != "completed":
+            if report is not None:
                 dag_run.note = note_text(report)
         except Exception:  # a listener must never break the scheduler's loop
             log.exception("could not write the campaign report on the note of run %s", dag_run.run_id)

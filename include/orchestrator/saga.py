@@ -212,6 +212,11 @@ def left_open(entries: list[Entry]) -> list[Entry]:
 Status = Literal["completed", "partially distributed", "rolled back", "cleanup needed", "failed after going live"]
 
 
+# The ports whose effects are what a campaign puts out (the others are its own workings:
+# memory, images, the review branch, notifications).
+OUTWARD_PORTS = ("email", "social", "blog", "analytics")
+
+
 class Line(BaseModel):
     where: str
     port: str
@@ -220,9 +225,15 @@ class Line(BaseModel):
     summary: str
     state: str
     error: str = ""
+    link: str = ""  # where a person finds it (the effect's ``url``), when the service gave one
 
     def text(self) -> str:
         return f"{self.kind} {self.summary or self.key} (from {self.where})" + (f": {self.error}" if self.error else "")
+
+    def out(self) -> str:
+        """What went out, as the run's note says it: the channel, what and where."""
+        what = self.summary or f"{self.kind} {self.key}"
+        return f"- {self.port}: {what}" + (f" ({self.link})" if self.link and self.link not in what else "")
 
 
 class Report(BaseModel):
@@ -251,6 +262,9 @@ class Report(BaseModel):
         if not self.ok:
             counts = (len(self.undone), len(self.absent), len(self.kept), len(self.left))
             lines.append("Undone: {}; never made: {}; kept: {}; left: {}.".format(*counts))
+        if self.ok:
+            out = sorted((line for line in self.kept if line.port in OUTWARD_PORTS), key=lambda l: OUTWARD_PORTS.index(l.port))
+            lines += [line.out() for line in out]
         lines += [f"- left to clean up by hand: {line.text()}" for line in self.left]
         if self.status == "failed after going live":
             lines += [f"- live: {line.text()}" for line in self.kept]
@@ -259,7 +273,9 @@ class Report(BaseModel):
 
 def _line(entry: Entry) -> Line:
     e = entry.effect
-    return Line(where=entry.where, port=e.port, kind=e.kind, key=e.key, summary=e.summary, state=entry.state, error=entry.error)
+    link = e.ref.get("url") if isinstance(e.ref.get("url"), str) else ""
+    return Line(where=entry.where, port=e.port, kind=e.kind, key=e.key, summary=e.summary, state=entry.state, error=entry.error,
+                link=link)
 
 
 def states_by_task(states: dict[str, str | None], task_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -311,8 +327,9 @@ def verdict(
         return "rolled back", Decision.model_validate(gate).failure()
     for task_id in order:
         if "failed" in states.get(task_id, []) and not continuing_channel(campaign, task_id):
-            if task_id == GATE_TASK_ID:
-                return "rolled back", f"{task_id} was stopped before a decision (marked failed or killed)"
+            if task_id == GATE_TASK_ID:  # the gate records why when it refused an answer
+                why = errors.get(task_id)
+                return "rolled back", f"{task_id} failed: {why}" if why else f"{task_id} was stopped before a decision (marked failed or killed)"
             cause = errors.get(task_id) or "no error recorded: the task was killed, timed out or marked failed"
             return "rolled back", f"{task_id} failed: {cause}"
     return "rolled back", "cancelled: the run was stopped before it completed"

@@ -12,12 +12,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
 from include.orchestrator.approval import GATE_TASK_ID
-from include.orchestrator.model import Campaign, RunPlan, plan_run
+from include.orchestrator.model import Campaign, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
     BlogPost,
     Copy,
@@ -56,11 +56,12 @@ class StepContext:
     conf: dict[str, Any]
     pull: Callable[[str], Any]  # full task id -> that task's result (a list for a mapped task)
     open_port: Callable[[str], Any]  # port name -> backend
-    ui_link: str = ""
+    ui_link: str = ""  # the gate's Required Actions page (the form that decides)
     item: str | None = None
     scheduled_for: datetime | None = None  # the logical date of a scheduled or backfill run
     claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise saga.LaunchTaken
     open_assets: Callable[[], Any] = lambda: None  # the asset store (``assets.AssetStore``) images are read from
+    review_link: str = ""  # the run's reviewer page (the plugin's view on the run): images, copy, recipients
 
     @cached_property  # one XCom pull per task, however often a step reads it
     def plan(self) -> RunPlan:
@@ -220,7 +221,8 @@ def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[
     parts = [
         f"# Review: {campaign.name}",
         f"Campaign `{campaign.slug}`, run `{plan.run_key}`, audience: {plan.audience}. Channels: {', '.join(plan.channels)}.",
-        f"Approvers: {', '.join(campaign.approval.approvers)}. Undecided after {campaign.approval.timeout} means rejected.",
+        f"Approvers: {', '.join(campaign.approval.approvers)}. "
+        f"Undecided {in_words(campaign.approval.timeout)} after the request opens means rejected.",
         "## Headline",
         fenced(copy.headline),
     ]
@@ -257,12 +259,15 @@ def notify_reviewers(ctx: StepContext) -> StepOutput:
     message = Message(
         key=plan.key("review-request"),
         to=list(campaign.approval.approvers),
-        subject=f"Review needed: {campaign.name}",
+        subject=f"Review needed: {campaign.name} ({f'launch {launch_name(plan.launch)}' if launch_name(plan.launch) else ctx.run_id})",
         text=(
             f"Campaign {campaign.name!r} ({campaign.slug}) is ready for review.\n"
-            f"Review bundle: branch {review.get('branch', review['key'])} in {review.get('repo', 'the review repository')}.\n"
-            f"Decide within {campaign.approval.timeout}; no decision by then rejects the campaign.\n"
-            f"Run: dag {ctx.dag_id}, run {ctx.run_id}"
+            + (f"See the drafts and the images: {ctx.review_link}\n" if ctx.review_link else "")
+            + f"Review bundle: branch {review.get('branch', review['key'])} in {review.get('repo', 'the review repository')}.\n"
+            f"Decide within {in_words(campaign.approval.timeout)} of the request opening (right after this message, so by "
+            f"about {at_utc(datetime.now(UTC) + campaign.approval.timeout)}); no decision by then rejects the campaign.\n"
+            + (f"Decide here: {ctx.ui_link}\n" if ctx.ui_link else "")
+            + f"Run: dag {ctx.dag_id}, run {ctx.run_id}"
         ),
         link=ctx.ui_link,
     )
