@@ -127,4 +127,6 @@ def test_a_rejection_needs_a_reason_and_shows_the_rollback(world, page_as):
     expect(frame.locator("#outcome")).to_contain_text("rolled back")
     expect(frame.locator("#nothing-left")).to_be_visible()
     expect(frame.locator("#decided")).to_contain_text("rejected")
+    expect(frame.locator("#images-removed")).to_be_visible()  # deleted by the rollback: not shown from a cache
+    expect(frame.locator(".images img")).to_have_count(0)
     shot(page, "rolled-back")

@@ -194,12 +194,20 @@ def _outcome(outcome: Outcome | None) -> str:
             + items("Undone", outcome.undone) + left + nothing_left + "</section>")
 
 
-def run_page(campaign_name: str, run: RunSummary, review: Review, links: Links) -> str:
-    images = "".join(
+def _images(run: RunSummary, review: Review, links: Links) -> str:
+    if run.outcome is not None and run.outcome.status not in ("completed", "partially distributed", "failed after going live"):
+        # The rollback deletes the rendered images: never show a cached copy as if it still existed.
+        names = ", ".join(f"{i['channel']} ({int(i['width'])}×{int(i['height'])})" for i in review.images)
+        return f'<p class="muted" id="images-removed">Not shown: the rollback removes the images ({_e(names) or "none"}).</p>'
+    return "".join(
         f"<figure><img src=\"{_e(links.image(run.dag_id, run.run_id, i['channel']))}\" alt=\"{_e(i['channel'])} image\" "
         f"width=\"{int(i['width']) // 2}\" height=\"{int(i['height']) // 2}\"><figcaption>{_e(i['channel'])} ({int(i['width'])}×{int(i['height'])})</figcaption></figure>"
         for i in review.images
     ) or '<p class="muted">No images yet.</p>'
+
+
+def run_page(campaign_name: str, run: RunSummary, review: Review, links: Links) -> str:
+    images = _images(run, review, links)
     copy = "".join(f"<dt>{_e(_field_label(k))}</dt><dd><pre>{_e(v)}</pre></dd>" for k, v in review.copy_fields.items())
     recipients = ""
     if review.recipients:
@@ -214,13 +222,15 @@ def run_page(campaign_name: str, run: RunSummary, review: Review, links: Links) 
         f"{recipients}<dt>Review bundle</dt><dd>{_external(review.review_where)}</dd></dl>"
     )
     no_copy = '<dd class="muted">No copy yet.</dd>'
+    heading = {None: "What goes out", "completed": "What went out", "partially distributed": "What went out"}.get(
+        run.outcome.status if run.outcome else None, "What would have gone out")
     body = (
         f"<p><a href=\"{_e(links.app)}/ui/campaigns\">All campaigns</a></p>"
         f"<h1>{_e(campaign_name)}</h1><p>Run <code>{_e(run.run_id)}</code> {_badge(run.state)} {_progress(run)}"
         f" — triggered by {_e(run.triggered_by or run.run_type)}</p>"
         f"<section id=\"approval\"><h2>Approval</h2>{_approval(run, review, links)}</section>"
         f"{_outcome(run.outcome)}"
-        f"<section id=\"review\"><h2>What goes out</h2>{facts}<h3>Images</h3><div class=\"images\">{images}</div>"
+        f"<section id=\"review\"><h2>{heading}</h2>{facts}<h3>Images</h3><div class=\"images\">{images}</div>"
         f"<h3>Copy</h3><dl class=\"copy\">{copy or no_copy}</dl></section>"
     )
     return _page(f"{campaign_name}: {run.run_id}", links, body)

@@ -128,7 +128,7 @@ def add_view_routes(app: Any) -> None:
             raise HTTPException(410, str(exc)) from None
         except ValueError as exc:  # changed since rendered: never show a reviewer something else
             raise HTTPException(409, str(exc)) from None
-        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"})
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     # --- pages ---------------------------------------------------------------------------------
     @app.get("/ui/campaigns", response_class=HTMLResponse)
