@@ -38,12 +38,16 @@ def world(tmp_path_factory):
             if name != "ok":
                 extra = {"description": f"Campaign {name}. {HOSTILE}"} if name == "wait" else {}
                 (cw["campaigns"] / f"view-{name}.yaml").write_text(
-                    yaml.safe_dump({**base, "slug": f"view-{name}", "name": f"View {name}", **extra}))
-        stack = AirflowStack(root / "airflow", env={
-            **export(cw),
-            "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
-            "CAMPAIGN_TEST_HIDDEN": "eve:campaign_view-hidden",
-        })
+                    yaml.safe_dump({**base, "slug": f"view-{name}", "name": f"View {name}", **extra})
+                )
+        stack = AirflowStack(
+            root / "airflow",
+            env={
+                **export(cw),
+                "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
+                "CAMPAIGN_TEST_HIDDEN": "eve:campaign_view-hidden",
+            },
+        )
         try:
             stack.start()
             stack.wait_for_dags([f"campaign_view-{n}" for n in NAMES])
@@ -71,9 +75,14 @@ def run_path(name: str, run_id: str) -> str:
 
 def test_every_endpoint_needs_a_user(world):
     stack, run_id = world["stack"], world["runs"]["wait"]
-    for path in ["/campaigns/api/v1/campaigns", "/campaigns/api/v1/campaigns/campaign_view-wait", run_path("wait", run_id),
-                 f"{run_path('wait', run_id)}/images/email", "/campaigns/ui/campaigns",
-                 f"/campaigns/ui/runs/campaign_view-wait/{quote(run_id, safe='')}"]:
+    for path in [
+        "/campaigns/api/v1/campaigns",
+        "/campaigns/api/v1/campaigns/campaign_view-wait",
+        run_path("wait", run_id),
+        f"{run_path('wait', run_id)}/images/email",
+        "/campaigns/ui/campaigns",
+        f"/campaigns/ui/runs/campaign_view-wait/{quote(run_id, safe='')}",
+    ]:
         answer = httpx.get(f"{stack.url}{path}", timeout=30)
         assert answer.status_code == 401, (path, answer.status_code, answer.text[:200])
     page = httpx.get(f"{stack.url}/campaigns/ui/campaigns", timeout=30)
@@ -85,11 +94,16 @@ def test_a_user_sees_only_the_dags_the_auth_manager_grants(world):
     listed = stack.api("GET", "/campaigns/api/v1/campaigns", "eve").json()
     assert "campaign_view-hidden" not in {c["dag_id"] for c in listed["campaigns"]}
     assert "campaign_view-wait" in {c["dag_id"] for c in listed["campaigns"]}
-    for path in ["/campaigns/api/v1/campaigns/campaign_view-hidden", run_path("hidden", run_id),
-                 f"/campaigns/ui/runs/campaign_view-hidden/{quote(run_id, safe='')}"]:
+    for path in [
+        "/campaigns/api/v1/campaigns/campaign_view-hidden",
+        run_path("hidden", run_id),
+        f"/campaigns/ui/runs/campaign_view-hidden/{quote(run_id, safe='')}",
+    ]:
         assert stack.api("GET", path, "eve").status_code == 403, path
         assert stack.api("GET", path, "dana").status_code == 200, path
-    assert "campaign_view-hidden" in {c["dag_id"] for c in stack.api("GET", "/campaigns/api/v1/campaigns", "dana").json()["campaigns"]}
+    assert "campaign_view-hidden" in {
+        c["dag_id"] for c in stack.api("GET", "/campaigns/api/v1/campaigns", "dana").json()["campaigns"]
+    }
 
 
 def test_the_campaign_list_shape(world):
@@ -144,7 +158,9 @@ def test_a_run_in_every_state(world):
     assert done["approval"]["decision"]["by"] == "dana" and not done["approval"]["waiting"]
     assert done["outcome"]["status"] == "completed"
     assert {p["channel"] for p in done["outcome"]["published"]} == {"email", "social", "blog"}
-    assert done["review"]["edits"] == [{"field": "headline", "before": done["review"]["edits"][0]["before"], "after": "Edited headline"}]
+    assert done["review"]["edits"] == [
+        {"field": "headline", "before": done["review"]["edits"][0]["before"], "after": "Edited headline"}
+    ]
 
     rejected = run("reject")
     assert rejected["state"] == "failed" and rejected["outcome"]["status"] == "rolled back"

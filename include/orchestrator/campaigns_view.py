@@ -125,7 +125,9 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-def _xcoms(session: Session, runs: Iterable[tuple[str, str]], task_ids: Iterable[str], key: str = "return_value") -> dict[tuple[str, str, str, int], Any]:
+def _xcoms(
+    session: Session, runs: Iterable[tuple[str, str]], task_ids: Iterable[str], key: str = "return_value"
+) -> dict[tuple[str, str, str, int], Any]:
     """XCom values of some tasks of some runs, by (dag_id, run_id, task_id, map_index)."""
     from airflow.models.xcom import XComModel
 
@@ -194,8 +196,14 @@ def outcome_of(run_state: str, report: Any, published: dict[str, Any]) -> Outcom
     channels = []
     for task_id, value in sorted(published.items()):
         for effect in (value or {}).get("effects", []):
-            channels.append({"channel": task_id.removeprefix("distribution.publish_"), "kind": effect.get("kind", ""),
-                             "summary": effect.get("summary", ""), "link": _link(effect.get("ref") or {})})
+            channels.append(
+                {
+                    "channel": task_id.removeprefix("distribution.publish_"),
+                    "kind": effect.get("kind", ""),
+                    "summary": effect.get("summary", ""),
+                    "link": _link(effect.get("ref") or {}),
+                }
+            )
     if report is None:
         return Outcome(status=run_state, summary="no report: the report task did not run", published=channels)
     result = Report.model_validate(report)
@@ -250,7 +258,9 @@ def _recent_runs(session: Session, dag_ids: list[str], per_dag: int) -> list[Any
         return []
     rank = func.row_number().over(partition_by=DagRun.dag_id, order_by=(DagRun.run_after.desc(), DagRun.id.desc())).label("rank")
     ranked = select(DagRun.id, rank).where(DagRun.dag_id.in_(dag_ids)).subquery()
-    query = select(DagRun).join(ranked, and_(ranked.c.id == DagRun.id, ranked.c.rank <= per_dag)).order_by(DagRun.run_after.desc())
+    query = (
+        select(DagRun).join(ranked, and_(ranked.c.id == DagRun.id, ranked.c.rank <= per_dag)).order_by(DagRun.run_after.desc())
+    )
     return list(session.scalars(query.options(selectinload(DagRun.dag_run_note))))
 
 
@@ -259,9 +269,14 @@ def campaigns(session: Session, readable: set[str], runs_per_campaign: int = REC
     from airflow.models.dag import DagModel
 
     dags = session.execute(
-        select(DagModel.dag_id, DagModel.dag_display_name, DagModel.owners, DagModel.is_paused, DagModel.timetable_summary,
-               DagModel.description)
-        .where(DagModel.dag_id.like("campaign\\_%", escape="\\"), DagModel.is_stale.is_(False))
+        select(
+            DagModel.dag_id,
+            DagModel.dag_display_name,
+            DagModel.owners,
+            DagModel.is_paused,
+            DagModel.timetable_summary,
+            DagModel.description,
+        ).where(DagModel.dag_id.like("campaign\\_%", escape="\\"), DagModel.is_stale.is_(False))
     ).all()
     dags = [d for d in dags if d.dag_id in readable]
     by_dag: dict[str, list[RunSummary]] = {}
@@ -341,7 +356,9 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
     values = _xcoms(session, [key], ["validate_conf", "content.write_copy", "design.render_image", "review.open_review"])
     plan = (values.get((*key, "validate_conf", -1)) or {}).get("result") or {}
     draft = (values.get((*key, "content.write_copy", -1)) or {}).get("result")
-    images = sorted(((m, v.get("result")) for (_, _, t, m), v in values.items() if t == "design.render_image" and v), key=lambda i: i[0])
+    images = sorted(
+        ((m, v.get("result")) for (_, _, t, m), v in values.items() if t == "design.render_image" and v), key=lambda i: i[0]
+    )
     bundle = (values.get((*key, "review.open_review", -1)) or {}).get("result") or {}
     campaign = campaign_file(summary.dag_id)
     email = campaign.channels.email if campaign else None
@@ -363,7 +380,9 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
         decision = summary.approval.decision if summary.approval else None
         if decision and decision.get("edited_copy"):
             after = rules.form_values(Copy.model_validate(decision["edited_copy"]), channels)
-            answer.edits = [{"field": f, "before": before[f], "after": after.get(f, "")} for f in before if before[f] != after.get(f)]
+            answer.edits = [
+                {"field": f, "before": before[f], "after": after.get(f, "")} for f in before if before[f] != after.get(f)
+            ]
     if summary.approval and summary.approval.waiting and campaign is not None:
         gate = _xcoms(session, [key], [GATE_TASK_ID], "gate").get((*key, GATE_TASK_ID, -1))
         triggered_by = (gate or {}).get("triggered_by")

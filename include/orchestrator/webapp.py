@@ -11,15 +11,16 @@ cookie, then the auth manager's DAG permissions (lists show only readable DAGs; 
 read access to its DAG; deciding needs what answering the Required Actions form needs).
 """
 
-
 from pathlib import Path
 from typing import Any
 
 STATIC = Path(__file__).with_name("static")
 STATIC_TYPES = {"campaigns.js": "text/javascript", "campaigns.css": "text/css"}
 # The pages have no inline script; styles may be inline (state colours).
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self'; "
-       "form-action 'none'; frame-ancestors 'self'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self'; "
+    "form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
+)
 
 
 def create_app() -> Any:
@@ -57,8 +58,11 @@ def add_view_routes(app: Any) -> None:
     read_run = [Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))]
 
     def html(text: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(text, status, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store",
-                                                   "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(
+            text,
+            status,
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def problem(request: Request, exc: StarletteHTTPException) -> Any:
@@ -105,7 +109,10 @@ def add_view_routes(app: Any) -> None:
         found = [c for c in view.campaigns(session, {dag_id}, 0)]
         if not found:
             raise HTTPException(404, f"no campaign DAG {dag_id!r}")
-        return {**found[0].model_dump(mode="json"), "runs": [r.model_dump(mode="json") for r in view.campaign_runs(session, dag_id, limit)]}
+        return {
+            **found[0].model_dump(mode="json"),
+            "runs": [r.model_dump(mode="json") for r in view.campaign_runs(session, dag_id, limit)],
+        }
 
     @app.get("/api/v1/runs/{dag_id}/{run_id}", dependencies=read_run)
     def get_run(dag_id: str, run_id: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
@@ -147,4 +154,6 @@ def add_view_routes(app: Any) -> None:
     def static(name: str) -> Response:
         if name not in STATIC_TYPES:
             raise HTTPException(404, "no such file")
-        return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name], headers={"Cache-Control": "public, max-age=300"})
+        return Response(
+            (STATIC / name).read_bytes(), media_type=STATIC_TYPES[name], headers={"Cache-Control": "public, max-age=300"}
+        )
