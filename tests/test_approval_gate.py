@@ -29,7 +29,7 @@ from tests.worlds import local_connections
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
-SCENARIOS = ["cli", "rest", "form", "mark", "markfail", "reject", "cancel", "sigkill", "github", "timeout"]
+SCENARIOS = ["cli", "rest", "form", "formreject", "mark", "markfail", "reject", "cancel", "sigkill", "github", "timeout"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,10 @@ def world(tmp_path_factory):
             stack.start()
             dag_ids = [f"campaign_gate-{n}" for n in SCENARIOS]
             stack.wait_for_dags(dag_ids)
-            runs = {name: stack.trigger(f"campaign_gate-{name}") for name in SCENARIOS}
+            # The form run is triggered as the trigger form sends its defaults: optional fields left empty are null.
+            form_defaults = {"audience": base["audience"], "channels": ["email"], "writer_notes": None, "launch": None}
+            runs = {name: stack.trigger(f"campaign_gate-{name}", conf=form_defaults if name == "form" else None)
+                    for name in SCENARIOS}
             yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env, "github": github}
         finally:
             stack.stop()
@@ -103,6 +106,17 @@ def test_the_gate_holds_no_worker_and_publishes_its_request(world):
     detail = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails").json()
     assert detail["options"] == ["Approve", "Reject"] and not detail["response_received"]
     assert {u["id"] for u in detail["assigned_users"]} == {"dana", "olga"}, "dana, and olga by role; admin triggered the run"
+    # The request says what is approved: no opaque run key; audience, notes, launch, recipients, deadline, reviewer page.
+    review_page = f"{stack.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/plugin/campaign-run"
+    assert detail["subject"] == f"Approve Gate cli: {run_id}?", detail["subject"]
+    body = detail["body"]
+    for expected in (review_page, "- Audience: ", "- Writer notes: none", "- Launch: not named", "- Channels: email",
+                     "- Email recipients: 1 (customers@lists.example.com)", " UTC (in 1 hour)"):
+        assert expected in body, (expected, body)
+    # The form: approving needs no reason (nullable), and no field is in an error state at start (no minLength).
+    params = detail["params"]
+    assert "null" in params["reason"]["schema"]["type"] and params["reason"]["value"] is None, params["reason"]
+    assert not any("minLength" in p["schema"] for p in params.values()), params
     status = stack.api("GET", decision_path(dag_id, run_id), "dana").json()
     assert status["waiting"] and set(status["editable"]) == {"headline", "email_subject", "email_body"}
     # the review request went out with a link to the Required Actions page
@@ -110,6 +124,8 @@ def test_the_gate_holds_no_worker_and_publishes_its_request(world):
     texts = [json.loads(p.read_text()) for p in outbox.glob("*.json")]
     link = f"{stack.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{GATE}/required_actions"
     assert link in [t["link"] for t in texts]
+    [request] = [t for t in texts if t["link"] == link]
+    assert review_page in request["text"] and "Decide within 1 hour" in request["text"] and " UTC" in request["text"], request
 
 
 def test_cli_approval_with_edited_copy_reaches_distribution(world, tmp_path):
@@ -163,15 +179,53 @@ def test_required_actions_form_answer_approves(world):
     stack, dag_id, run_id = waiting(world, "form")
     form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
     status = stack.api("GET", decision_path(dag_id, run_id), "dana").json()
-    params = {"reason": "fine", **status["editable"], "headline": "A better headline"}
+    # As the form sends it: the reason left empty (null), one field edited.
+    params = {"reason": None, **status["editable"], "headline": "A better headline"}
     assert stack.api("PATCH", form, "eve", json={"chosen_options": ["Approve"], "params_input": params}).status_code == 403
     answer = stack.api("PATCH", form, "dana", json={"chosen_options": ["Approve"], "params_input": params})
     assert answer.status_code == 200, answer.text
     assert stack.wait_run(dag_id, run_id) == "success"
     record = stack.xcom(dag_id, run_id, GATE)
-    assert (record["by"], record["means"], record["edited_fields"]) == ("dana", "airflow-ui", ["headline"])
+    assert (record["by"], record["means"], record["edited_fields"], record["reason"]) == ("dana", "airflow-ui", ["headline"], "")
+    # The finished run's note says what went out where.
+    note = stack.api("GET", stack.run_path(dag_id, run_id)).json()["note"]
+    assert note.startswith("Campaign completed\n- email: email ") and "1 recipient" in note, note
+    assert "\n- analytics: Grafana dashboard" in note and len(note) <= 1000, note
     log = stack.api("GET", f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/logs/1", params={"full_content": True})
     assert "decision: Approved by dana via airflow-ui" in log.text
+
+
+def test_a_rejection_in_the_form_needs_a_reason(world):
+    stack, dag_id, run_id = waiting(world, "formreject")
+    form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
+    answer = stack.api("PATCH", form, "dana", json={"chosen_options": ["Reject"], "params_input": {"reason": None}})
+    assert answer.status_code == 200, answer.text
+    report = assert_rolled_back(world, "formreject", "refused the rejection by dana in the Required Actions form: it gives no reason")
+    assert "a rejection needs one" in report["reason"]
+
+
+def test_an_approval_that_empties_a_copy_field_is_refused_by_name():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.orchestrator.approval import GateState
+    from include.orchestrator.ports import Copy
+    from include.orchestrator.render import ApprovalGate
+
+    class Ti:
+        def __init__(self):
+            self.pushed = {}
+
+        def xcom_push(self, key, value):
+            self.pushed[key] = value
+
+    draft = Copy(headline="H", email_subject="S", email_body="B", social_posts=["P"], blog_title="T", blog_body="BB", writer="t")
+    state = GateState(deadline="2030-01-01T00:00:00Z", draft=draft.model_dump(), draft_version="v", channels=["email"], eligible=["dana"])
+    event = {"chosen_options": ["Approve"], "params_input": {"reason": None, "headline": "H", "email_body": "  ", "email_subject": None},
+             "responded_by_user": {"id": "dana", "name": "dana"}, "responded_at": "2029-01-01T00:00:00Z"}
+    ti = Ti()
+    with pytest.raises(AirflowFailException, match="refused the approval by dana: it leaves email_subject, email_body empty"):
+        ApprovalGate(task_id="approval")._record(ti, state, event)
+    assert ti.pushed["error"].startswith("refused the approval by dana"), "kept for the run's report"
 
 
 def test_marking_the_gate_success_approves_and_records_who(world):
@@ -224,7 +278,7 @@ def test_silence_is_a_rejection_after_a_reminder_and_late_decisions_are_refused(
     # The reminder went out, and compensation took it back with the rest.
     reminders = [e for e in ledger(world).entries(dag_id, run_id) if e.effect.key.endswith("review-reminder")]
     assert [e.state for e in reminders] == ["undone"], reminders
-    assert_rolled_back(world, "timeout", "rejected by timeout: no decision within 0:01:30")
+    assert_rolled_back(world, "timeout", "rejected by timeout: no decision within 1 minute 30 seconds (deadline 20")
     late = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve"})
     assert late.status_code == 409 and "already decided" in late.json()["detail"]
     form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
@@ -256,6 +310,8 @@ def test_unknown_runs_get_a_clear_answer(world):
     assert missing.status_code == 404 and "no run 'no-such-run'" in missing.json()["detail"]
     cli_missing = cli(stack, "approve", "gate-rest", "no-such-run", user="dana")
     assert cli_missing.returncode == 1 and "404" in cli_missing.stderr
+    unknown = stack.api("POST", "/api/v2/dags/campaign_gate-rest/dagRuns", json={"logical_date": None, "conf": {"channels": ["fax"]}})
+    assert unknown.status_code == 400 and "fax" in unknown.text, unknown.text
     fresh = stack.trigger("campaign_gate-rest", conf={"launch": "fresh"})  # its gate is minutes of work away
     early = cli(stack, "approve", "gate-rest", fresh, user="dana")
     assert early.returncode == 1 and "409" in early.stderr and "has not reached the approval gate yet" in early.stderr
