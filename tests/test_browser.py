@@ -132,6 +132,7 @@ def test_trigger_form_with_its_defaults_starts_a_run(world, page_as):
                    "param is shown as required (issue 13: writer_notes, launch)").to_be_enabled(timeout=10_000)
     submit.click()
     expect(dialog, "the trigger form to close once the run is created").to_be_hidden()
+    expect(page.get_by_text("Dag Run Triggered"), "the UI's confirmation that the run was created").to_be_visible()
     shot(page, "triggered")
     runs = stack.wait(lambda: stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"],
                       "the run triggered from the form", timeout=60)
@@ -160,10 +161,10 @@ def test_reviewer_edits_the_copy_and_approves_without_a_reason(world, page_as):
     # dana finds the request as a reviewer does: Browse > Required Actions, the campaign's row.
     page.get_by_role("button", name="Browse").click()
     page.get_by_role("menuitem", name="Required Actions").click()
-    row = page.get_by_role("row").filter(has_text=dag_id)
-    expect(row, f"{dag_id}'s request in Browse > Required Actions").to_be_visible()
+    row = page.get_by_role("row").filter(has_text=run_id)  # the Dag ID column may show the campaign's name
+    expect(row, f"the request of {dag_id} run {run_id} in Browse > Required Actions").to_be_visible()
     shot(page, "required-actions-list")
-    row.get_by_role("link", name=re.compile(re.escape(campaign["name"]))).click()
+    row.locator(f"a[href$='/tasks/{GATE}/required_actions']").first.click()  # the Subject column (Task ID links there too)
     expect(page, "the request's page").to_have_url(re.compile(rf"/tasks/{re.escape(GATE)}/required_actions$"))
     expect_request(page, campaign)
     shot(page, "request")
