@@ -200,7 +200,8 @@ def test_a_rejection_in_the_form_needs_a_reason(world):
     form = f"{stack.run_path(dag_id, run_id)}/taskInstances/{GATE}/-1/hitlDetails"
     answer = stack.api("PATCH", form, "dana", json={"chosen_options": ["Reject"], "params_input": {"reason": None}})
     assert answer.status_code == 200, answer.text
-    report = assert_rolled_back(world, "formreject", "refused the rejection by dana in the Required Actions form: it gives no reason")
+    why = "refused the rejection by dana in the Required Actions form: it gives no reason"
+    report = assert_rolled_back(world, "formreject", why)
     assert "a rejection needs one" in report["reason"]
 
 
@@ -219,9 +220,11 @@ def test_an_approval_that_empties_a_copy_field_is_refused_by_name():
             self.pushed[key] = value
 
     draft = Copy(headline="H", email_subject="S", email_body="B", social_posts=["P"], blog_title="T", blog_body="BB", writer="t")
-    state = GateState(deadline="2030-01-01T00:00:00Z", draft=draft.model_dump(), draft_version="v", channels=["email"], eligible=["dana"])
-    event = {"chosen_options": ["Approve"], "params_input": {"reason": None, "headline": "H", "email_body": "  ", "email_subject": None},
-             "responded_by_user": {"id": "dana", "name": "dana"}, "responded_at": "2029-01-01T00:00:00Z"}
+    state = GateState(deadline="2030-01-01T00:00:00Z", draft=draft.model_dump(), draft_version="v", channels=["email"],
+                      eligible=["dana"])
+    answer = {"reason": None, "headline": "H", "email_body": "  ", "email_subject": None}
+    event = {"chosen_options": ["Approve"], "params_input": answer, "responded_by_user": {"id": "dana", "name": "dana"},
+             "responded_at": "2029-01-01T00:00:00Z"}
     ti = Ti()
     with pytest.raises(AirflowFailException, match="refused the approval by dana: it leaves email_subject, email_body empty"):
         ApprovalGate(task_id="approval")._record(ti, state, event)
@@ -310,7 +313,8 @@ def test_unknown_runs_get_a_clear_answer(world):
     assert missing.status_code == 404 and "no run 'no-such-run'" in missing.json()["detail"]
     cli_missing = cli(stack, "approve", "gate-rest", "no-such-run", user="dana")
     assert cli_missing.returncode == 1 and "404" in cli_missing.stderr
-    unknown = stack.api("POST", "/api/v2/dags/campaign_gate-rest/dagRuns", json={"logical_date": None, "conf": {"channels": ["fax"]}})
+    body = {"logical_date": None, "conf": {"channels": ["fax"]}}
+    unknown = stack.api("POST", "/api/v2/dags/campaign_gate-rest/dagRuns", json=body)
     assert unknown.status_code == 400 and "fax" in unknown.text, unknown.text
     fresh = stack.trigger("campaign_gate-rest", conf={"launch": "fresh"})  # its gate is minutes of work away
     early = cli(stack, "approve", "gate-rest", fresh, user="dana")

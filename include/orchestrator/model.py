@@ -209,7 +209,10 @@ class Campaign(Strict):
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
     name: ShortText
     description: Text
-    owner: EmailAddress = Field(description="Who owns the campaign: shown as the DAG's owner, alerted when something is left to clean up.")
+    owner: EmailAddress = Field(
+        description="Who owns the campaign (an email address): shown as the DAG's owner, alerted when something is left "
+        "to clean up."
+    )
     audience: ShortText
     product: Product
     brand_voice: BrandVoice

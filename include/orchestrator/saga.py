@@ -263,8 +263,8 @@ class Report(BaseModel):
             counts = (len(self.undone), len(self.absent), len(self.kept), len(self.left))
             lines.append("Undone: {}; never made: {}; kept: {}; left: {}.".format(*counts))
         if self.ok:
-            out = sorted((line for line in self.kept if line.port in OUTWARD_PORTS), key=lambda l: OUTWARD_PORTS.index(l.port))
-            lines += [line.out() for line in out]
+            out = [line for line in self.kept if line.port in OUTWARD_PORTS]
+            lines += [line.out() for line in sorted(out, key=lambda line: OUTWARD_PORTS.index(line.port))]
         lines += [f"- left to clean up by hand: {line.text()}" for line in self.left]
         if self.status == "failed after going live":
             lines += [f"- live: {line.text()}" for line in self.kept]
@@ -328,8 +328,9 @@ def verdict(
     for task_id in order:
         if "failed" in states.get(task_id, []) and not continuing_channel(campaign, task_id):
             if task_id == GATE_TASK_ID:  # the gate records why when it refused an answer
-                why = errors.get(task_id)
-                return "rolled back", f"{task_id} failed: {why}" if why else f"{task_id} was stopped before a decision (marked failed or killed)"
+                if why := errors.get(task_id):
+                    return "rolled back", f"{task_id} failed: {why}"
+                return "rolled back", f"{task_id} was stopped before a decision (marked failed or killed)"
             cause = errors.get(task_id) or "no error recorded: the task was killed, timed out or marked failed"
             return "rolled back", f"{task_id} failed: {cause}"
     return "rolled back", "cancelled: the run was stopped before it completed"

@@ -256,10 +256,11 @@ def open_review(ctx: StepContext) -> StepOutput:
 def notify_reviewers(ctx: StepContext) -> StepOutput:
     campaign, plan = ctx.campaign, ctx.plan
     review = ctx.pull("review.open_review")
+    named = launch_name(plan.launch)
     message = Message(
         key=plan.key("review-request"),
         to=list(campaign.approval.approvers),
-        subject=f"Review needed: {campaign.name} ({f'launch {launch_name(plan.launch)}' if launch_name(plan.launch) else ctx.run_id})",
+        subject=f"Review needed: {campaign.name} ({f'launch {named}' if named else ctx.run_id})",
         text=(
             f"Campaign {campaign.name!r} ({campaign.slug}) is ready for review.\n"
             + (f"See the drafts and the images: {ctx.review_link}\n" if ctx.review_link else "")
