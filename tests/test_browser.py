@@ -106,11 +106,16 @@ def expect_request(page: Page, campaign: dict[str, Any]) -> None:
     expect(page.get_by_role("button", name="Approve"), "the form's Approve button").to_be_visible()
 
 
-def expect_note_on_run_page(page: Page, dag_id: str, run_id: str, note: str) -> None:
+def open_note_on_run_page(page: Page, dag_id: str, run_id: str, note: str) -> Locator:
+    """The run's page shows the note's first line; its pencil opens the whole note (markdown, rendered)."""
     page.goto(run_page(dag_id, run_id))
     expect(page.get_by_role("heading", name=run_id), "the run's page").to_be_visible()
     first_line = note.splitlines()[0]
     expect(page.get_by_text(first_line[:80]).first, f"the run's note on its page: {first_line!r}").to_be_visible()
+    page.get_by_role("button", name="Edit note").first.click()
+    dialog = page.get_by_role("dialog").filter(has_text="Dag Run Note")
+    expect(dialog, "the run's whole note, opened from its pencil").to_be_visible()
+    return dialog
 
 
 def test_trigger_form_with_its_defaults_starts_a_run(world, page_as):
@@ -132,7 +137,7 @@ def test_trigger_form_with_its_defaults_starts_a_run(world, page_as):
                    "param is shown as required (issue 13: writer_notes, launch)").to_be_enabled(timeout=10_000)
     submit.click()
     expect(dialog, "the trigger form to close once the run is created").to_be_hidden()
-    expect(page.get_by_text("Dag Run Triggered"), "the UI's confirmation that the run was created").to_be_visible()
+    expect(page.get_by_text("Dag Run Triggered").first, "the UI's confirmation that the run was created").to_be_visible()
     shot(page, "triggered")
     runs = stack.wait(lambda: stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"],
                       "the run triggered from the form", timeout=60)
@@ -188,7 +193,9 @@ def test_reviewer_edits_the_copy_and_approves_without_a_reason(world, page_as):
     assert note and note.startswith("Campaign completed"), f"the completed run's note: {note!r}"
     missing = [channel for channel in campaign["channels"] if channel not in note.lower()]
     assert not missing, f"the note does not say where {missing} went: {note!r}"
-    expect_note_on_run_page(page, dag_id, run_id, note)
+    dialog = open_note_on_run_page(page, dag_id, run_id, note)
+    for channel in campaign["channels"]:
+        expect(dialog, f"the note in the UI says where {channel} went").to_contain_text(channel)
     shot(page, "run-note")
 
 
@@ -214,5 +221,6 @@ def test_reviewer_rejects_with_a_reason_and_the_run_rolls_back(world, page_as):
     note = stack.api("GET", stack.run_path(dag_id, run_id)).json()["note"]
     assert note and note.startswith(f"Campaign rolled back: rejected by dana: {REJECTION}"), note
     assert not [m for m in world["smtp"].messages() if campaign["name"] in m.get("Subject", "")], "a rejected campaign sends no email"
-    expect_note_on_run_page(page, dag_id, run_id, note)
+    dialog = open_note_on_run_page(page, dag_id, run_id, note)
+    expect(dialog, "the note in the UI counts what was undone").to_contain_text("Undone:")
     shot(page, "run-note")
