@@ -261,7 +261,8 @@ class Report(BaseModel):
         lines = [f"{head}: {self.reason}" if self.reason else head]
         if not self.ok:
             counts = (len(self.undone), len(self.absent), len(self.kept), len(self.left))
-            lines.append("Undone: {}; never made: {}; kept: {}; left: {}.".format(*counts))
+            # A bullet: the UI renders the note as Markdown, which would join two plain lines into one.
+            lines.append("- Undone: {}; never made: {}; kept: {}; left: {}.".format(*counts))
         if self.ok:
             out = [line for line in self.kept if line.port in OUTWARD_PORTS]
             lines += [line.out() for line in sorted(out, key=lambda line: OUTWARD_PORTS.index(line.port))]
