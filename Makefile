@@ -17,7 +17,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin,dana:user
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test up bench bench-approval bench-executors lock schema clean
+.PHONY: demo test up bench bench-approval bench-executors bench-view lock schema clean
 
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator demo
@@ -36,6 +36,9 @@ bench-approval: $(VENV)/.installed  # needs PostgreSQL on 127.0.0.1:5432
 
 bench-executors: $(VENV)/.installed  # needs root, PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379
 	$(PY) bench/executor_bench.py --quick
+
+bench-view: $(VENV)/.installed $(CHROMIUM)  # needs PostgreSQL on 127.0.0.1:5432
+	$(PY) bench/campaigns_view_bench.py --quick
 
 schema: $(VENV)/.installed
 	$(PY) -m include.orchestrator schema
