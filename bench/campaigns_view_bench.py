@@ -79,7 +79,7 @@ sys.path.insert(0, str(PROJECT))
 
 from include.orchestrator import localdev  # noqa: E402
 from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
-from tests.cluster import PG_SERVER, create_database, database_url, drop_database  # noqa: E402
+from tests.cluster import MetaDB, create_database, database_url, drop_database  # noqa: E402
 from tests.stack import AirflowStack  # noqa: E402
 from tests.worlds import local_connections  # noqa: E402
 
@@ -142,17 +142,7 @@ def source_slugs() -> dict[tuple[str, str], str]:
 
 
 # --- the database ------------------------------------------------------------------------------
-class DB:
-    def __init__(self, name: str) -> None:
-        user, _, hostport = PG_SERVER.rpartition("@")
-        self.conn = psycopg2.connect(f"postgresql://{user}@{hostport}/{name}")
-        self.conn.autocommit = True
-
-    def rows(self, sql: str, *args: Any) -> list[tuple]:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else []
-
+class DB(MetaDB):
     def columns(self, table: str) -> list[tuple[str, str]]:
         return self.rows(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s AND table_schema = 'public'"

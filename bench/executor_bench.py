@@ -61,7 +61,6 @@ from typing import Any
 from urllib.parse import quote
 
 import psutil
-import psycopg2
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -70,8 +69,8 @@ sys.path.insert(0, str(PROJECT))
 from include.orchestrator import localdev  # noqa: E402
 from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
 from tests.cluster import (  # noqa: E402
-    PG_SERVER,
     CeleryCluster,
+    MetaDB,
     check_services,
     create_database,
     database_url,
@@ -128,23 +127,6 @@ def services(root: Path, s3: Any) -> Iterator[dict[str, Any]]:
 
 
 # --- the metadata database ----------------------------------------------------------------------------
-class MetaDB:
-    """Read-only look at an Airflow's metadata database: polling here costs the API server nothing."""
-
-    def __init__(self, name: str) -> None:
-        user, _, hostport = PG_SERVER.rpartition("@")
-        self.conn = psycopg2.connect(f"postgresql://{user}@{hostport}/{name}")
-        self.conn.autocommit = True
-
-    def rows(self, sql: str, *args: Any) -> list[tuple]:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 # --- CPU from /proc ------------------------------------------------------------------------------------
 def session_cpu(sid: int) -> dict[int, tuple[int, float, float]]:
     """Every live process of session ``sid``: pid -> (ppid, own CPU s, reaped children's CPU s)."""

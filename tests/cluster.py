@@ -73,6 +73,25 @@ def drop_database(name: str, server: str = PG_SERVER) -> None:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class MetaDB:
+    """A direct look at an Airflow's metadata database (benches): polling here costs the API server nothing."""
+
+    def __init__(self, name: str, server: str = PG_SERVER) -> None:
+        import psycopg2
+
+        user, _, hostport = server.rpartition("@")
+        self.conn = psycopg2.connect(f"postgresql://{user}@{hostport}/{name}")
+        self.conn.autocommit = True
+
+    def rows(self, sql: str, *args: Any) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def database_url(name: str, server: str = PG_SERVER) -> str:
     return f"postgresql+psycopg2://{server}/{name}"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import and_, func, select, tuple_
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from include.orchestrator import approval as rules
 from include.orchestrator.approval import GATE_TASK_ID, GateState
@@ -259,7 +259,9 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
     states = _task_states(session, rows)
     finished = [r for r in rows if str(r.state) in ("success", "failed")]
     gated = [r for r in rows if any(t == GATE_TASK_ID for t, _ in states.get((r.dag_id, r.run_id), []))]
-    gates = _xcoms(session, gated, [GATE_TASK_ID], "gate")
+    # A list needs the gate's state (deadline, who may decide: next to the whole draft) only while it waits.
+    waiting = [r for r in gated if (GATE_TASK_ID, "awaiting_input") in states.get((r.dag_id, r.run_id), [])]
+    gates = _xcoms(session, waiting if brief else gated, [GATE_TASK_ID], "gate")
     values = _xcoms(session, gated, [GATE_TASK_ID])
     channels = [] if brief else [f"distribution.publish_{c}" for c in ("email", "social", "blog")]
     values |= _xcoms(session, finished, [REPORT_TASK_ID, *channels])
@@ -294,6 +296,16 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
     return summaries
 
 
+def _run_rows() -> Any:
+    """The columns a run's summary needs, its note joined: plain rows, no ORM objects to build."""
+    from airflow.models.dagrun import DagRun, DagRunNote
+
+    return select(
+        DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun._state.label("state"), DagRun.run_type, DagRun.triggering_user_name,
+        DagRun.queued_at, DagRun.start_date, DagRun.end_date, DagRunNote.content.label("note"),
+    ).outerjoin(DagRunNote, DagRunNote.dag_run_id == DagRun.id)  # fmt: skip
+
+
 def _recent_runs(session: Session, dag_ids: list[str], per_dag: int) -> list[Any]:
     from airflow.models.dagrun import DagRun
 
@@ -301,10 +313,8 @@ def _recent_runs(session: Session, dag_ids: list[str], per_dag: int) -> list[Any
         return []
     rank = func.row_number().over(partition_by=DagRun.dag_id, order_by=(DagRun.run_after.desc(), DagRun.id.desc())).label("rank")
     ranked = select(DagRun.id, rank).where(DagRun.dag_id.in_(dag_ids)).subquery()
-    query = (
-        select(DagRun).join(ranked, and_(ranked.c.id == DagRun.id, ranked.c.rank <= per_dag)).order_by(DagRun.run_after.desc())
-    )
-    return list(session.scalars(query.options(selectinload(DagRun.dag_run_note))))
+    query = _run_rows().join(ranked, and_(ranked.c.id == DagRun.id, ranked.c.rank <= per_dag)).order_by(DagRun.run_after.desc())
+    return list(session.execute(query).all())
 
 
 def campaigns(session: Session, readable: set[str], runs_per_campaign: int = RECENT_RUNS) -> list[CampaignSummary]:
@@ -353,11 +363,11 @@ def waiting_approvals(session: Session, readable: set[str]) -> list[RunSummary]:
     from airflow.models.taskinstance import TaskInstance as TI
 
     query = (
-        select(DagRun)
+        _run_rows()
         .join(TI, and_(TI.dag_id == DagRun.dag_id, TI.run_id == DagRun.run_id))
         .where(TI.task_id == GATE_TASK_ID, TI.state == "awaiting_input", DagRun.dag_id.like("campaign\\_%", escape="\\"))
     )
-    rows = [r for r in session.scalars(query.options(selectinload(DagRun.dag_run_note))) if r.dag_id in readable]
+    rows = [r for r in session.execute(query).all() if r.dag_id in readable]
     runs = [r for r in _runs(session, rows, brief=True) if r.approval and r.approval.waiting]
     return sorted(runs, key=lambda r: (r.approval.deadline is None, r.approval.deadline or datetime.max))
 
@@ -369,7 +379,7 @@ def campaign_runs(session: Session, dag_id: str, limit: int = 50) -> list[RunSum
 def run(session: Session, dag_id: str, run_id: str) -> RunSummary | None:
     from airflow.models.dagrun import DagRun
 
-    row = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    row = session.execute(_run_rows().where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
     return _runs(session, [row])[0] if row is not None else None
 
 
