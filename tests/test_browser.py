@@ -47,24 +47,25 @@ CAMPAIGNS = {
 
 
 @contextlib.contextmanager
-def browser_world(root: Path) -> Iterator[dict[str, Any]]:
-    """The three campaigns on a started stack; the approve and reject runs triggered by admin (REST)."""
+def browser_world(root: Path, campaigns_made: dict[str, tuple[str, str]] = CAMPAIGNS,
+                  triggered: tuple[str, ...] = ("browser-approve", "browser-reject")) -> Iterator[dict[str, Any]]:
+    """The campaigns (slug -> sample, name) on a started stack; those ``triggered`` run, triggered by admin (REST)."""
     from include.orchestrator.smtp_server import LocalSmtpServer
 
     conns = local_connections(root / "data")
     campaigns = root / "campaigns"
     campaigns.mkdir(parents=True)
-    for slug, (source, name) in CAMPAIGNS.items():
+    for slug, (source, name) in campaigns_made.items():
         (campaigns / f"{slug}.yaml").write_text(yaml.safe_dump(_campaign(source, slug, name)))
     with LocalSmtpServer(root / "maildir") as smtp:
         conns["campaign_email"]["port"] = smtp.port
         stack = AirflowStack(root / "airflow", env={**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)})
         try:
             stack.start()
-            stack.wait_for_dags([f"campaign_{slug}" for slug in CAMPAIGNS])
-            runs = {slug: stack.trigger(f"campaign_{slug}") for slug in ("browser-approve", "browser-reject")}
+            stack.wait_for_dags([f"campaign_{slug}" for slug in campaigns_made])
+            runs = {slug: stack.trigger(f"campaign_{slug}") for slug in triggered}
             yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data",
-                   "campaigns": {slug: yaml.safe_load((campaigns / f"{slug}.yaml").read_text()) for slug in CAMPAIGNS}}
+                   "campaigns": {slug: yaml.safe_load((campaigns / f"{slug}.yaml").read_text()) for slug in campaigns_made}}
         finally:
             stack.stop()
 
@@ -220,7 +221,8 @@ def test_reviewer_rejects_with_a_reason_and_the_run_rolls_back(world, page_as):
         "rejected", "dana", "airflow-ui", REJECTION), record
     note = stack.api("GET", stack.run_path(dag_id, run_id)).json()["note"]
     assert note and note.startswith(f"Campaign rolled back: rejected by dana: {REJECTION}"), note
-    assert not [m for m in world["smtp"].messages() if campaign["name"] in m.get("Subject", "")], "a rejected campaign sends no email"
+    sent = [m for m in world["smtp"].messages() if campaign["name"] in m.get("Subject", "")]
+    assert not sent, "a rejected campaign sends no email"
     dialog = open_note_on_run_page(page, dag_id, run_id, note)
     expect(dialog, "the note in the UI counts what was undone").to_contain_text("Undone:")
     shot(page, "run-note")

@@ -13,14 +13,10 @@ import re
 from urllib.parse import quote
 
 import pytest
-import yaml
 from playwright.sync_api import FrameLocator, Page, expect
 
-from include.orchestrator import localdev
 from tests.browser import browser, page_as, shot  # noqa: F401 (fixtures)
-from tests.stack import AirflowStack
-from tests.test_browser import _campaign
-from tests.worlds import local_connections
+from tests.test_browser import browser_world
 
 pytestmark = pytest.mark.integration
 CAMPAIGNS = {"view-approve": ("spring-launch", "View Approve Launch"), "view-reject": ("webinar-invite", "View Reject Webinar")}
@@ -28,26 +24,11 @@ CAMPAIGNS = {"view-approve": ("spring-launch", "View Approve Launch"), "view-rej
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from include.orchestrator.smtp_server import LocalSmtpServer
-
-    root = tmp_path_factory.mktemp("view-browser")
-    conns = local_connections(root / "data")
-    campaigns = root / "campaigns"
-    campaigns.mkdir()
-    for slug, (source, name) in CAMPAIGNS.items():
-        (campaigns / f"{slug}.yaml").write_text(yaml.safe_dump(_campaign(source, slug, name)))
-    with LocalSmtpServer(root / "maildir") as smtp:
-        conns["campaign_email"]["port"] = smtp.port
-        stack = AirflowStack(root / "airflow", env={**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)})
-        try:
-            stack.start()
-            stack.wait_for_dags([f"campaign_{slug}" for slug in CAMPAIGNS])
-            runs = {slug: stack.trigger(f"campaign_{slug}") for slug in CAMPAIGNS}
-            for slug, run_id in runs.items():
-                stack.wait_task(f"campaign_{slug}", run_id, "review.approval", {"awaiting_input"}, timeout=600)
-            yield {"stack": stack, "runs": runs}
-        finally:
-            stack.stop()
+    with browser_world(tmp_path_factory.mktemp("view-browser"), CAMPAIGNS, tuple(CAMPAIGNS)) as started:
+        stack = started["stack"]
+        for slug, run_id in started["runs"].items():
+            stack.wait_task(f"campaign_{slug}", run_id, "review.approval", {"awaiting_input"}, timeout=600)
+        yield started
 
 
 def view(page: Page, title: str) -> FrameLocator:
@@ -94,9 +75,8 @@ def test_a_reviewer_sees_the_images_edits_and_approves_without_a_reason(world, p
     expect(frame.get_by_role("heading", name="View Approve Launch")).to_be_visible()
     images = frame.locator(".images img")
     expect(images).to_have_count(3)
-    for index in range(3):  # loaded, not broken
-        expect(images.nth(index)).to_have_js_property("complete", True)
-        assert images.nth(index).evaluate("img => img.naturalWidth") > 0
+    for index in range(3):  # loaded, not broken: decode() waits for the load and fails on a broken image
+        assert images.nth(index).evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
     expect(frame.locator("#recipients")).to_contain_text("@")
     expect(frame.locator(".deadline time")).to_have_attribute("title", re.compile("UTC$"))
     shot(page, "review-page")
