@@ -10,10 +10,12 @@ tests/artifacts/screenshots/<test>/.
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import FrameLocator, Page, expect
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import FrameLocator, Locator, Page, expect
 
 from tests.browser import browser, page_as, shot  # noqa: F401 (fixtures)
 from tests.test_browser import browser_world
@@ -34,6 +36,22 @@ def world(tmp_path_factory):
 def view(page: Page, title: str) -> FrameLocator:
     """The plugin page Airflow shows in its iframe."""
     return page.frame_locator(f'iframe[title="{title}"]')
+
+
+def decoded_width(page: Page, image: Locator, timeout: float = 30) -> int:
+    """The width of an image once decoded; fails if it never decodes (broken).
+
+    ``decode()`` also rejects when the element is replaced: Airflow may load the frame's page a
+    second time after an in-frame link (it mirrors the frame's path in its own URL), so retry.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return image.evaluate("img => img.decode().then(() => img.naturalWidth)")
+        except PlaywrightError:
+            if time.monotonic() > deadline:
+                raise
+            page.wait_for_timeout(500)
 
 
 def open_run_tab(page: Page, dag_id: str, run_id: str) -> FrameLocator:
@@ -75,8 +93,8 @@ def test_a_reviewer_sees_the_images_edits_and_approves_without_a_reason(world, p
     expect(frame.get_by_role("heading", name="View Approve Launch")).to_be_visible()
     images = frame.locator(".images img")
     expect(images).to_have_count(3)
-    for index in range(3):  # loaded, not broken: decode() waits for the load and fails on a broken image
-        assert images.nth(index).evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    for index in range(3):  # loaded, not broken
+        assert decoded_width(page, images.nth(index)) > 0
     expect(frame.locator("#recipients")).to_contain_text("@")
     expect(frame.locator(".deadline time")).to_have_attribute("title", re.compile("UTC$"))
     shot(page, "review-page")
