@@ -372,10 +372,6 @@ def waiting_approvals(session: Session, readable: set[str]) -> list[RunSummary]:
     return sorted(runs, key=lambda r: (r.approval.deadline is None, r.approval.deadline or datetime.max))
 
 
-def campaign_runs(session: Session, dag_id: str, limit: int = 50) -> list[RunSummary]:
-    return _runs(session, _recent_runs(session, [dag_id], limit), brief=True)
-
-
 def run(session: Session, dag_id: str, run_id: str) -> RunSummary | None:
     from airflow.models.dagrun import DagRun
 

@@ -106,13 +106,10 @@ def add_view_routes(app: Any) -> None:
     @app.get("/api/v1/campaigns/{dag_id}", dependencies=read_run)
     def get_campaign(dag_id: str, session: SessionDep, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
         campaign_dag(dag_id)
-        found = [c for c in view.campaigns(session, {dag_id}, 0)]
+        found = view.campaigns(session, {dag_id}, limit)  # the campaign with its latest runs, brief as in the list
         if not found:
             raise HTTPException(404, f"no campaign DAG {dag_id!r}")
-        return {
-            **found[0].model_dump(mode="json"),
-            "runs": [r.model_dump(mode="json") for r in view.campaign_runs(session, dag_id, limit)],
-        }
+        return found[0].model_dump(mode="json")
 
     @app.get("/api/v1/runs/{dag_id}/{run_id}", dependencies=read_run)
     def get_run(dag_id: str, run_id: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
@@ -125,7 +122,7 @@ def add_view_routes(app: Any) -> None:
         from include.orchestrator.assets import open_assets
         from include.orchestrator.ports import Image
 
-        one_run(session, dag_id, run_id)
+        campaign_dag(dag_id)  # no run summary needed: the image's record says it all, or nothing is there
         record = view.image_url_of(session, dag_id, run_id, channel)
         if record is None:
             raise HTTPException(404, f"run {run_id!r} has no {channel} image")
