@@ -29,7 +29,8 @@ from tests.worlds import local_connections
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
-SCENARIOS = ["cli", "rest", "form", "formreject", "mark", "markfail", "reject", "cancel", "sigkill", "github", "timeout"]
+SCENARIOS = ["cli", "rest", "form", "formreject", "mark", "markfail", "reject", "cancel", "sigkill", "github", "edited",
+             "timeout"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,9 @@ def world(tmp_path_factory):
         if name == "sigkill":  # a social channel to kill a task in; tried twice, killed twice
             campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"], "on_failure": "compensate"}}
             campaign["retries"] = {"count": 1, "delay": "1s"}
+        if name == "edited":  # every channel: its file is edited while the run waits for approval
+            campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"]},
+                                    "blog": {"author": "Pipewise team"}}
         (campaigns / f"gate-{name}.yaml").write_text(yaml.safe_dump(campaign))
     with LocalSmtpServer(root / "maildir") as smtp, GithubDouble() as github:
         conns["campaign_email"]["port"] = smtp.port
@@ -72,7 +76,8 @@ def world(tmp_path_factory):
             form_defaults = {"audience": base["audience"], "channels": ["email"], "writer_notes": None, "launch": None}
             runs = {name: stack.trigger(f"campaign_gate-{name}", conf=form_defaults if name == "form" else None)
                     for name in SCENARIOS}
-            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env, "github": github}
+            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env, "github": github,
+                   "campaigns": campaigns}
         finally:
             stack.stop()
 
@@ -149,6 +154,56 @@ def test_cli_approval_with_edited_copy_reaches_distribution(world, tmp_path):
     assert note.startswith("Approved by dana via cli at ") and "tightened the subject" in note
     again = cli(stack, "reject", "gate-cli", run_id, "--reason", "too late", user="dana")
     assert again.returncode == 1 and "already decided" in again.stderr
+
+
+def test_what_was_approved_is_sent_although_the_file_changed_after_the_run_started(world):
+    """The campaign file is edited while the run waits (a recipient added, the sender changed, the
+    blog channel removed, eve made an approver): the run goes on with the campaign as it stood at
+    its start, and what goes out is exactly what dana approved; only new runs see the edit."""
+    stack, dag_id, run_id = waiting(world, "edited")
+    path = world["campaigns"] / "gate-edited.yaml"
+    campaign = yaml.safe_load(path.read_text())
+    approved_email = dict(campaign["channels"]["email"])
+    campaign["channels"]["email"] |= {"recipients": [*approved_email["recipients"], "intruder@example.com"],
+                                      "sender": "spoof@example.net"}
+    del campaign["channels"]["blog"]
+    campaign["approval"]["approvers"].append("eve")
+    path.write_text(yaml.safe_dump(campaign))
+
+    def reparsed() -> bool:  # the DAG as the file now stands: its trigger form offers no blog any more
+        params = stack.api("GET", f"/api/v2/dags/{dag_id}/details").json()["params"]
+        return "blog" not in params["channels"]["value"]
+
+    stack.wait(reparsed, "the dag-processor to parse the edited file", timeout=120)
+    eve = stack.api("POST", decision_path(dag_id, run_id), "eve", json={"decision": "approve", "reason": "me too"})
+    assert eve.status_code == 403, eve.text  # the run's approvers are the ones it started with
+    answer = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve", "reason": "ok"})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(dag_id, run_id) == "success"
+    record = stack.xcom(dag_id, run_id, GATE)
+    assert set(record["pinned"]) == {"email", "social", "blog"}, record["pinned"]
+    assert record["pinned"]["email"]["email.sender"] == approved_email["sender"]
+    # Message-IDs derive from the run's keys, which begin with the campaign's slug.
+    mails = [m for m in world["smtp"].messages() if "<gate-edited-" in m.get("Message-ID", "")]
+    assert mails, [m.get("Message-ID") for m in world["smtp"].messages()]
+    envelope = {r for m in mails for r in m["X-RcptTo"].split(",")}
+    assert envelope == set(approved_email["recipients"]), envelope
+    assert {m["X-MailFrom"] for m in mails} == {approved_email["sender"]}
+    assert "intruder@example.com" not in str([m.as_string() for m in mails])
+    states = {t: stack.task_state(dag_id, run_id, f"distribution.publish_{t}") for t in ("email", "social", "blog")}
+    assert states == {"email": "success", "social": "success", "blog": "success"}, states
+    blog = subprocess.run(["git", "--git-dir", str(world["data"] / "blog.git"), "ls-tree", "-r", "--name-only", "main"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "-gate-edited.md" in blog, blog
+    plan = stack.xcom(dag_id, run_id, "validate_conf")["result"]
+    assert plan["campaign"]["channels"]["email"]["sender"] == approved_email["sender"] and plan["campaign_version"]
+    # A new run uses the file as it is now: two recipients, the new sender, no blog.
+    new_run = stack.trigger(dag_id)
+    stack.wait_task(dag_id, new_run, "validate_conf", {"success", "failed"})
+    fresh = stack.xcom(dag_id, new_run, "validate_conf")["result"]
+    assert fresh["campaign_version"] != plan["campaign_version"] and fresh["channels"] == ["email", "social"]
+    assert fresh["campaign"]["channels"]["email"]["sender"] == "spoof@example.net"
+    stack.api("PATCH", stack.run_path(dag_id, new_run), "admin", json={"state": "failed"})
 
 
 def test_rest_refuses_non_approvers_and_self_approval_and_accepts_a_role_approver(world):

@@ -74,8 +74,11 @@ def test_whole_campaign_runs_every_phase_for_real(world):
     note = note_of(run)
     assert note and note.startswith("Campaign completed") and len(note) <= 1000, note
     lines = note.splitlines()
-    assert [line.split(":")[0] for line in lines[1:]] == ["- email", "- social", "- blog", "- analytics"], note
-    email, social, blog, analytics = lines[1:]
+    heads = ["- email", "- social", "- blog", "- analytics", "- campaign version"]
+    assert [line.split(":")[0] for line in lines[1:]] == heads, note
+    email, social, blog, analytics, version = lines[1:]
+    plan = next(r["value"]["result"] for r in rows if r["task"] == "validate_conf")
+    assert version == f"- campaign version: {plan['campaign_version']}", version
     assert "[Pipewise] " in email and "to 2 recipient(s)" in email, email
     assert "linkedin-pipewise, mastodon-pipewise" in social, social
     assert "blog.git" in blog and "-spring-launch.md" in blog, blog

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from include.orchestrator.model import Approval
-from include.orchestrator.ports import Copy
+from include.orchestrator.model import Approval, Campaign
+from include.orchestrator.ports import Copy, Image
 
 GATE_TASK_ID = "review.approval"
 APPROVE, REJECT = "Approve", "Reject"
@@ -59,6 +59,10 @@ class Decision(BaseModel):
     edited_fields: list[str] = Field(default_factory=list)
     edited_copy: dict[str, Any] | None = Field(None, description="The approved copy when a reviewer edited it.")
     triggered_by: str | None = None
+    pinned: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="What the approval lets go out, per channel (see :func:`pin`): distribution sends nothing else.",
+    )
 
     @property
     def approved(self) -> bool:
@@ -89,6 +93,61 @@ class GateState(BaseModel):
     channels: list[str]
     eligible: list[str] = Field(description="User ids the Required Actions form accepts.")
     triggered_by: str | None = None
+    outgoing: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Per channel, what goes out besides the copy (settings, image): see :func:`outgoing`."
+    )
+
+    def pin(self, approved: Copy) -> dict[str, dict[str, str]]:
+        """What an approval of ``approved`` (the draft, or the reviewer's edit of it) lets go out."""
+        return {channel: {**fields, **copy_pin(approved, channel)} for channel, fields in self.outgoing.items()}
+
+
+# --- the pin: what an approval lets go out ---------------------------------------------------
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _pinned_value(value: Any) -> str:
+    """A setting as the pin keeps it: short values as they are (the refusal can then show them), lists
+    and long text as their size and a hash (1,000 recipients would not help anyone reading it)."""
+    if isinstance(value, list):
+        return f"{len(value)} item(s), sha256 {_digest(value)}"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else f"{len(text)} characters, sha256 {_digest(text)}"
+
+
+def outgoing(campaign: Campaign, channels: list[str], images: list[Image]) -> dict[str, dict[str, str]]:
+    """Per channel, what goes out besides the copy: every setting of the channel (sender,
+    recipients, profiles, author...) and its image by content hash."""
+    shas = {image.channel: image.sha256 for image in images}
+    pinned = {}
+    for channel in channels:
+        settings = getattr(campaign.channels, channel)
+        fields = {} if settings is None else settings.model_dump(mode="json", exclude={"on_failure"})
+        pinned[channel] = {f"{channel}.{name}": _pinned_value(value) for name, value in sorted(fields.items())}
+        pinned[channel]["image"] = shas.get(channel, "none")
+    return pinned
+
+
+def copy_pin(copy: Copy, channel: str) -> dict[str, str]:
+    """The copy one channel publishes, by hash: the headline (drawn on its image) and its own fields."""
+    data = copy.model_dump()
+    fields = {}
+    for name, (owner, attr, index) in EDITABLE.items():
+        if owner in (None, channel):
+            value = data[attr] if index is None else (data[attr][index:index + 1] or [""])[0]
+            fields[f"copy.{name}"] = _digest(value)
+    return fields
+
+
+def differences(approved: dict[str, str], sending: dict[str, str]) -> list[str]:
+    """What differs between what was approved and what is about to go out, one phrase each."""
+    changed = []
+    for name in sorted(set(approved) | set(sending)):
+        before, now = approved.get(name, "(none)"), sending.get(name, "(none)")
+        if before != now:
+            changed.append(f"{name} ({before} approved, {now} now)")
+    return changed
 
 
 def copy_version(copy: Copy | dict[str, Any]) -> str:

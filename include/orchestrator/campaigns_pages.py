@@ -258,6 +258,15 @@ def _images(run: RunSummary, review: Review, links: Links) -> str:
     )
 
 
+def _version(review: Review) -> str:
+    """Which version of the campaign file the run uses, and whether the file has moved on since."""
+    if not review.campaign_version:
+        return ""
+    changed = (' <span class="muted">(the file has been edited since this run started: this run keeps the version it '
+               "started with; new runs use the edit)</span>") if review.file_changed else ""
+    return f'<dt>Campaign version</dt><dd id="campaign-version"><code>{_e(review.campaign_version)}</code>{changed}</dd>'
+
+
 def run_page(campaign_name: str, run: RunSummary, review: Review, links: Links) -> str:
     images = _images(run, review, links)
     copy = "".join(f"<dt>{_e(_field_label(k))}</dt><dd><pre>{_e(v)}</pre></dd>" for k, v in review.copy_fields.items())
@@ -277,7 +286,7 @@ def run_page(campaign_name: str, run: RunSummary, review: Review, links: Links) 
         f'<dl class="facts"><dt>Audience</dt><dd>{_e(review.audience)}</dd>'
         f"<dt>Writer notes</dt><dd>{_e(review.writer_notes) or none}</dd>"
         f"<dt>Launch</dt><dd>{_e(review.launch) or '—'}</dd><dt>Channels</dt><dd>{_e(', '.join(review.channels))}</dd>"
-        f"{recipients}<dt>Review bundle</dt><dd>{_external(review.review_where)}</dd></dl>"
+        f"{recipients}<dt>Review bundle</dt><dd>{_external(review.review_where)}</dd>{_version(review)}</dl>"
     )
     no_copy = '<dd class="muted">No copy yet.</dd>'
     heading = {None: "What goes out", "completed": "What went out", "partially distributed": "What went out"}.get(

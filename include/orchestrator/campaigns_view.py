@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from include.orchestrator import approval as rules
 from include.orchestrator.approval import GATE_TASK_ID, GateState
-from include.orchestrator.model import Campaign
+from include.orchestrator.model import Campaign, RunPlan, campaign_version
 
 # The DAG's task groups in the order a run goes through them (render.build_dag).
 PHASES = ("validate_conf", "research", "content", "design", "review", "distribution", "analytics", "compensation")
@@ -393,6 +393,8 @@ class Review(BaseModel):
     recipient_sample: list[str] = []
     sender: str = ""
     review_where: str = ""  # the review bundle: a branch, a pull request
+    campaign_version: str = ""  # the campaign file's version the run uses (frozen when it started)
+    file_changed: bool = False  # the file has been edited since: only new runs use the edit
     edits: list[dict[str, str]] = []  # after an approval with edits: field, before, after
     may_decide: bool = False
     why_not: str = ""
@@ -409,7 +411,9 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
         ((m, v.get("result")) for (_, _, t, m), v in values.items() if t == "design.render_image" and v), key=lambda i: i[0]
     )
     bundle = (values.get((*key, "review.open_review", -1)) or {}).get("result") or {}
-    campaign = campaign_file(summary.dag_id)
+    # The run's own campaign (frozen when it started): what it sends and who may approve it, whatever the file says now.
+    current = campaign_file(summary.dag_id)
+    campaign = (RunPlan.model_validate(plan).snapshot() if plan else None) or current
     email = campaign.channels.email if campaign else None
     channels = plan.get("channels") or []
     answer = Review(
@@ -422,6 +426,9 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
         recipient_sample=[str(r) for r in email.recipients[:5]] if email and "email" in channels else [],
         sender=str(email.sender) if email and "email" in channels else "",
         review_where=str(bundle.get("url") or bundle.get("branch") or bundle.get("key") or ""),
+        campaign_version=plan.get("campaign_version", ""),
+        file_changed=bool(plan.get("campaign_version")) and current is not None
+        and campaign_version(current) != plan.get("campaign_version"),
     )
     if draft:
         before = rules.form_values(Copy.model_validate(draft), channels)

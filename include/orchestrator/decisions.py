@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.model import RunPlan
 from include.orchestrator.ports import Copy
 
 log = structlog.get_logger(__name__)
@@ -42,14 +43,16 @@ class DecisionRequest(BaseModel):
     model_config = {"populate_by_name": True, "extra": "forbid"}
 
 
-def _campaign(dag_id: str) -> Any:
+def _campaign(session: Session, ti: Any) -> Any:
+    """The campaign the run uses: the snapshot its ``validate_conf`` froze (the file's current text
+    must not change who may approve a run already under way), else the file's."""
     from include.orchestrator.loader import campaign_of
 
-    if not dag_id.startswith("campaign_"):
-        raise DecisionRefused(404, f"{dag_id!r} is not a campaign DAG")
-    campaign = campaign_of(dag_id)
+    plan = _xcom(session, ti, "return_value", task_id="validate_conf")
+    snapshot = RunPlan.model_validate(plan["result"]).snapshot() if isinstance(plan, dict) and plan.get("result") else None
+    campaign = snapshot or campaign_of(ti.dag_id)
     if campaign is None:
-        raise DecisionRefused(404, f"no campaign file defines {dag_id!r}")
+        raise DecisionRefused(404, f"no campaign file defines {ti.dag_id!r}")
     return campaign
 
 
@@ -124,8 +127,10 @@ def _waiting(session: Session, dag_id: str, run_id: str) -> tuple[Any, Any, Gate
     does not wait for a decision (404, 409)."""
     from airflow.models.hitl import HITLDetail
 
-    campaign = _campaign(dag_id)
+    if not dag_id.startswith("campaign_"):
+        raise DecisionRefused(404, f"{dag_id!r} is not a campaign DAG")
     ti = _gate(session, dag_id, run_id, lock=True)
+    campaign = _campaign(session, ti)
     record = _xcom(session, ti, "return_value")
     if record:
         raise DecisionRefused(409, f"already decided: {Decision.model_validate(record).summary()}")
@@ -180,6 +185,7 @@ def decide(
         edited_fields=edited,
         edited_copy=approved.model_dump() if edited else None,
         triggered_by=gate.triggered_by,
+        pinned=gate.pin(approved) if approve else {},
     )
     _end(session, ti, detail, record, {"reason": record.reason, **rules.form_values(approved, gate.channels)}, user_id)
     return record
@@ -213,6 +219,7 @@ def decide_from_github(session: Session, *, dag_id: str, run_id: str) -> Decisio
         draft_version=gate.draft_version,
         copy_version=gate.draft_version if verdict.decision == "approved" else "",
         triggered_by=gate.triggered_by,
+        pinned=gate.pin(Copy.model_validate(gate.draft)) if verdict.decision == "approved" else {},
     )
     _end(session, ti, detail, record, {"reason": record.reason}, None)
     return record
@@ -310,17 +317,20 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
     by = entry.owner if entry is not None and entry.owner else "unknown (see the audit log)"
     whole_run = entry is not None and entry.event == "patch_dag_run"
     gate = _xcom(session, ti, "gate")
+    state = GateState.model_validate(gate) if gate else None
     note = ti.note or ""
     verb = "success" if approved else "failed"
+    what = "the run" if whole_run else "the approval task"
     record = Decision(
         decision="approved" if approved else "rejected",
         by=by,
         means="run-cancelled" if whole_run and not approved else "mark-success" if approved else "mark-failed",
         at=rules.now(),
-        reason=note or (f"the run was marked {verb} in Airflow" if whole_run else f"the approval task was marked {verb} in Airflow"),
+        reason=note or f"{what} was marked {verb} in Airflow",
         draft_version=gate["draft_version"] if gate else "",
         copy_version=gate["draft_version"] if gate and approved else "",
         triggered_by=gate.get("triggered_by") if gate else None,
+        pinned=state.pin(Copy.model_validate(state.draft)) if state and approved else {},
     )
     detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
     if detail is not None and not detail.response_received:

@@ -272,10 +272,26 @@ class RunPlan(BaseModel):
     writer_notes: str
     # What this run sends out, once per campaign (see launch_of); empty in plans made before launches existed.
     launch: str = ""
+    # The campaign as its file stood when the run started: every later task of the run uses this,
+    # never the file's current text (an edit after the approval must not change what goes out).
+    # Empty in plans made before snapshots existed.
+    campaign: dict[str, Any] = Field(default_factory=dict, repr=False)
+    campaign_version: str = Field("", description="Hash of ``campaign``: which version of the campaign file the run used.")
+
+    def snapshot(self) -> Campaign | None:
+        """The campaign frozen at the run's start, or None for a plan made before snapshots existed."""
+        return Campaign.model_validate(self.campaign) if self.campaign else None
 
     def key(self, step: str, item: str = "") -> str:
         """The deterministic name of one side effect: campaign, run, step (and item)."""
         return "-".join(part for part in (self.slug, self.run_key, step, item) if part)
+
+
+def campaign_version(campaign: Campaign) -> str:
+    """A short hash of the campaign's validated content (not of its file's bytes: comments and
+    layout do not make a new version)."""
+    data = json.dumps(campaign.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:12]
 
 
 def run_key(dag_id: str, run_id: str) -> str:
@@ -326,4 +342,6 @@ def plan_run(
         competitor_urls=[str(u) for u in campaign.research.competitor_urls],
         writer_notes=overrides.writer_notes,
         launch=launch_of(overrides, audience, channels, scheduled_for),
+        campaign=campaign.model_dump(mode="json"),
+        campaign_version=campaign_version(campaign),
     )

@@ -33,9 +33,19 @@ from include.orchestrator.assets import open_assets
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
 from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
-from include.orchestrator.model import LAUNCH_PATTERN, Campaign, RunOverrides, at_utc, in_words, launch_name, run_key
+from include.orchestrator.model import (
+    CHANNELS,
+    LAUNCH_PATTERN,
+    Campaign,
+    RunOverrides,
+    RunPlan,
+    at_utc,
+    in_words,
+    launch_name,
+    run_key,
+)
 from include.orchestrator.ports import Copy, Message
-from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
+from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of, rendered_images
 
 
 class RetryAfterPolicy(RetryPolicy):
@@ -135,6 +145,13 @@ def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
     return value["result"] if isinstance(value, dict) else value
 
 
+def run_campaign(task: BaseOperator, ti: Any) -> Campaign:
+    """The campaign a run uses: the snapshot ``validate_conf`` froze at its start, or the file's
+    campaign when the run has none (``validate_conf`` failed, or ran before snapshots existed)."""
+    plan = _pull(task, ti, "validate_conf")
+    return (RunPlan.model_validate(plan).snapshot() if plan else None) or CAMPAIGNS[task.dag_id]
+
+
 # Runs that stand for an interval of the schedule: each interval is its own launch.
 SCHEDULED_RUN_TYPES = ("scheduled", "backfill")  # DagRunType is a str enum: equal to these
 
@@ -147,13 +164,13 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
     recorder = saga.Recorder(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1, open_ledger,
                              launch=lambda: ctx.plan.launch, slug=campaign.slug)
     ctx = StepContext(
-        campaign=campaign,
+        current=campaign,
         dag_id=ti.dag_id,
         run_id=ti.run_id,
         run_date=(run.run_after or datetime.now(UTC)).date(),
         conf=dict(context["params"]),
         pull=lambda task_id: _pull(task, ti, task_id),
-        open_port=lambda port: recorder.wrap(port, open_port(port, campaign.connections)),
+        open_port=lambda port: recorder.wrap(port, open_port(port, ctx.campaign.connections)),
         ui_link=ui_link(ti.dag_id, ti.run_id, GATE_TASK_ID),
         review_link=review_link(ti.dag_id, ti.run_id),
         item=item,
@@ -187,16 +204,12 @@ class CampaignStep(BaseOperator):
             raise ValueError(f"unknown step {step!r}; known steps: {sorted(STEPS)}")
         self.step, self.item, self.after_channels = step, item, after_channels
 
-    @property
-    def campaign(self) -> Campaign:
-        return CAMPAIGNS[self.dag_id]
-
     def execute(self, context: Any) -> dict[str, Any]:
+        ctx = step_context(self, context, self.item)
         if self.after_channels:
-            blocked = saga.blocking_failure(self.campaign, task_states(self, context), self.get_flat_relative_ids(upstream=True))
+            blocked = saga.blocking_failure(ctx.campaign, task_states(self, context), self.get_flat_relative_ids(upstream=True))
             if blocked:
                 raise AirflowSkipException(f"not run: the campaign is failing ({blocked})")
-        ctx = step_context(self, context, self.item)
         try:
             output = STEPS[self.step](ctx)
         except NotThisRun as exc:
@@ -254,6 +267,7 @@ class ApprovalGate(HITLOperator):
             channels=plan.channels,
             eligible=eligible,
             triggered_by=triggered_by,
+            outgoing=gate_rules.outgoing(ctx.campaign, plan.channels, rendered_images(ctx)),
         )
         ti.xcom_push(key="gate", value=state.model_dump(mode="json"))
         self._open(ctx, ti, state)
@@ -381,6 +395,7 @@ class ApprovalGate(HITLOperator):
             edited_fields=edited,
             edited_copy=approved.model_dump() if edited else None,
             triggered_by=state.triggered_by,
+            pinned=state.pin(approved) if decision == "approved" else {},
         )
 
     def _remind(self, ctx: StepContext, ti: Any, state: GateState) -> None:
@@ -402,7 +417,7 @@ class ApprovalGate(HITLOperator):
         self.log.info("reminder sent: %s", effect.summary or effect.ref)
 
     def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
-        timeout = CAMPAIGNS[self.dag_id].approval.timeout
+        timeout = run_campaign(self, context["ti"]).approval.timeout
         record = Decision(
             decision="rejected",
             by="timeout",
@@ -465,7 +480,8 @@ class RunReport(BaseOperator):
     ui_color = "#fde2e1"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        ti, campaign = context["ti"], CAMPAIGNS[self.dag_id]
+        ti = context["ti"]
+        campaign = run_campaign(self, ti)
         states = task_states(self, context)
         order = [t for t in self.dag.task_dict if not t.startswith("compensation.")]
         errors = {t: _first(ti.xcom_pull(task_ids=t, key="error")) for t in order if "failed" in states.get(t, [])}
@@ -473,6 +489,8 @@ class RunReport(BaseOperator):
         status, reason = saga.verdict(campaign, states, order, gate, {t: e for t, e in errors.items() if e})
         seconds = ti.xcom_pull(task_ids="compensation.undo", key="seconds")
         result = saga.report(ti.dag_id, ti.run_id, status, reason, open_ledger().entries(ti.dag_id, ti.run_id), seconds)
+        plan = _pull(self, ti, "validate_conf")
+        result.campaign_version = plan.get("campaign_version", "") if isinstance(plan, dict) else ""
         for line in result.summary().splitlines():
             (self.log.info if result.ok else self.log.error)("%s", line)
         # Alert when something is left, live, or out for good after a rollback (an email already sent).
@@ -569,8 +587,11 @@ def build_dag(campaign: Campaign) -> DAG:
             [task("search_notes"), fan_out("scrape_competitor", [str(u) for u in campaign.research.competitor_urls]), task("recall_research")]
         with TaskGroup("content") as content:
             task("load_brand_voice") >> task("write_copy") >> task("store_draft")
+        # Every channel has its tasks, also one the campaign does not configure (skipped then): a
+        # run uses the campaign as it stood at its start, so removing a channel from the file must
+        # not remove the task that publishes what a reviewer already approved for it.
         with TaskGroup("design") as design:
-            fan_out("render_image", campaign.channels.enabled)
+            fan_out("render_image", list(CHANNELS))
         with TaskGroup("review") as review:
             # No retries: a rejection is final, and a retry would reopen the request.
             gate = ApprovalGate(
@@ -580,10 +601,8 @@ def build_dag(campaign: Campaign) -> DAG:
         with TaskGroup("distribution") as distribution:
             # Undoable channels first, side by side; the email, which cannot be recalled once
             # delivered, goes last: the saga's pivot (saga.py).
-            first = [task("publish_channel", f"publish_{c}", item=c) for c in campaign.channels.enabled if c != "email"]
-            if campaign.channels.email:
-                rule = "all_done" if first else "none_failed"
-                first >> task("publish_channel", "publish_email", item="email", after_channels=bool(first), trigger_rule=rule)
+            first = [task("publish_channel", f"publish_{c}", item=c) for c in CHANNELS if c != "email"]
+            first >> task("publish_channel", "publish_email", item="email", after_channels=True, trigger_rule="all_done")
         with TaskGroup("analytics") as analytics:
             task("create_dashboard", after_channels=True, trigger_rule="all_done")
         plan >> research >> content >> design >> review >> distribution >> analytics

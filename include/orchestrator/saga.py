@@ -248,6 +248,7 @@ class Report(BaseModel):
     kept: list[Line] = []  # live after the pivot, or a campaign that completed
     left: list[Line] = []  # still there and should not be: clean up by hand
     compensation_seconds: float | None = None
+    campaign_version: str = ""  # the campaign file's version the run used (``model.campaign_version``)
 
     @property
     def ok(self) -> bool:
@@ -269,6 +270,8 @@ class Report(BaseModel):
         lines += [f"- left to clean up by hand: {line.text()}" for line in self.left]
         if self.status == "failed after going live":
             lines += [f"- live: {line.text()}" for line in self.kept]
+        if self.campaign_version:
+            lines.append(f"- campaign version: {self.campaign_version}")
         return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
-from include.orchestrator.approval import GATE_TASK_ID
+from include.orchestrator.approval import GATE_TASK_ID, Decision, copy_pin, copy_version, differences, outgoing
 from include.orchestrator.model import Campaign, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
     BlogPost,
@@ -49,7 +49,7 @@ class StepOutput:
 
 @dataclass
 class StepContext:
-    campaign: Campaign
+    current: Campaign  # the campaign file as this process parsed it: only ``validate_conf`` reads it
     dag_id: str
     run_id: str
     run_date: date
@@ -66,6 +66,12 @@ class StepContext:
     @cached_property  # one XCom pull per task, however often a step reads it
     def plan(self) -> RunPlan:
         return RunPlan.model_validate(self.pull("validate_conf"))
+
+    @cached_property
+    def campaign(self) -> Campaign:
+        """The campaign this run uses: frozen by ``validate_conf`` when the run started, so an edit
+        of the file (a recipient added, a sender changed, a channel removed) reaches only new runs."""
+        return self.plan.snapshot() or self.current
 
 
 class NotThisRun(Exception):
@@ -101,7 +107,7 @@ def step(func: Step) -> Step:
 
 @step
 def validate_conf(ctx: StepContext) -> StepOutput:
-    plan = plan_run(ctx.campaign, ctx.dag_id, ctx.run_id, ctx.conf, ctx.scheduled_for)
+    plan = plan_run(ctx.current, ctx.dag_id, ctx.run_id, ctx.conf, ctx.scheduled_for)
     # Before any work: a second run of the same launch stops here, not after research and copy.
     ctx.claim_launch(plan.launch)
     return StepOutput(plan.model_dump(mode="json"))
@@ -201,9 +207,12 @@ def render_image(ctx: StepContext) -> StepOutput:
 
 
 # --- review ----------------------------------------------------------------------------------
-def _images(ctx: StepContext) -> list[Image]:
+def rendered_images(ctx: StepContext) -> list[Image]:
     """The run's rendered images (by URL, as XCom carries them)."""
     return [Image.model_validate(i) for i in ctx.pull("design.render_image") or [] if i]
+
+
+_images = rendered_images
 
 
 def _with_bytes(ctx: StepContext, images: list[Image]) -> list[Image]:
@@ -326,16 +335,34 @@ PUBLISHERS: dict[str, Callable[[StepContext, Copy], Effect]] = {
 }
 
 
-def approved_copy(ctx: StepContext) -> Copy:
-    """The copy the reviewer approved: their edited version when they edited it, else the draft."""
-    record = ctx.pull(GATE_TASK_ID) or {}
-    return Copy.model_validate(record.get("edited_copy") or ctx.pull("content.write_copy"))
+class NotApproved(ValueError):
+    """What a channel is about to send is not what the approval pinned: nothing is sent (a retry cannot fix it)."""
+
+
+def approved_copy(ctx: StepContext, channel: str) -> Copy:
+    """The copy the reviewer approved (their edit, else the draft), once checked that everything
+    ``channel`` is about to send (its settings, image and copy) is what the approval pinned."""
+    record = Decision.model_validate(ctx.pull(GATE_TASK_ID))
+    copy = Copy.model_validate(record.edited_copy or ctx.pull("content.write_copy"))
+    if not record.approved:
+        raise NotApproved(f"{channel}: the run was not approved ({record.summary()})")
+    if not record.pinned:  # decided before approvals pinned what goes out: only the copy is known
+        if record.copy_version and copy_version(copy) != record.copy_version:
+            raise NotApproved(f"{channel}: the copy differs from the approved version {record.copy_version}")
+        log.warning("the approval of this run pins only the copy (decided before pins existed)")
+        return copy
+    if channel not in record.pinned:
+        raise NotApproved(f"{channel} was not approved: the approval covers {', '.join(record.pinned) or 'no channel'}")
+    sending = outgoing(ctx.campaign, [channel], rendered_images(ctx))[channel] | copy_pin(copy, channel)
+    if changed := differences(record.pinned[channel], sending):
+        raise NotApproved(f"{channel}: not sent, because it differs from what {record.by} approved: {'; '.join(changed)}")
+    return copy
 
 
 @step
 def publish_channel(ctx: StepContext) -> StepOutput:
     channel = chosen_channel(ctx)
-    effect = PUBLISHERS[channel](ctx, approved_copy(ctx))
+    effect = PUBLISHERS[channel](ctx, approved_copy(ctx, channel))
     return StepOutput({"channel": channel, "summary": effect.summary}, [effect])
 
 
