@@ -20,8 +20,9 @@ from include.orchestrator.backends.smtp_email import SmtpDeliveryError, SmtpEmai
 from include.orchestrator.ports import Dashboard, Email, Message, SocialPost
 from include.orchestrator.smtp_server import LocalSmtpServer, free_port
 
-EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email", sender="news@pipewise.example",
-              to=["ana@example.com", "bo@example.com"], subject="Spring launch: ship faster", text="Hello,\n\nIt is here.")
+EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email-0001", sender="news@pipewise.example",
+              to=["ana@example.com", "bo@example.com"], subject="Spring launch: ship faster", text="Hello,\n\nIt is here.",
+              unsubscribe="https://pipewise.example/unsubscribe")
 
 
 def test_notifier_writes_and_undoes_twice(tmp_path: Path) -> None:
@@ -44,8 +45,11 @@ def test_outbox_email_is_a_parseable_eml_with_deterministic_message_id(tmp_path:
     msg = BytesParser(policy=policy.default).parse(Path(effect.ref["path"]).open("rb"))
     assert msg["Message-ID"] == effect.ref["message_id"] == f"<{EMAIL.key}@pipewise.example>"
     assert msg["Subject"] == EMAIL.subject and msg["From"] == EMAIL.sender and msg["Date"]
-    assert [a for _, a in getaddresses([msg["To"]])] == EMAIL.to
-    assert msg.get_content().strip() == EMAIL.text
+    # The recipients are the envelope's (kept beside the message), never in To:.
+    assert msg["To"] == "undisclosed-recipients:;" and effect.ref["to"] == EMAIL.to
+    assert [a for _, a in getaddresses([msg["X-Envelope-To"]])] == EMAIL.to
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_body(("plain",)).get_content().startswith(EMAIL.text + "\n\n-- \nTo unsubscribe: https://pipewise.example/unsubscribe")
     assert outbox.undo(effect) is True
     assert outbox.undo(effect) is False
 
@@ -117,9 +121,12 @@ def test_smtp_email_is_delivered_to_the_loopback_server(tmp_path: Path, monkeypa
     assert effect.ref == {"message_id": f"<{EMAIL.key}@pipewise.example>", "to": EMAIL.to, "smtp_host": "127.0.0.1"}
     assert msg["Message-ID"] == effect.ref["message_id"]
     assert msg["Subject"] == EMAIL.subject and msg["From"] == EMAIL.sender
-    assert [a for _, a in getaddresses([msg["To"]])] == EMAIL.to
+    assert msg["To"] == "undisclosed-recipients:;"  # the recipients are in the envelope only
     assert msg["X-RcptTo"] == ", ".join(EMAIL.to)  # the SMTP envelope, added by the server
-    assert "It is here." in msg.get_body(("html",)).get_content()
+    assert msg["List-Unsubscribe"] == "<https://pipewise.example/unsubscribe>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "<p>It is here.</p>" in msg.get_body(("html",)).get_content()
+    assert msg.get_body(("plain",)).get_content().startswith("Hello,\n\nIt is here.\n")
     assert backend.undo(effect) is False  # delivered mail cannot be recalled
 
 

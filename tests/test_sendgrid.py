@@ -20,8 +20,9 @@ from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Email
 from tests.doubles.sendgrid import SendGridDouble
 
-EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email", sender="news@pipewise.example", to=["ana@example.com", "bo@example.com"],
-              subject="Spring launch: ship faster", text="Hello <team>,\n\nIt is here & it is fast.")
+EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email-0001", sender="news@pipewise.example", to=["ana@example.com", "bo@example.com"],
+              subject="Spring launch: ship faster", text="Hello <team>,\n\nIt is here & it is fast.",
+              unsubscribe="mailto:leave@pipewise.example")
 EXTRA = {"sender_id": 4321, "suppression_group_id": 77}
 
 
@@ -54,10 +55,12 @@ def test_send_makes_a_list_and_schedules_a_single_send_in_the_undo_window(double
     assert made_list["name"] == EMAIL.key and made_list["emails"] == EMAIL.to
     assert send["name"] == EMAIL.key and send["status"] == "scheduled" and send["send_to"]["list_ids"] == [made_list["id"]]
     config = send["email_config"]
-    assert (config["subject"], config["plain_content"], config["sender_id"], config["suppression_group_id"]) == (
-        EMAIL.subject, EMAIL.text, 4321, 77)
+    assert (config["subject"], config["sender_id"], config["suppression_group_id"]) == (EMAIL.subject, 4321, 77)
+    assert config["plain_content"] == EMAIL.text + "\n\n-- \nTo unsubscribe, email leave@pipewise.example (or reply with the word unsubscribe).\n"
     assert config["generate_plain_content"] is False
-    assert config["html_content"] == "<p>Hello &lt;team&gt;,</p>\n<p>It is here &amp; it is fast.</p>"  # untrusted text escaped
+    html = config["html_content"]
+    assert "<p>Hello &lt;team&gt;,</p>\n<p>It is here &amp; it is fast.</p>" in html  # untrusted text escaped
+    assert '<a href="mailto:leave@pipewise.example">leave@pipewise.example</a>' in html and "<img" not in html  # no banner here
     send_at = datetime.fromisoformat(send["send_at"].replace("Z", "+00:00"))
     assert before + timedelta(seconds=899) <= send_at <= datetime.now(UTC) + timedelta(seconds=900)
     assert double.problems == []

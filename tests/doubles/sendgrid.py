@@ -24,6 +24,8 @@ SEND_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 EMAIL_CONFIG = {"subject": str, "html_content": str, "plain_content": str, "generate_plain_content": bool, "design_id": str,
                 "editor": str, "suppression_group_id": int, "custom_unsubscribe_url": str, "sender_id": int, "ip_pool": str}
 STATUSES = ("draft", "scheduled", "triggered")
+CONTENT_MAX = 1024 * 1024  # "html_content exceeds the 1MB limit" (and plain_content), SendGrid's documented 400
+IMG_SRC = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 
 
 def _iso(moment: datetime) -> str:
@@ -238,6 +240,19 @@ class SendGridDouble(ServiceDouble):
         url = config.get("custom_unsubscribe_url")
         if url is not None and not re.match(r"^https?://[^\s]+$", url):
             raise self._bad("email_config.custom_unsubscribe_url", "must be a URI")
+        for field in ("html_content", "plain_content"):
+            if len(str(config.get(field) or "").encode()) > CONTENT_MAX:
+                raise self._bad(f"email_config.{field}", f"{field} exceeds the 1MB limit")
+        self._check_images(str(config.get("html_content") or ""))
+
+    def _check_images(self, html: str) -> None:
+        """A Single Send has no attachments (email_config has no field for one), so every image of its HTML is
+        fetched by the reader's client from an absolute http(s) URL; a cid: or data: source shows as a broken image.
+        SendGrid accepts such HTML all the same, so this is a problem, not a refusal."""
+        for src in IMG_SRC.findall(html):
+            if not re.match(r"^https?://[^\s]+$", src):
+                self.problems.append(f"POST /v3/marketing/singlesends: email_config.html_content: image source {src!r} "
+                                     "is not an absolute URL a Single Send can carry (no attachments, so no cid:)")
 
     def _full(self, send: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in send.items() if not k.startswith("_")}

@@ -16,12 +16,10 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
 from include.orchestrator.backends.folder import FolderBackend, checked_key, json_bytes, now_iso, write_atomic
+from include.orchestrator.mail import as_bytes, message_id, mime_message
 from include.orchestrator.ports import Effect, Email, Message, SocialPost
 
 
@@ -42,40 +40,27 @@ class OutboxNotifier(FolderBackend):
         return effect
 
 
-def message_id(email: Email) -> str:
-    """The Message-ID of an email: derived from its key only (plus the sender's domain), so a
-    retried send carries the same id and receivers can recognise the duplicate."""
-    domain = parseaddr(email.sender)[1].rpartition("@")[2] or "localhost"
-    return f"<{checked_key(email.key, 'email key')}@{domain}>"
-
-
-def email_message(email: Email) -> EmailMessage:
-    msg = EmailMessage()
-    msg["Message-ID"] = message_id(email)
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["From"] = email.sender
-    msg["To"] = ", ".join(email.to)
-    if email.reply_to:
-        msg["Reply-To"] = email.reply_to
-    msg["Subject"] = email.subject
-    msg.set_content(email.text)
-    return msg
-
-
 class OutboxEmail(FolderBackend):
-    """Email port without delivery: each email becomes ``<path>/<key>.eml``. Nothing was sent,
-    so unlike SMTP delivery this is undoable."""
+    """Email port without delivery: each email (one batch of recipients) becomes ``<path>/<key>.eml``,
+    the very MIME message SMTP would carry (``mail.mime_message``), with the batch's envelope recipients
+    in an ``X-Envelope-To`` header that only this file has (the message itself names none). Nothing
+    was sent, so unlike SMTP delivery this is undoable."""
 
     port, backend, kind = "email", "outbox", "email"
+    batches = True  # one file per batch of the campaign's batch_size, as SMTP sends them
+    adopts = True  # a retry rewrites the same file: sending a batch again is harmless
 
     def plan(self, email: Email) -> Effect:
         target = self._file(email.key, ".eml")
-        return self._effect(email.key, {"path": str(target), "message_id": message_id(email)},
+        return self._effect(email.key, {"path": str(target), "message_id": message_id(email), "to": list(email.to)},
                             f"email {email.subject!r} for {len(email.to)} recipient(s) written to {target}")
 
     def send(self, email: Email) -> Effect:
         effect = self.plan(email)
-        write_atomic(Path(effect.ref["path"]), email_message(email).as_bytes())
+        msg = mime_message(email)
+        # The envelope, as a local MTA's queue file keeps it: who this copy is for. Not part of what a recipient gets.
+        envelope = b"X-Envelope-To: " + ", ".join(email.to).encode("ascii", "backslashreplace") + b"\r\n"
+        write_atomic(Path(effect.ref["path"]), envelope + as_bytes(msg))
         return effect
 
 

@@ -9,9 +9,26 @@ and these extras:
 - ``sender_id`` (int, required): the verified sender the email comes from. SendGrid takes the
   From and Reply-To addresses from it, so ``Email.sender`` and ``Email.reply_to`` are not sent;
 - ``suppression_group_id`` (int) or ``custom_unsubscribe_url``: SendGrid requires one of them
-  before it schedules a Single Send;
+  before it schedules a Single Send. Without either, the campaign's own ``unsubscribe`` is used as
+  ``custom_unsubscribe_url`` when it is an https URL (a mailto: address is not a URL SendGrid takes);
+- ``public_assets_url`` (https URL): where the asset store's objects are served to the public
+  (e.g. a CDN in front of the ``campaign_assets`` bucket): the banner is ``<public_assets_url>/images/<file>``;
 - ``send_delay_seconds`` (default 900): the undo window between scheduling and sending (0 sends
   at once, leaving no window: undo then always reports the email as sent).
+
+**Content.** The Single Send carries the same text and HTML as SMTP and the outbox (``mail.py``):
+``plain_content`` and ``html_content``, the copy escaped, the campaign's unsubscribe line visible in
+both. Single Sends take no attachments (``email_config`` has no attachment field, unlike Mail Send's
+``attachments`` with ``content_id``), so the banner cannot travel inline by Content-ID as it does
+over SMTP; SendGrid's documented way is an ``<img>`` whose ``src`` is an https URL its recipients'
+clients fetch. The asset store is private (a folder, an S3 bucket), so the public address is an
+explicit connection setting, ``public_assets_url``: an email with a banner and no such setting fails
+with a ConnectionConfigError naming it, never goes out without its image. Serving the images there
+is the deployment's job; nothing here checks that the address answers.
+
+SendGrid adds its own ``List-Unsubscribe`` header from the suppression group or custom URL; the visible
+line in the copy is the campaign's ``unsubscribe``. One Single Send reaches each contact of its list
+as their own message, so this backend takes the whole recipient list as one batch (``batches = False``).
 
 ``send`` makes a contact list named after the email's key, upserts the recipients into it, creates
 a Single Send of the same name for that list and schedules it ``send_delay_seconds`` ahead. Each
@@ -33,9 +50,7 @@ until ``X-RateLimit-Reset`` (a Unix time: SendGrid's documented rate-limit heade
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,6 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from include.orchestrator.backends.http_api import OK, HttpApi, ServiceError, retry_after_seconds
 from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.mail import html_body, one_line, text_body
 from include.orchestrator.ports import Effect, Email
 
 log = logging.getLogger(__name__)
@@ -61,12 +77,6 @@ def single_send_name(key: str) -> str:
     if len(key) <= NAME_MAX:
         return key
     return f"{key[: NAME_MAX - 13]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def html_content(text: str) -> str:
-    """The email text as HTML: escaped paragraphs (the text may come from an LLM: data, never markup)."""
-    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p]
-    return "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs) or "<p></p>"
 
 
 def describe(response: Any) -> str:
@@ -112,6 +122,8 @@ class SendGridEmail:
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
     port, backend, kind = "email", "sendgrid", "sendgrid_single_send"
+    batches = False  # a Single Send reaches each contact of its list as their own message: one per campaign
+    adopts = True  # a retry finds the list and the Single Send by name: sending again never sends twice
 
     def __init__(self, conn_id: str, conn: Any) -> None:
         self.conn_id, self.conn = conn_id, conn
@@ -132,17 +144,32 @@ class SendGridEmail:
                 f"connection {self.conn_id!r} ({SERVICE}): the extra {name!r} must be a whole number, got {value!r}")
         return int(value)
 
-    def _email_settings(self) -> dict[str, Any]:
+    def _email_settings(self, email: Email) -> dict[str, Any]:
         sender_id = self._int_setting("sender_id", required=True)
         group = self._int_setting("suppression_group_id")
-        url = self.api.setting("custom_unsubscribe_url")
+        campaign_url = email.unsubscribe if email.unsubscribe.startswith("https://") else ""
+        url = self.api.setting("custom_unsubscribe_url") or campaign_url
         if group is None and not url:
             raise ConnectionConfigError(
-                f"connection {self.conn_id!r} ({SERVICE}) needs the extra 'suppression_group_id' or 'custom_unsubscribe_url': "
+                f"connection {self.conn_id!r} ({SERVICE}) needs the extra 'suppression_group_id' or 'custom_unsubscribe_url' "
+                f"(the campaign's unsubscribe {email.unsubscribe!r} is not an https URL): "
                 "SendGrid schedules no Single Send without a way to unsubscribe"
             )
         unsubscribe = {"suppression_group_id": group} if group is not None else {"custom_unsubscribe_url": str(url)}
         return {"sender_id": sender_id, **unsubscribe}
+
+    def banner_url(self, email: Email) -> str | None:
+        """The banner's public https address (``public_assets_url``), or None for an email without a banner."""
+        if email.banner is None:
+            return None
+        base = str(self.api.setting("public_assets_url") or "").strip().rstrip("/")
+        if not base.startswith("https://") or any(c in base for c in ' "<>'):
+            raise ConnectionConfigError(
+                f"connection {self.conn_id!r} ({SERVICE}) needs the extra 'public_assets_url', an https URL where the asset "
+                f"store's images are served publicly (got {base or 'nothing'!r}): a SendGrid Single Send takes no attachments, "
+                "so the email banner reaches readers only by a public address, and the email is not sent without it"
+            )
+        return f"{base}/images/{email.banner.url.rsplit('/', 1)[-1]}"
 
     # --- HTTP ------------------------------------------------------------------------------------
     def _call(self, method: str, endpoint: str, action: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> tuple[int, Any]:
@@ -182,7 +209,8 @@ class SendGridEmail:
     def send(self, email: Email) -> Effect:
         effect = self.plan(email)
         name = effect.ref["name"]
-        config = self._email_settings()
+        config = self._email_settings(email)
+        html = html_body(email, image_src=self.banner_url(email))
         delay = self._int_setting("send_delay_seconds", default=900)
 
         found = next(iter(self._lists_named(name)), None)
@@ -199,7 +227,7 @@ class SendGridEmail:
             body = {
                 "name": name,
                 "send_to": {"list_ids": [list_id]},
-                "email_config": {"subject": email.subject, "plain_content": email.text, "html_content": html_content(email.text),
+                "email_config": {"subject": one_line(email.subject), "plain_content": text_body(email), "html_content": html,
                                  "generate_plain_content": False, **config},
             }
             _, single = self._call("POST", "/v3/marketing/singlesends", "create the Single Send", json=body)

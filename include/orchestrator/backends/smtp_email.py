@@ -1,21 +1,30 @@
-"""Email port backend that delivers through an SMTP server, via Airflow's SMTP provider.
+"""Email port backend that delivers through an SMTP server, over Airflow's SMTP provider's connection.
 
 The connection (type ``smtp``) holds host, port, optional login/password and the provider's
 extras (``from_email``, ``disable_tls``, ``disable_ssl``, ``timeout``, ``retry_limit``). It is read
-when ``send`` runs, never at DAG parse time. A delivered email cannot be recalled, so the effect
-is recorded as not undoable: compensation can only report it. Failures raise
-:class:`SmtpDeliveryError`, which says whether trying again later can succeed.
+when ``send`` runs, never at DAG parse time.
+
+One ``send`` is one batch (``mail.batches``): one SMTP transaction whose recipients are in the
+envelope only (``RCPT TO``), never in a header. ``SmtpHook.send_email_smtp`` cannot do that: it
+builds its own text/html-only MIME message with every recipient in ``To:`` (and retries
+``sendmail`` itself, which could deliver a batch twice). So the hook only opens the connection,
+with the connection's TLS/SSL, login and timeout settings, and the message composed by ``mail.py``
+goes through its ``smtplib`` client's ``sendmail``; the saga ledger and Airflow do the retrying.
+
+A delivered email cannot be recalled, so the effect is recorded as not undoable: compensation can
+only report it. Failures raise :class:`SmtpDeliveryError`, which says whether trying again later
+can succeed. Recipients the server refuses while it takes the message for the others are kept in
+the effect (``refused``) and logged: sending the batch again would reach the others twice.
 """
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import smtplib
 import ssl
+from email.utils import parseaddr
 
-from include.orchestrator.backends.outbox import message_id
+from include.orchestrator.mail import as_bytes, message_id, mime_message
 from include.orchestrator.ports import Effect, Email
 
 log = logging.getLogger(__name__)
@@ -42,16 +51,12 @@ def _retryable(exc: BaseException) -> bool:
     return "Unable to connect" in str(exc)  # the hook's AirflowException after repeated disconnects
 
 
-def _html(text: str) -> str:
-    """The hook sends text/html only: paragraphs of the escaped plain text, line breaks kept."""
-    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p]
-    return "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs) or "<p></p>"
-
-
 class SmtpEmail:
     """Email port: real delivery through the SMTP server of connection ``conn_id``."""
 
     port, backend, kind = "email", "smtp", "email"
+    batches = True  # one SMTP transaction per batch of the campaign's batch_size
+    adopts = False  # SMTP has no lookup: a batch sent twice reaches its people twice
 
     def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
@@ -66,25 +71,39 @@ class SmtpEmail:
 
         effect = self.plan(email)
         mid = effect.ref["message_id"]
-        headers = {"Message-ID": mid, **({"Reply-To": email.reply_to} if email.reply_to else {})}
+        data = as_bytes(mime_message(email))
         hook = SmtpHook(smtp_conn_id=self.conn_id)
         try:
-            with hook:
-                hook.send_email_smtp(to=email.to, subject=email.subject, html_content=_html(email.text),
-                                     from_email=email.sender, custom_headers=headers)
+            with hook:  # connects (SSL or STARTTLS and login as the connection says); closes on the way out
+                client = hook._smtp_client  # the hook's own smtplib client: no public accessor in the provider
+                if client is None:
+                    raise smtplib.SMTPServerDisconnected("the SMTP hook opened no connection")
+                refused = client.sendmail(parseaddr(email.sender)[1], list(email.to), data)
         except Exception as exc:
             # Only host and port: the connection's login and password never reach logs or errors.
             server = f"{hook.host}:{hook.port}" if hook.smtp_connection else "(connection not loaded)"
             retryable = _retryable(exc)
+            verdict = "temporary: retry later" if retryable else "permanent: fix the connection or the message"
             raise SmtpDeliveryError(
                 f"email {email.key} was not delivered through SMTP connection {self.conn_id!r} at {server}: "
-                f"{type(exc).__name__}: {exc} ({'temporary: retry later' if retryable else 'permanent: fix the connection or the message'})",
+                f"{type(exc).__name__}: {exc} ({verdict})",
                 retryable=retryable,
             ) from exc
-        log.info("delivered email %s (%s) to %d recipient(s) via %s:%s, connection %s",
-                 email.key, mid, len(email.to), hook.host, hook.port, self.conn_id)
-        return effect.model_copy(update={"ref": {**effect.ref, "smtp_host": hook.host},
-                                         "summary": f"email {email.subject!r} delivered to {len(email.to)} recipient(s) via {hook.host}"})
+        taken = len(email.to) - len(refused)
+        if refused:
+            log.warning("SMTP server %s:%s refused %d of %d recipient(s) of %s: %s", hook.host, hook.port, len(refused),
+                        len(email.to), email.key, "; ".join(f"{a} ({c} {m!r})" for a, (c, m) in refused.items()))
+        log.info("delivered email %s (%s, %d bytes) to %d recipient(s) via %s:%s, connection %s",
+                 email.key, mid, len(data), taken, hook.host, hook.port, self.conn_id)
+        ref = {**effect.ref, "smtp_host": hook.host}
+        if refused:
+            ref["refused"] = {address: f"{code} {message.decode(errors='replace') if isinstance(message, bytes) else message}"
+                              for address, (code, message) in refused.items()}
+        return effect.model_copy(update={
+            "ref": ref,
+            "summary": f"email {email.subject!r} delivered to {taken} recipient(s) via {hook.host}"
+                       + (f" ({len(refused)} refused by the server)" if refused else ""),
+        })
 
     def undo(self, effect: Effect) -> bool:
         log.warning("email %s to %s was delivered through %s and cannot be recalled; nothing undone",
