@@ -250,14 +250,16 @@ def test_publish_commits_the_post_once_and_undo_removes_it(double: GithubDouble)
     effect = backend.publish(POST)
     assert double.files("main")[POST.path] == POST.markdown.encode()
     head = double.commits("main")[0]
-    assert head["message"] == f"Publish {POST.path} ({POST.key})"
+    assert head["message"] == f"Publish {POST.path} ({POST.key})\n\n{POST.title}"  # the subject a person reads, as with git
     assert (effect.kind, effect.key) == ("github_file", POST.key)
     assert effect.ref == {"repository": "acme/campaigns", "branch": "main", "path": POST.path,
                           "blob_sha": git_blob_sha(POST.markdown.encode()), "commit": head["sha"], "url": effect.ref["url"]}
     assert effect.ref["url"].endswith(POST.path)
 
+    one_commit = [("POST", "/git/blobs"), ("POST", "/git/trees"), ("POST", "/git/commits"), ("PATCH", "/git/refs/heads/main")]
+    assert [(m, p.removeprefix("/api/v3/repos/acme/campaigns")) for m, p in writes(double)] == one_commit  # git data API
     again = blog(double).publish(POST)  # a retry adopts the file
-    assert double.count("PUT", r".*/contents/.*") == 1 and again.ref["blob_sha"] == effect.ref["blob_sha"]
+    assert len(writes(double)) == len(one_commit) and again.ref["blob_sha"] == effect.ref["blob_sha"]
 
     assert backend.undo(effect) is True
     assert POST.path not in double.files("main")
@@ -289,7 +291,7 @@ def test_blog_never_overwrites_or_deletes_someone_elses_file(double: GithubDoubl
         blog(double).publish(POST)
     assert not refused.value.retryable and POST.path in str(refused.value) and "not ours" in str(refused.value)
     assert double.files("main")[POST.path] == b"an older post by a person\n"
-    assert double.count("PUT", r".*/contents/.*") == 0
+    assert writes(double) == []
 
     double.commit_file("main", POST.path, None)
     effect = blog(double).publish(POST)
@@ -309,12 +311,14 @@ def test_blog_branch_setting_and_a_root_api_base(tmp_path: Path) -> None:
         assert double.problems == []
 
 
-def test_blog_put_race_is_resolved_by_reading_again(double: GithubDouble) -> None:
-    # Another try created the file between our GET and PUT: GitHub answers 422 "sha wasn't supplied".
-    double.fail_next("PUT", r".*/contents/.*", 422, {"message": 'Invalid request.\n\n"sha" wasn\'t supplied.'})
+def test_blog_ref_update_race_is_resolved_by_reading_again(double: GithubDouble) -> None:
+    # The branch moved between our read and our ref update: GitHub answers 422 "Update is not a fast forward".
+    double.fail_next("PATCH", r".*/git/refs/heads/main", 422, {"message": "Update is not a fast forward"})
     double.commit_file("main", "unrelated.md", b"x")
-    effect = blog(double).publish(POST)  # first PUT refused, re-read: absent, second PUT made
-    assert double.count("PUT", r".*/contents/.*") == 2 and effect.ref["commit"] == double.commits("main")[0]["sha"]
+    effect = blog(double).publish(POST)  # first update refused, read again, committed again on the head
+    assert double.count("PATCH", r".*/git/refs/heads/main") == 2 and effect.ref["commit"] == double.commits("main")[0]["sha"]
+    assert [c["message"].split("\n")[0] for c in double.commits("main")] == [
+        f"Publish {POST.path} ({POST.key})", "Edit by someone else", "Initial commit"]
     assert double.problems == []
 
 

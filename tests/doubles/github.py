@@ -25,7 +25,8 @@ Inspection helpers (for tests, including end-to-end ones checking that compensat
 history, newest first, as {sha, message, parents}; ``open_pulls()`` / ``pulls()`` -> pull request JSON;
 ``reviews(number)``; ``rate_remaining``. Test helpers: ``add_review(number, user, state, body="")``
 (APPROVED, CHANGES_REQUESTED, COMMENTED), ``merge_pull(number)``, ``close_pull(number)``,
-``commit_file(branch, path, data | None, message)`` (someone else's commit), ``exhaust_rate_limit()``.
+``commit_file(branch, path, data | None, message)`` (someone else's commit), ``meanwhile(method, path, change)``
+(someone else's change just before one of our calls), ``exhaust_rate_limit()``.
 """
 
 from __future__ import annotations
@@ -425,8 +426,11 @@ class GithubDouble(ServiceDouble):
                 raise self.refuse(f"tree entry fields the docs do not define: {sorted(extra)}")
             if "content" in entry:
                 files[entry["path"]] = git_blob_sha(self._store(str(entry["content"]).encode()))
-            elif entry["sha"] is None:
-                files.pop(entry["path"], None)
+            elif entry["sha"] is None:  # the docs: "If the value is null then the file will be deleted."
+                if entry["path"] not in files:  # the docs: "Returns an error if you try to delete a file that does not exist."
+                    raise self.refuse(f"deleting {entry['path']!r}, which is not in the base tree",
+                                      self.error(422, {"message": "GitRPC::BadObjectState"}))
+                del files[entry["path"]]
             elif entry["sha"] not in self.blobs:
                 return self.validation_failed("Tree", "invalid", "sha", f"tree.sha {entry['sha']} is not a valid blob")
             else:
@@ -462,6 +466,13 @@ class GithubDouble(ServiceDouble):
         branch = name.removeprefix("refs/heads/")
         return branch if branch in self.refs else None
 
+    def _files_at(self, ref: str | None) -> dict[str, str] | None:
+        """``ref`` of the contents API: "The name of the commit/branch/tag" (a branch or a commit sha here)."""
+        if ref is not None and ref in self.commit_objects:
+            return dict(self.trees[self.commit_objects[ref]["tree"]])
+        branch = self._branch_param(ref)
+        return None if branch is None else self.files_sha(branch)
+
     def _file_json(self, path: str, sha: str, with_content: bool = True) -> dict[str, Any]:
         data = self.blobs[sha]
         item = {"type": "file", "encoding": "base64", "size": len(data), "name": path.rsplit("/", 1)[-1], "path": path,
@@ -477,10 +488,9 @@ class GithubDouble(ServiceDouble):
         if (answer := self._check(request, groups)) is not None:
             return answer
         params = self._params(request, {"ref": None})
-        branch = self._branch_param(params.get("ref"))
-        if branch is None:
+        files, path = self._files_at(params.get("ref")), groups["path"].strip("/")
+        if files is None:
             return self.error(404, {"message": f"No commit found for the ref {params.get('ref')}"})
-        files, path = self.files_sha(branch), groups["path"].strip("/")
         if path in files:
             return self._get_answer(request, self._file_json(path, files[path]))
         inside = {p: s for p, s in files.items() if p.startswith(path + "/")}
@@ -697,6 +707,15 @@ class GithubDouble(ServiceDouble):
                 files[path] = git_blob_sha(self._store(data))
             self.refs[branch] = self._make_commit(files, [self.refs[branch]], message)
             return self.refs[branch]
+
+    def meanwhile(self, method: str, path: str, change: Any) -> None:
+        """Run ``change()`` (e.g. someone else's ``commit_file``) just before the next matching call is
+        served: a concurrent writer getting in between two of our calls."""
+
+        def first(request: Request) -> None:
+            change()  # outside the double's lock (see ServiceDouble._answer): change may take it
+
+        self._queue(method, path, first, 1)
 
     def exhaust_rate_limit(self, reset_in: int = 120) -> None:
         with self._lock:

@@ -1,7 +1,8 @@
 """Review and blog ports, local backends: real git repositories driven by the git CLI.
 
 ``GitReview`` commits a review bundle on a branch ``review/<key>`` of a local repository;
-``GitBlog`` publishes posts to a bare repository acting as the remote, through a private clone.
+``GitBlog`` publishes posts, each with its hero image in one commit, to a bare repository acting as
+the remote, through a private clone.
 Both use the small :class:`Git` helper below.
 
 Commits are built with git's plumbing (blobs, a private temporary index, ``commit-tree``), so no
@@ -281,9 +282,15 @@ class GitBlog(OnDisk):
 
     def plan(self, post: BlogPost) -> Effect:
         path, key = safe_path(post.path), safe_name(post.key, "post key")
-        return Effect(port="blog", conn_id=self.conn_id, backend="git", kind="git_commit", key=key,
-                      ref={"remote": str(self.remote), "branch": self.branch, "path": path, "key": key},
-                      summary=f"blog post {path} on {self.remote}:{self.branch}")
+        ref = {"remote": str(self.remote), "branch": self.branch, "path": path, "key": key}
+        if post.hero is not None:
+            ref["image"] = safe_path(post.hero_path)
+        return Effect(port="blog", conn_id=self.conn_id, backend="git", kind="git_commit", key=key, ref=ref,
+                      summary=f"{self._what(ref)} on {self.remote}:{self.branch}")
+
+    @staticmethod
+    def _what(ref: dict[str, str]) -> str:
+        return f"blog post {ref['path']}" + (f" with {ref['image']}" if ref.get("image") else "")
 
     @staticmethod
     def _subject(path: str, key: str) -> str:
@@ -297,38 +304,52 @@ class GitBlog(OnDisk):
         return next((line.split(" ", 1)[0] for line in found if line.split(" ", 1)[1] == subject), None)
 
     def publish(self, post: BlogPost) -> Effect:
-        effect, data = self.plan(post), post.markdown.encode()
+        effect, files = self.plan(post), post.files()  # the post and its hero, in one commit
         path, key = effect.ref["path"], effect.key
         subject = self._subject(path, key)
+        message = f"{subject}\n\n{post.title}" + (f"\n\nHero image: {post.hero_path}" if post.hero is not None else "")
         with locked(self.remote):
             clone = self._sync()
             earlier = self._published(clone, path, key)
-            if earlier and clone.read(self.tracking, path) == data:
+            if earlier and all(clone.read(self.tracking, p) == data for p, data in files.items()):
                 commit = earlier  # published by an earlier try: adopt it
             else:
-                commit = self._push(clone, lambda tip: clone.commit(tip, f"{subject}\n\n{post.title}", {path: data}))
+                commit = self._push(clone, lambda tip: clone.commit(tip, message, files))
             assert commit is not None
-            blob = clone.blob_id(commit, path)
-        return effect.model_copy(update={"ref": {**effect.ref, "commit": commit, "blob": blob},
-                                         "summary": f"blog post {path} at {commit[:10]} on {self.remote}:{self.branch}"})
+            blobs = {p: clone.blob_id(commit, p) for p in files}
+        ref = {**effect.ref, "commit": commit, "blob": blobs[path]}
+        if "image" in ref:
+            ref["image_blob"] = blobs[ref["image"]]
+        summary = f"{self._what(ref)} at {commit[:10]} on {self.remote}:{self.branch}"
+        return effect.model_copy(update={"ref": ref, "summary": summary})
 
     def undo(self, effect: Effect) -> bool:
-        path, key, ours = safe_path(effect.ref["path"]), effect.ref.get("key", ""), effect.ref.get("blob")
+        """Remove what the post added, in one commit: the post while it is still ours (its blob), and
+        its image while it is ours and no other post took the post's path (that post shows the image)."""
+        path, key = safe_path(effect.ref["path"]), effect.ref.get("key", "")
+        image = safe_path(effect.ref["image"]) if effect.ref.get("image") else None  # entries from before heroes: none
+        recorded = {path: effect.ref.get("blob"), **({image: effect.ref.get("image_blob")} if image else {})}
 
         def unpublish(tip: str) -> str | None:
-            current = clone.blob_id(tip, path)
-            if current is None:
-                return None  # already gone
-            mine = ours
-            if not mine:  # only the plan was recorded: what did our key publish, if anything?
+            mine = recorded
+            if not all(mine.values()):  # only the plan was recorded: what did our key publish, if anything?
                 published = self._published(clone, path, key)
                 if published is None:
                     return None  # never published
-                mine = clone.blob_id(published, path)
-            if current != mine:  # a later post replaced ours at this path: not ours to remove
-                log.warning("%s on %s holds another post now (blob %s, ours %s): left alone", path, self.remote, current, mine)
-                return None
-            return clone.commit(tip, f"Unpublish {path} ({key})", {}, remove=(path,))
+                mine = {p: clone.blob_id(published, p) for p in recorded}
+            now = {p: clone.blob_id(tip, p) for p in recorded}
+            post_ours = now[path] is not None and now[path] == mine[path]
+            remove = [path] if post_ours else []
+            if now[path] is not None and not post_ours:  # a later post replaced ours at this path: not ours to remove
+                log.warning("%s on %s holds another post now (blob %s, ours %s): left alone",
+                            path, self.remote, now[path], mine[path])
+            if image and now[image] is not None and now[image] == mine[image] and (post_ours or now[path] is None):
+                remove.append(image)
+            elif image and now[image] is not None:
+                log.warning("%s on %s is another's now (or the post that shows it is): left alone", image, self.remote)
+            if not remove:
+                return None  # already gone, or not ours
+            return clone.commit(tip, f"Unpublish {path} ({key})", {}, remove=tuple(remove))
 
         with locked(self.remote):
             if not Git(self.remote).exists():

@@ -1,9 +1,9 @@
-"""Review and blog ports on GitHub (or GitHub Enterprise Server): a pull request per review bundle, a file per post.
+"""Review and blog ports on GitHub (or GitHub Enterprise Server): a pull request per review bundle, a commit per post.
 
 ``GithubReview`` commits a review bundle (the drafts' markdown and the rendered PNGs) on a branch
 ``campaign-review/<key>`` and opens a pull request for it; reviewers approve or request changes with
 pull request reviews, which ``poll_reviews`` reads with conditional requests. ``GithubBlog`` commits a
-post as one file on the blog branch. Both follow GitHub's REST API (version 2022-11-28):
+post and its hero image in one commit on the blog branch. Both follow GitHub's REST API (version 2022-11-28):
 https://docs.github.com/en/rest/git/refs, /git/blobs, /git/trees, /git/commits, /repos/contents,
 /pulls/pulls, /pulls/reviews, /repos/repos, and for errors, rate limits and ETags
 https://docs.github.com/en/rest/using-the-rest-api (troubleshooting, rate-limits-for-the-rest-api,
@@ -462,10 +462,16 @@ def _parse_token(token: str | None) -> tuple[Literal["open", "closed", "merged"]
 
 
 class GithubBlog:
-    """Blog port: each post is one file committed with the contents API on the blog branch.
+    """Blog port: each post and its hero image committed together on the blog branch with the git data API.
 
-    The file is ours when its git blob id is the one our content has (computed locally): a retry adopts
-    it, and undo deletes only that; a file at the same path with other content belongs to someone else.
+    One commit (blobs, a tree on the branch head's tree, a commit, then the ref moved with ``force: false``)
+    puts both files on the branch at once: readers never get a post whose image is missing, and a try that
+    dies before the ref moves has changed nothing visible. A file is ours when its git blob id is the one
+    our content has (computed locally, so the plan knows it without I/O): a retry adopts what is there,
+    undo deletes only that. A file at one of our paths with other content is someone else's: publishing
+    refuses to overwrite it; undo leaves it, and leaves the image too when another post took the post's
+    path (that post shows it). The branch head is read once per round and the files at that very commit,
+    so a ref update that is not a fast forward means someone committed meanwhile: read again, once.
     """
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -475,57 +481,115 @@ class GithubBlog:
 
     def plan(self, post: BlogPost) -> Effect:
         path, key = safe_path(post.path), safe_name(post.key, "post key")
+        files = post.files()  # the hero's bytes, checked against its rendered sha256: no I/O
         branch = self.api.branch_setting or self.api.base_branch_setting  # None: the default branch, resolved at call time
-        return Effect(port="blog", conn_id=self.conn_id, backend="github", kind="github_file", key=key,
-                      ref={"repository": self.api.repository, "branch": branch, "path": path,
-                           "blob_sha": blob_sha(post.markdown.encode())},
-                      summary=f"blog post {path} in {self.api.repository}")
+        ref = {"repository": self.api.repository, "branch": branch, "path": path, "blob_sha": blob_sha(files[path])}
+        if post.hero is not None:
+            ref |= {"image": safe_path(post.hero_path), "image_blob_sha": blob_sha(files[post.hero_path])}
+        return Effect(port="blog", conn_id=self.conn_id, backend="github", kind="github_file", key=key, ref=ref,
+                      summary=f"{self._what(ref)} in {self.api.repository}")
+
+    @staticmethod
+    def _what(ref: dict[str, Any]) -> str:
+        return f"blog post {ref['path']}" + (f" with {ref['image']}" if ref.get("image") else "")
+
+    @staticmethod
+    def _ours(ref: dict[str, Any]) -> dict[str, str]:
+        """Path -> our blob id; an entry from before hero images names the post alone."""
+        ours = {safe_path(str(ref["path"])): str(ref["blob_sha"])}
+        if ref.get("image"):
+            ours[safe_path(str(ref["image"]))] = str(ref["image_blob_sha"])
+        return ours
+
+    def _head(self, branch: str, action: str) -> str:
+        head = self.api.branch_head(branch, action)
+        if head is None:
+            raise ServiceError(SERVICE, action, f"HTTP 404: the blog branch {branch!r} does not exist in {self.api.repository}",
+                               status=404)
+        return head
+
+    def _at(self, paths: list[str], head: str, action: str) -> dict[str, dict[str, Any] | None]:
+        """Each path's contents JSON at commit ``head`` (``GET /contents/{path}?ref=<sha>``), None if absent."""
+        return {path: self.api.file(path, head, action) for path in paths}
+
+    def _commit(self, branch: str, head: str, add: dict[str, bytes], remove: list[str], message: str,
+                action: str) -> dict[str, Any] | None:
+        """One commit on ``head`` adding and removing files, and the branch moved to it; None when the
+        branch moved since ``head`` was read (GitHub: "Update is not a fast forward")."""
+        api = self.api
+        _, parent = api.request("GET", api.repo_path(f"/git/commits/{head}"), action, ok=(200,))
+        entries: list[dict[str, Any]] = []
+        for path, data in add.items():
+            _, blob = api.request("POST", api.repo_path("/git/blobs"), action, ok=(201,),
+                                  body={"content": base64.b64encode(data).decode(), "encoding": "base64"})
+            if blob["sha"] != blob_sha(data):
+                raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
+            entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+        # "sha": null deletes the path from the base tree (https://docs.github.com/en/rest/git/trees#create-a-tree).
+        entries += [{"path": path, "mode": "100644", "type": "blob", "sha": None} for path in remove]
+        _, tree = api.request("POST", api.repo_path("/git/trees"), action, ok=(201,),
+                              body={"base_tree": parent["tree"]["sha"], "tree": entries})
+        _, made = api.request("POST", api.repo_path("/git/commits"), action, ok=(201,),
+                              body={"message": message, "tree": tree["sha"], "parents": [head]})
+        status, data = api.request("PATCH", api.repo_path(f"/git/refs/{api.ref(branch)}"), action,
+                                   body={"sha": made["sha"], "force": False}, ok=(200,), absent=(422,))
+        if status == 200:
+            return made
+        if "not a fast forward" not in _message(data):
+            raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
+        log.warning("%s: %s moved meanwhile (%s); reading it again", action, branch, _message(data))
+        return None
 
     def publish(self, post: BlogPost) -> Effect:
-        effect, data, api = self.plan(post), post.markdown.encode(), self.api
-        path, ours = effect.ref["path"], effect.ref["blob_sha"]
+        effect, files, api = self.plan(post), post.files(), self.api
+        path, ours = effect.ref["path"], self._ours(effect.ref)
         action = f"publish {path} in {api.repository}"
         branch = effect.ref["branch"] or api.blog_branch(action)
-        commit: str | None = None
-        url: str | None = None
-        for attempt in (1, 2):
-            current = api.file(path, branch, action)
-            if current is not None:
-                if current["sha"] != ours:
-                    raise ServiceError(SERVICE, action, f"{path} on {branch} already exists with other content "
-                                       f"(blob {current['sha']}, ours {ours}): not ours to overwrite")
-                url = current.get("html_url")  # published by an earlier try: adopt it
+        message = f"Publish {path} ({effect.key})\n\n{post.title}" + (f"\n\nHero image: {post.hero_path}" if post.hero else "")
+        for _ in range(2):
+            head = self._head(branch, action)
+            now = self._at(list(ours), head, action)
+            for p, found in now.items():
+                if found is not None and found["sha"] != ours[p]:
+                    raise ServiceError(SERVICE, action, f"{p} on {branch} already exists with other content "
+                                       f"(blob {found['sha']}, ours {ours[p]}): not ours to overwrite")
+            missing = {p: files[p] for p in ours if now[p] is None}
+            if not missing:  # published by an earlier try: adopt it
+                commit, url = None, (now[path] or {}).get("html_url")
                 break
-            status, answer = api.request("PUT", api.repo_path(f"/contents/{quote(path)}"), action, ok=(200, 201),
-                                         absent=(409, 422) if attempt == 1 else (),
-                                         body={"message": f"Publish {path} ({effect.key})",
-                                               "content": base64.b64encode(data).decode(), "branch": branch})
-            if status in (200, 201):
-                url, commit = answer["content"].get("html_url"), answer["commit"]["sha"]
+            made = self._commit(branch, head, missing, [], message, action)
+            if made is not None:
+                # The post at that commit: GitHub's commit page with /blob/ for /commit/ (no request needed).
+                commit, url = str(made["sha"]), str(made["html_url"]).rsplit("/commit/", 1)[0] + f"/blob/{made['sha']}/{path}"
                 break
-            log.warning("%s: the file appeared meanwhile (%s); reading it again", action, _message(answer))
+        else:
+            raise ServiceError(SERVICE, action, f"branch {branch} kept moving while publishing", status=422, retryable=True)
         ref = {**effect.ref, "branch": branch, "commit": commit, "url": url}
-        return effect.model_copy(update={"ref": ref, "summary": f"blog post {path} on {api.repository}:{branch} ({url})"})
+        return effect.model_copy(update={"ref": ref, "summary": f"{self._what(ref)} on {api.repository}:{branch} ({url})"})
 
     def undo(self, effect: Effect) -> bool:
-        api, path, ours = self.api, safe_path(str(effect.ref["path"])), str(effect.ref["blob_sha"])
+        api, ours = self.api, self._ours(effect.ref)
         _repository_of(effect.ref, api)
+        path, image = safe_path(str(effect.ref["path"])), effect.ref.get("image")
         action = f"unpublish {path} in {api.repository}"
         branch = effect.ref.get("branch") or api.blog_branch(action)
-        for attempt in (1, 2):
-            current = api.file(path, branch, action)
-            if current is None:
-                log.info("%s: %s is not on %s (never published or already removed)", action, path, branch)
+        for _ in range(2):
+            head = api.branch_head(branch, action)
+            if head is None:
+                log.info("%s: branch %s is gone, and %s with it", action, branch, path)
                 return False
-            if current["sha"] != ours:
-                log.warning("%s: %s on %s holds other content now (blob %s, ours %s): left alone", action, path, branch,
-                            current["sha"], ours)
+            now = {p: (found or {}).get("sha") for p, found in self._at(list(ours), head, action).items()}
+            post_ours = now[path] == ours[path]
+            remove = [path] if post_ours else []
+            if image and now[image] == ours[image] and (post_ours or now[path] is None):
+                remove.append(image)  # not when another post took the path: that post shows this image
+            for p in ours:
+                if now[p] is not None and p not in remove:
+                    log.warning("%s: %s on %s holds other content now, or belongs to another post (blob %s, ours %s): left alone",
+                                action, p, branch, now[p], ours[p])
+            if not remove:
+                log.info("%s: nothing of %s is on %s (never published, already removed or not ours)", action, effect.key, branch)
                 return False
-            status, _ = api.request("DELETE", api.repo_path(f"/contents/{quote(path)}"), action, ok=(200,),
-                                    absent=(404, 409) if attempt == 1 else (404,),
-                                    body={"message": f"Unpublish {path} ({effect.key})", "sha": ours, "branch": branch})
-            if status == 200:
+            if self._commit(branch, head, {}, remove, f"Unpublish {path} ({effect.key})", action) is not None:
                 return True
-            if status == 404:
-                return False
-        return False
+        raise ServiceError(SERVICE, action, f"branch {branch} kept moving while unpublishing", status=422, retryable=True)
