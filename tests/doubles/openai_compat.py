@@ -19,13 +19,16 @@ end-to-end run works unattended. ``delay`` (seconds) slows every answer, for tim
 
 Inspection helpers: ``received`` (every accepted request body, in order), ``authorizations`` (their
 Authorization headers, None when absent), ``last_messages()`` (the
-messages of the last one, ``{role: content}``) and ``completions`` (how many answers were given).
+messages of the last one, ``{role: content}``), ``completions`` (how many answers were given), and
+for our prompt's own layout (not the API's): ``data_blocks()`` (the research fenced as data) and
+``writer_notes()`` (the notes fenced as instructions, checked to be fenced as the system message says).
 The API creates nothing that outlives a call, so there is nothing to clean up after a campaign.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +44,8 @@ DOCUMENTED_PARAMS = frozenset(
     "safety_identifier prompt_cache_key".split()
 )
 ROLES = ("system", "user", "assistant")
+_DATA_BLOCK = re.compile(r"^<<<DATA ([^\n>]+)>>>\n(.*?)\n<<<END DATA>>>$", re.DOTALL | re.MULTILINE)
+_NOTES_NAMED = re.compile(r'"<<<WRITER NOTES ([0-9a-f]{16})>>>"')
 
 VALID_COPY: dict[str, Any] = {
     "headline": "Pipewise 3: see every pipeline before it breaks",
@@ -52,6 +57,35 @@ VALID_COPY: dict[str, Any] = {
     "blog_title": "Introducing Pipewise 3",
     "blog_body": "Pipewise 3 shows every pipeline's health in one place.\n\n## Get started\n\nStart a free trial.",
 }
+
+
+def data_blocks(user: str) -> tuple[list[tuple[str, str]], str]:
+    """The (label, content) of every data block of a user message, and the text outside them."""
+    return [(m[1], m[2]) for m in _DATA_BLOCK.finditer(user)], _DATA_BLOCK.sub("", user)
+
+
+def fenced_writer_notes(system: str, user: str) -> str | None:
+    """The writer notes of a request, None when it has none; AssertionError unless they are fenced
+    as instructions: the system message names the block's code, and the user message holds exactly
+    one opening and one closing line with that code, after every data block and outside them, with
+    no fence-like text (nor the code) between."""
+    named = _NOTES_NAMED.findall(system)
+    _, outside = data_blocks(user)
+    if not named:
+        assert "WRITER NOTES" not in outside, "writer-notes lines in a request whose system message names no code"
+        return None
+    assert len(set(named)) == 1, f"the system message names several codes: {named}"
+    code = named[0]
+    opening, closing = f"<<<WRITER NOTES {code}>>>", f"<<<END WRITER NOTES {code}>>>"
+    lines = outside.split("\n")
+    assert lines.count(opening) == 1 and lines.count(closing) == 1, "not exactly one opening and one closing line"
+    start, end = lines.index(opening), lines.index(closing)
+    assert start < end, "the closing line comes before the opening one"
+    after_data = max((m.end() for m in _DATA_BLOCK.finditer(user)), default=0)
+    assert user.index(opening) > after_data, "the notes are inside or before the data"
+    content = "\n".join(lines[start + 1 : end])
+    assert "<<<" not in content and ">>>" not in content and code not in content, "fence-like text inside the notes"
+    return content
 
 
 @dataclass
@@ -99,6 +133,15 @@ class OpenAICompatDouble(ServiceDouble):
 
     def last_messages(self) -> dict[str, str]:
         return {m["role"]: m["content"] for m in self.received[-1]["messages"]}
+
+    def data_blocks(self) -> tuple[list[tuple[str, str]], str]:
+        """The (label, content) of every data block of the last user message, and the text outside them."""
+        return data_blocks(self.last_messages()["user"])
+
+    def writer_notes(self) -> str | None:
+        """The writer notes of the last request (see ``fenced_writer_notes``)."""
+        messages = self.last_messages()
+        return fenced_writer_notes(messages["system"], messages["user"])
 
     # --- the endpoint ------------------------------------------------------------------------
     def _chat(self, request: Request, groups: dict[str, str]) -> Response:
