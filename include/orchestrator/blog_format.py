@@ -88,7 +88,7 @@ def inline_text(text: str) -> str:
 
 def body_text(text: str) -> str:
     """The writer's Markdown body, made inert as the module explains; its headings and paragraphs stay."""
-    text = _CONTROL.sub("", _BREAKS.sub("\n", text).replace("\t", "    "))
+    text = _CONTROL.sub("", _BREAKS.sub("\n", text))
 
     def escaped(part: str) -> str:
         return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], part)
