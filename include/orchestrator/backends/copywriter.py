@@ -42,8 +42,10 @@ _STOP = frozenset(
     "also just only over most very such make made each other which these those then there here "
     "where while using used best need needs team teams".split()
 )
-# Bidirectional overrides and marks: invisible, and they can make a subject line read backwards.
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Invisible format characters (Unicode Cf) are dropped: soft hyphens, zero-width spaces, and bidi
+# overrides that can make a subject line read backwards. Kept: the joiners and emoji tags, which
+# shape letters and emoji.
+_KEPT_FORMAT = re.compile("[\u200c\u200d\U000e0020-\U000e007f]")
 _NEWLINES = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n\n"})
 # A sentence ends at . ! ? (and closing quotes or brackets) before a space, or at CJK full-width stops.
 _SENTENCE_END = re.compile(r"([.!?]+)([\"'”’)\]]*)\s+|[。！？]+[」』）]*")
@@ -62,15 +64,23 @@ def themes(texts: list[str], limit: int = 3) -> list[str]:
 
 
 def clean(text: str) -> str:
-    """Text as plain lines: no control or bidi characters, spaces collapsed, at most one blank line in a row.
+    """Text as plain lines: no control or invisible format characters, spaces collapsed, at most one blank line in a row.
 
     "…" becomes "...": a reader cannot tell a source's ellipsis from a cut, and this copy never cuts."""
     text = text.replace("\r\n", "\n").translate(_NEWLINES)
-    text = "".join(
-        c if c == "\n" else " " if c.isspace() else "" if unicodedata.category(c) == "Cc" or c in _BIDI else c for c in text
-    )
+    text = "".join(c if c == "\n" else " " if c.isspace() else "" if _invisible(c) else c for c in text)
     lines = [" ".join(line.split()) for line in text.replace("…", "...").split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _invisible(c: str) -> bool:
+    category = unicodedata.category(c)
+    return category == "Cc" or (category == "Cf" and not _KEPT_FORMAT.match(c))
+
+
+def shown(text: str) -> bool:
+    """Whether some character of the text is seen (not a space, control, format or unassigned one)."""
+    return any(unicodedata.category(c)[0] not in "CZ" for c in text)
 
 
 def sentences(text: str) -> list[str]:
@@ -125,8 +135,8 @@ def full_stop(text: str) -> str:
 
 
 def fit(candidates: Iterable[str], limit: int) -> str | None:
-    """The first non-empty candidate of at most ``limit`` characters."""
-    return next((c for c in candidates if c and len(c) <= limit), None)
+    """The first candidate that shows something in at most ``limit`` characters."""
+    return next((c for c in candidates if len(c) <= limit and shown(c)), None)
 
 
 def writer_note_lines(text: str, limit: int = WRITER_NOTES_MAX) -> list[str]:
@@ -134,7 +144,7 @@ def writer_note_lines(text: str, limit: int = WRITER_NOTES_MAX) -> list[str]:
     ``limit`` characters in all (a line that does not fit is left out, never cut)."""
     lines, used = [], 0
     for line in clean(text).split("\n"):
-        if not line:
+        if not shown(line):
             continue
         used += len(line) + 1
         if used - 1 > limit:
@@ -172,8 +182,8 @@ class TemplateCopywriter:
         named = [name, *clauses(name)]
         pitch_title = title_of(pitch)
         pitches = [t for t in [pitch_title] if t and balanced(t)] + clauses(pitch_title)
-        tail = [*named, title_of(call), FALLBACK]
-        headlines = [f"{name}{sep}{pitches[0]}" if name and pitches else "", *pitches, *tail]
+        fallbacks = [*named, title_of(call), FALLBACK]
+        headlines = [f"{name}{sep}{pitches[0]}" if name and pitches else "", *pitches, *fallbacks]
         headline = fit(headlines, HEADLINE_MAX) or FALLBACK
 
         body = "\n\n".join(p for p in ("Hello,", description, *notes, angle, cta, sign_off) if p)
@@ -192,7 +202,7 @@ class TemplateCopywriter:
         )
         return Copy(
             headline=headline,
-            email_subject=fit([*pitches, *tail], SUBJECT_MAX) or FALLBACK,
+            email_subject=fit([*pitches, *fallbacks], SUBJECT_MAX) or FALLBACK,
             email_body=body,
             social_posts=social,
             blog_title=headline,
