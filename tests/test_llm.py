@@ -187,8 +187,9 @@ def test_neither_notes_nor_research_can_forge_the_notes_fence(llm: OpenAICompatD
 
 
 def _words(text: str) -> list[str]:
-    """The words of a text, invisible characters (control, format) left out."""
-    return "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf")).split()
+    """The words of a text that show something, invisible characters (control, format) left out."""
+    words = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf")).split()
+    return [w for w in words if any(unicodedata.category(c)[0] not in "CZ" for c in w)]
 
 
 _FENCY = st.sampled_from(["<<<", ">>>", "<<<<", DATA_CLOSE, "<<<WRITER NOTES ", "<<<END WRITER NOTES ", "\n", "\x00", "…"])
