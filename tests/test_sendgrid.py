@@ -20,9 +20,9 @@ from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Email
 from tests.doubles.sendgrid import SendGridDouble
 
-EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email-0001", sender="news@pipewise.example", to=["ana@example.com", "bo@example.com"],
-              subject="Spring launch: ship faster", text="Hello <team>,\n\nIt is here & it is fast.",
-              unsubscribe="mailto:leave@pipewise.example")
+EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email-0001", sender="news@pipewise.example",
+              to=["ana@example.com", "bo@example.com"], subject="Spring launch: ship faster",
+              text="Hello <team>,\n\nIt is here & it is fast.", unsubscribe="mailto:leave@pipewise.example")
 EXTRA = {"sender_id": 4321, "suppression_group_id": 77}
 
 
@@ -51,12 +51,13 @@ def test_send_makes_a_list_and_schedules_a_single_send_in_the_undo_window(double
     [made_list] = double.lists()
     assert (effect.kind, effect.backend, effect.port, effect.key, effect.undoable) == (
         "sendgrid_single_send", "sendgrid", "email", EMAIL.key, True)
-    assert effect.ref == {"single_send_id": send["id"], "list_id": made_list["id"], "send_at": send["send_at"], "name": EMAIL.key}
+    assert effect.ref == {"single_send_id": send["id"], "list_id": made_list["id"], "send_at": send["send_at"], "name": EMAIL.key,
+                          "to": EMAIL.to}
     assert made_list["name"] == EMAIL.key and made_list["emails"] == EMAIL.to
     assert send["name"] == EMAIL.key and send["status"] == "scheduled" and send["send_to"]["list_ids"] == [made_list["id"]]
     config = send["email_config"]
     assert (config["subject"], config["sender_id"], config["suppression_group_id"]) == (EMAIL.subject, 4321, 77)
-    assert config["plain_content"] == EMAIL.text + "\n\n-- \nTo unsubscribe, email leave@pipewise.example (or reply with the word unsubscribe).\n"
+    assert config["plain_content"] == EMAIL.text + "\n\n-- \nTo unsubscribe, email leave@pipewise.example.\n"
     assert config["generate_plain_content"] is False
     html = config["html_content"]
     assert "<p>Hello &lt;team&gt;,</p>\n<p>It is here &amp; it is fast.</p>" in html  # untrusted text escaped
@@ -107,7 +108,7 @@ def test_plan_matches_the_made_effect_and_does_no_io(double: SendGridDouble) -> 
     planned = sendgrid.plan(EMAIL)
     assert planned == sendgrid.plan(EMAIL)
     assert (planned.kind, planned.key, planned.ref, planned.undoable) == (
-        "sendgrid_single_send", EMAIL.key, {"name": EMAIL.key}, True)
+        "sendgrid_single_send", EMAIL.key, {"name": EMAIL.key, "to": EMAIL.to}, True)
     made = backend(double).send(EMAIL)
     assert (made.kind, made.key, made.ref["name"]) == (planned.kind, planned.key, planned.ref["name"])
     assert double.problems == []

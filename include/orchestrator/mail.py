@@ -93,7 +93,7 @@ def unsubscribe_headers(unsubscribe: str) -> dict[str, str]:
 def unsubscribe_text(unsubscribe: str) -> str:
     if unsubscribe.startswith("mailto:"):
         address = unsubscribe.removeprefix("mailto:").partition("?")[0]
-        return f"To unsubscribe, email {address} (or reply with the word unsubscribe)."
+        return f"To unsubscribe, email {address}."
     return f"To unsubscribe: {unsubscribe}"
 
 

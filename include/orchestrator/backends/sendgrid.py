@@ -203,7 +203,7 @@ class SendGridEmail:
     def plan(self, email: Email) -> Effect:
         name = single_send_name(email.key)
         return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=email.key,
-                      ref={"name": name},
+                      ref={"name": name, "to": list(email.to)},
                       summary=f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s)")
 
     def send(self, email: Email) -> Effect:
@@ -240,7 +240,7 @@ class SendGridEmail:
         state = "already sent" if single.get("status") in SENT else "scheduled"
         log.info("SendGrid Single Send %s (%s) %s for %s%s", name, single["id"], state, send_at, " (adopted)" if adopted else "")
         return effect.model_copy(update={
-            "ref": {"single_send_id": single["id"], "list_id": list_id, "send_at": send_at, "name": name},
+            "ref": {"single_send_id": single["id"], "list_id": list_id, "send_at": send_at, "name": name, "to": list(email.to)},
             "summary": f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s), "
                        f"{state} for {send_at}",
         })
