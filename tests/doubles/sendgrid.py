@@ -41,6 +41,9 @@ class SendGridDouble(ServiceDouble):
     ``{"errors": [{"field", "message"}]}``. Scheduling checks what SendGrid needs before it sends:
     a subject, content, a ``sender_id``, a ``suppression_group_id`` or ``custom_unsubscribe_url``
     and recipients (``send_to``). Contact import is immediate here (asynchronous at SendGrid).
+    ``html_content`` and ``plain_content`` over 1 MB are refused (SendGrid's documented 400); an ``<img>``
+    whose source is not an absolute http(s) URL (``cid:``, ``data:``) is recorded as a problem: a Single
+    Send has no attachments, so SendGrid takes such HTML and the reader sees a broken image.
 
     The double has its own clock (starting at the real time): ``advance(seconds)`` moves it, and every
     scheduled Single Send whose ``send_at`` has come becomes ``triggered`` (sent).
