@@ -119,6 +119,7 @@ def campaign_data(i: int, rng: random.Random) -> dict[str, Any]:
             "sender": f"news@{slug}.example.com",
             "recipients": [f"list{k}@lists.example.com" for k in range(1 + i % 3)],
             "subject_prefix": "[News] ",
+            "unsubscribe": f"https://{slug}.example.com/unsubscribe",
         }
     if mask & 2:
         channels["social"] = {"profiles": [f"linkedin-{slug}", f"mastodon-{slug}"][: 1 + i % 2], "max_length": 280}

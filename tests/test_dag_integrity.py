@@ -151,7 +151,7 @@ def test_the_trigger_form_works_with_its_defaults(bag):
         assert "null" in schema[optional]["type"] and dag.params[optional] is None
         assert "minLength" not in schema[optional]
     described = {name: dag.params.get_param(name).description for name in dag.params}
-    assert "offline" in described["writer_notes"] and "ignores them" in described["writer_notes"]
+    assert "offline" in described["writer_notes"] and "as written" in described["writer_notes"]
     assert all(described.values()), described
     channels = schema["channels"]
     assert channels["type"] == "array" and channels["examples"] == ["email", "social", "blog"] == channels["items"]["enum"]

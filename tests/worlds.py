@@ -188,7 +188,7 @@ def delivery_connections(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "campaign_notify": {"conn_type": "slack", "password": slack.token,
                             "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
         "campaign_email": http_connection(services["sendgrid"].url, sender_id=4321, suppression_group_id=77,
-                                          send_delay_seconds=900),
+                                          send_delay_seconds=900, public_assets_url="https://cdn.pipewise.example/campaign-assets"),
         "campaign_social": http_connection(services["buffer"].url, channels=SOCIAL_CHANNELS,
                                            organization_id=services["buffer"].organization_id),
         "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,

@@ -147,10 +147,42 @@ class Research(Strict):
         return urls
 
 
+def _check_unsubscribe(value: str) -> str:
+    """An https URL (one-click unsubscribe, RFC 8058) or a mailto: address: the only forms a List-Unsubscribe
+    header (RFC 2369) and every mail client act on. It lands in a header and in HTML, so no spaces, quotes
+    or angle brackets."""
+    if re.search(r"[\s<>\"'\\]", value) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("not an unsubscribe address: no spaces, quotes or angle brackets")
+    if value.startswith("mailto:"):
+        if not re.match(EMAIL_PATTERN, value.removeprefix("mailto:").partition("?")[0]):
+            raise ValueError("not a mailto: address (mailto:unsubscribe@example.com)")
+        return value
+    if not re.match(r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$", value):
+        raise ValueError("not an https URL or a mailto: address (https://example.com/unsubscribe or mailto:leave@example.com)")
+    return value
+
+
+Unsubscribe = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=8, max_length=500), AfterValidator(_check_unsubscribe)
+]
+# RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients per message; many refuse more.
+BATCH_SIZE_MAX = 100
+
+
 class EmailChannel(Strict):
     sender: EmailAddress
     recipients: list[EmailAddress] = Field(min_length=1, max_length=1000)
     subject_prefix: str = Field("", max_length=40)
+    unsubscribe: Unsubscribe = Field(
+        description="Where a recipient unsubscribes: an https URL (then one click, RFC 8058) or a mailto: address. "
+        "Every email shows it and carries it in its List-Unsubscribe header (required: bulk mail without one is junk "
+        "to the big mailbox providers)."
+    )
+    batch_size: int = Field(
+        50, ge=1, le=BATCH_SIZE_MAX,
+        description="Recipients per message: each batch is one SMTP transaction (envelope recipients only, never in a "
+        "header) and one entry in the saga ledger, so a retry resends no batch that went out.",
+    )
     on_failure: FailurePolicy = "compensate"
 
 
@@ -241,8 +273,9 @@ class RunOverrides(Strict):
     writer_notes: Annotated[str, BeforeValidator(_none_is_empty)] = Field(
         "",
         max_length=2000,
-        description="Notes for the copy writer: used by the LLM writer (a campaign_writer connection of type http); "
-        "the offline template writer ignores them. Different notes make a different launch.",
+        description="Notes for the copy writer. The LLM writer (a campaign_writer connection of type http) follows them as "
+        "instructions; the offline template writer adds each line, as written, to the email and the blog post (and to a "
+        "social post where it fits), so write lines meant for readers. Different notes make a different launch.",
     )
     launch: Annotated[str, BeforeValidator(_none_is_empty)] = Field(
         "",

@@ -156,13 +156,28 @@ class Message(BaseModel):
     link: str = ""
 
 
+class Banner(BaseModel):
+    """An email's banner: the design phase's "email" image, with its bytes (``checked_bytes``), shown above the text."""
+
+    url: str  # in the asset store (``assets.py``)
+    sha256: str
+    width: int
+    height: int
+    alt: str  # what a reader without images sees: the headline
+    data: bytes = Field(exclude=True, repr=False)  # never in XCom or the ledger
+
+
 class Email(BaseModel):
-    key: str  # idempotency key; becomes part of the Message-ID
+    """One message to one batch of recipients. ``mail.py`` composes it (text, HTML, banner, headers) for every backend."""
+
+    key: str  # idempotency key (one per batch); becomes part of the Message-ID
     sender: str
-    to: list[str]
+    to: list[str]  # envelope recipients only: never written into a header
     subject: str
     text: str
+    unsubscribe: str  # https URL or mailto: address (``model.EmailChannel.unsubscribe``)
     reply_to: str = ""
+    banner: Banner | None = None
 
 
 class SocialPost(BaseModel):
@@ -177,6 +192,17 @@ class BlogPost(BaseModel):
     path: str  # _posts/<date>-<slug>.md
     title: str
     markdown: str
+    hero: Image | None = None  # the blog channel's image, read with its bytes; committed with the post
+    hero_path: str = ""  # assets/images/<date>-<slug>-hero.png (``blog_format.hero_path``)
+
+    def files(self) -> dict[str, bytes]:
+        """What the post commits, by path: its Markdown and its hero image, still the bytes rendered."""
+        files = {self.path: self.markdown.encode()}
+        if (self.hero is None) != (not self.hero_path) or self.hero_path == self.path:
+            raise ValueError(f"post {self.key!r}: a hero image needs its own path, and a path its image")
+        if self.hero is not None:
+            files[self.hero_path] = checked_bytes(self.hero)
+        return files
 
 
 class Dashboard(BaseModel):

@@ -80,6 +80,11 @@ class Journaled:
 
         return recorded
 
+    def recorded(self, *args: Any, **kwargs: Any) -> Entry | None:
+        """What the ledger knows of the changing call with these arguments (an earlier try's entry), or None."""
+        planned = self._backend.plan(*args, **kwargs).model_copy(update={"disk": disk_of(self._backend)})
+        return self._recorder.recorded(planned)
+
 
 class NotVisibleHere(Exception):
     """The effect lives on a local disk this worker does not have: from here it can be neither removed
@@ -137,6 +142,13 @@ class Recorder:
         if taken := self.ledger.claim_launch(self.dag_id, launch, self.run_id):
             raise LaunchTaken(self.slug or self.dag_id, launch, *taken)
         self._claimed = True
+
+    def recorded(self, effect: Effect) -> Entry | None:
+        """This run's ledger entry of ``effect`` (same port, connection, key and disk), or None: what an
+        earlier try of the step did with it (made, planned and cut off, failed, ...). Read-only."""
+        same = (effect.port, effect.conn_id, effect.key, effect.disk)
+        return next((e for e in self.ledger.entries(self.dag_id, self.run_id)
+                     if (e.effect.port, e.effect.conn_id, e.effect.key, e.effect.disk) == same), None)
 
     def wrap(self, port: str, backend: Any) -> Any:
         return Journaled(backend, port, self) if port in CHANGING_CALLS else backend

@@ -8,7 +8,6 @@ maps each step onto one Airflow task; tests call the same functions directly.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +15,12 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
+from include.orchestrator import mail
 from include.orchestrator.approval import GATE_TASK_ID, Decision, copy_pin, copy_version, differences, outgoing
+from include.orchestrator.blog_format import blog_post
 from include.orchestrator.model import Campaign, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
-    BlogPost,
+    Banner,
     Copy,
     CopyBrief,
     Dashboard,
@@ -30,6 +31,7 @@ from include.orchestrator.ports import (
     Message,
     ReviewBundle,
     SocialPost,
+    checked_bytes,
 )
 
 # Pixel sizes per channel: an email banner, a social card, a blog hero image.
@@ -212,9 +214,6 @@ def rendered_images(ctx: StepContext) -> list[Image]:
     return [Image.model_validate(i) for i in ctx.pull("design.render_image") or [] if i]
 
 
-_images = rendered_images
-
-
 def _with_bytes(ctx: StepContext, images: list[Image]) -> list[Image]:
     """The images with their bytes, read from the asset store wherever this task runs."""
     store = ctx.open_assets() if images else None
@@ -249,7 +248,7 @@ def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[
 @step
 def open_review(ctx: StepContext) -> StepOutput:
     plan, copy = ctx.plan, Copy.model_validate(ctx.pull("content.write_copy"))
-    images = _with_bytes(ctx, _images(ctx))
+    images = _with_bytes(ctx, rendered_images(ctx))
     bundle = ReviewBundle(
         key=plan.key("review"),
         campaign_slug=plan.slug,
@@ -285,46 +284,82 @@ def notify_reviewers(ctx: StepContext) -> StepOutput:
 
 
 # --- distribution ----------------------------------------------------------------------------
+# What happened to one batch of an email.
+SENT, SENT_EARLIER, UNCERTAIN = "sent", "sent by an earlier try", "may or may not have been delivered"
+
+
+def _email_banner(ctx: StepContext, copy: Copy) -> Banner:
+    """The "email" channel's rendered image with its bytes, checked against its hash: the banner."""
+    image = next((i for i in rendered_images(ctx) if i.channel == "email"), None)
+    if image is None:  # never send the email without the banner the reviewer saw
+        raise ValueError("email: the design phase rendered no email image (design.render_image[email] has no result)")
+    [read] = _with_bytes(ctx, [image])
+    return Banner(url=image.url, sha256=image.sha256, width=image.width, height=image.height, alt=copy.headline,
+                  data=checked_bytes(read))
+
+
 def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
+    """Send the email in batches, each its own effect in the saga ledger (key ``email-0001``, ...).
+
+    A retry skips every batch the ledger shows as made, and, unless the backend adopts what an
+    earlier try made (outbox, SendGrid), every batch left planned without an error: its task died
+    during the send, so the server may have taken it; sending it again could reach those people
+    twice (at most once, for inboxes). Those are reported as "may or may not have been delivered".
+    """
     settings = ctx.campaign.channels.email
     assert settings is not None
-    email = Email(
-        key=ctx.plan.key("email"),
-        sender=settings.sender,
-        to=list(settings.recipients),
-        subject=f"{settings.subject_prefix}{copy.email_subject}".strip(),
-        text=copy.email_body,
-    )
-    return ctx.open_port("email").send(email)
+    port = ctx.open_port("email")
+    recipients = mail.unique(settings.recipients)
+    # SMTP and the outbox send one transaction per batch; SendGrid sends each contact its own copy of one Single Send.
+    size = settings.batch_size if getattr(port, "batches", True) else len(recipients)
+    subject, banner = mail.one_line(f"{settings.subject_prefix}{copy.email_subject}"), _email_banner(ctx, copy)
+    emails = [Email(key=ctx.plan.key("email", f"{n:04d}"), sender=settings.sender, to=batch, subject=subject,
+                    text=copy.email_body, unsubscribe=settings.unsubscribe, banner=banner)
+              for n, batch in enumerate(mail.batches(recipients, size), start=1)]
+    ask = getattr(port, "recorded", None)  # the saga ledger, when the port is journaled (always, in a DAG run)
+    adopts = bool(getattr(port, "adopts", False))
+    done: list[tuple[str, Email, Effect]] = []  # what happened to each batch, the batch, its effect
+    for email in emails:
+        entry = ask(email) if ask else None
+        if entry is not None and entry.state in ("made", "kept", "failed"):  # out already ("failed": an undo that failed)
+            done.append((SENT_EARLIER, email, entry.effect))
+        elif entry is not None and entry.state == "planned" and not entry.error and not adopts:
+            log.warning("email batch %s (%d recipient(s)) %s: an earlier try died during its send; not sent again",
+                        email.key, len(email.to), UNCERTAIN)
+            done.append((UNCERTAIN, email, entry.effect))
+        else:  # never tried, or its call answered with an error (so nothing was delivered)
+            done.append((SENT, email, port.send(email)))
+    groups: dict[str, list[Email]] = {}
+    for how, email, _ in done:
+        groups.setdefault(how, []).append(email)
+    summary = f"email {subject!r} to {len(recipients)} recipient(s) in {len(emails)} batch(es) of at most {size}: " + "; ".join(
+        f"{len(batch)} batch(es), {sum(len(e.to) for e in batch)} recipient(s) {how}" for how, batch in groups.items())
+    if UNCERTAIN in groups:
+        summary += f" ({', '.join(e.key for e in groups[UNCERTAIN])}: not sent again, so nobody gets it twice)"
+    batches = [{"key": email.key, "recipients": len(email.to), "state": how, "message_id": effect.ref.get("message_id", "")}
+               for how, email, effect in done]
+    first = done[0][2]
+    # The whole send, for the step's result and the run's view; the ledger has each batch (its recipients, its state).
+    return Effect(port=first.port, conn_id=first.conn_id, backend=first.backend, kind=first.kind, key=ctx.plan.key("email"),
+                  undoable=all(effect.undoable for _, _, effect in done), summary=summary, ref={"batches": batches})
 
 
 def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
     settings = ctx.campaign.channels.social
     assert settings is not None
-    image = next((i.url for i in _images(ctx) if i.channel == "social"), "")
-    post = SocialPost(
-        key=ctx.plan.key("social"), profiles=list(settings.profiles), text=copy.social_posts[0][: settings.max_length], image_url=image
-    )
+    image = next((i.url for i in rendered_images(ctx) if i.channel == "social"), "")
+    post = SocialPost(key=ctx.plan.key("social"), profiles=list(settings.profiles),
+                      text=copy.social_posts[0][: settings.max_length], image_url=image)
     return ctx.open_port("social").post(post)
 
 
-def blog_markdown(campaign: Campaign, copy: Copy, day: date) -> str:
-    settings = campaign.channels.blog
-    assert settings is not None
-    front = {"layout": "post", "title": copy.blog_title, "date": day.isoformat(), "author": settings.author,
-             "categories": [settings.category], "campaign": campaign.slug}
-    # JSON is valid YAML: front matter without a YAML emitter and without any templating.
-    lines = ["---", *(f"{k}: {json.dumps(v)}" for k, v in front.items()), "---", ""]
-    return "\n".join(lines) + copy.blog_body + "\n"
-
-
 def _publish_blog(ctx: StepContext, copy: Copy) -> Effect:
-    post = BlogPost(
-        key=ctx.plan.key("blog"),
-        path=f"_posts/{ctx.run_date.isoformat()}-{ctx.campaign.slug}.md",
-        title=copy.blog_title,
-        markdown=blog_markdown(ctx.campaign, copy, ctx.run_date),
-    )
+    # The hero is the design phase's "blog" image (the one the approval pinned), committed with the post.
+    hero = next((i for i in rendered_images(ctx) if i.channel == "blog"), None)
+    if hero is None:
+        raise ValueError("blog: no rendered blog image (design.render_image[blog]) to publish as the post's hero")
+    [hero] = _with_bytes(ctx, [hero])
+    post = blog_post(ctx.campaign, copy, ctx.run_date, ctx.plan.key("blog"), hero)
     return ctx.open_port("blog").publish(post)
 
 
