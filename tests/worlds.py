@@ -140,7 +140,7 @@ def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[
         "notifications": files("notifications", "*.json"),
         "review branches": [b for b in _git("-C", str(data / "review-repo"), "branch", "--format=%(refname:short)")
                             if b != "main" and mine(b)],
-        "blog posts": [p for p in posts if p.startswith("_posts/")],
+        "blog posts": [p for p in posts if p.startswith("_posts/") or p.endswith("-hero.png")],  # a post and its hero
         "queued posts": [line for line in (queue.read_text().splitlines() if queue.exists() else []) if mine(line)],
         "dashboards": files("grafana-dashboards", "*.json"),
         "emails delivered": [m["Message-ID"] for m in world["smtp"].messages() if mine(m["Message-ID"])],

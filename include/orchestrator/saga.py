@@ -238,6 +238,7 @@ class Line(BaseModel):
     state: str
     error: str = ""
     link: str = ""  # where a person finds it (the effect's ``url``), when the service gave one
+    recipients: int = 0  # an email batch's recipients (the effect's ``to``)
 
     def text(self) -> str:
         return f"{self.kind} {self.summary or self.key} (from {self.where})" + (f": {self.error}" if self.error else "")
@@ -278,7 +279,11 @@ class Report(BaseModel):
             lines.append("- Undone: {}; never made: {}; kept: {}; left: {}.".format(*counts))
         if self.ok:
             out = [line for line in self.kept if line.port in OUTWARD_PORTS]
-            lines += [line.out() for line in sorted(out, key=lambda line: OUTWARD_PORTS.index(line.port))]
+            emails = [line for line in out if line.port == "email"]
+            if len(emails) > 1:  # an email sent in batches: one line, not one per batch
+                lines.append(_emails_out(emails))
+            lines += [line.out() for line in sorted(out, key=lambda line: OUTWARD_PORTS.index(line.port))
+                      if line.port != "email" or len(emails) == 1]
         lines += [f"- left to clean up by hand: {line.text()}" for line in self.left]
         if self.status == "failed after going live":
             lines += [f"- live: {line.text()}" for line in self.kept]
@@ -287,11 +292,23 @@ class Report(BaseModel):
         return "\n".join(lines)
 
 
+def _emails_out(batches: list[Line]) -> str:
+    """An email sent in batches as one line of the note: how many, to whom, and which batches a
+    killed try may or may not have delivered (planned, never confirmed: not sent again)."""
+    line = f"- email: {len(batches)} batches to {sum(b.recipients for b in batches)} recipient(s); first: {batches[0].summary}"
+    unsure = [b for b in batches if b.state == "planned"]
+    if unsure:
+        line += (f"; {len(unsure)} batch(es), {sum(b.recipients for b in unsure)} recipient(s), may or may not have been "
+                 f"delivered (their try died during the send; not sent again): {', '.join(b.key for b in unsure)}")
+    return line
+
+
 def _line(entry: Entry) -> Line:
     e = entry.effect
     link = e.ref.get("url") if isinstance(e.ref.get("url"), str) else ""
+    to = e.ref.get("to")
     return Line(where=entry.where, port=e.port, kind=e.kind, key=e.key, summary=e.summary, state=entry.state, error=entry.error,
-                link=link)
+                link=link, recipients=len(to) if isinstance(to, list) else 0)
 
 
 def states_by_task(states: dict[str, str | None], task_ids: Iterable[str]) -> dict[str, list[str]]:
