@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
+from typing import Any
 
 from include.orchestrator.model import Campaign
 from include.orchestrator.ports import BlogPost, Copy, Image
@@ -74,6 +75,11 @@ def _checked(path: str) -> str:
     if not _SAFE_PATH.match(path) or ".." in path:
         raise ValueError(f"blog path {path!r} is not allowed")
     return path
+
+
+def described(ref: dict[str, Any]) -> str:
+    """A published post as its effect's summary names it: the post, and its hero when it has one."""
+    return f"blog post {ref['path']}" + (f" with {ref['image']}" if ref.get("image") else "")
 
 
 def single_line(text: str) -> str:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from include.orchestrator.backends.folder import OnDisk
+from include.orchestrator.blog_format import described
 from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
 log = logging.getLogger(__name__)
@@ -286,11 +287,7 @@ class GitBlog(OnDisk):
         if post.hero is not None:
             ref["image"] = safe_path(post.hero_path)
         return Effect(port="blog", conn_id=self.conn_id, backend="git", kind="git_commit", key=key, ref=ref,
-                      summary=f"{self._what(ref)} on {self.remote}:{self.branch}")
-
-    @staticmethod
-    def _what(ref: dict[str, str]) -> str:
-        return f"blog post {ref['path']}" + (f" with {ref['image']}" if ref.get("image") else "")
+                      summary=f"{described(ref)} on {self.remote}:{self.branch}")
 
     @staticmethod
     def _subject(path: str, key: str) -> str:
@@ -320,7 +317,7 @@ class GitBlog(OnDisk):
         ref = {**effect.ref, "commit": commit, "blob": blobs[path]}
         if "image" in ref:
             ref["image_blob"] = blobs[ref["image"]]
-        summary = f"{self._what(ref)} at {commit[:10]} on {self.remote}:{self.branch}"
+        summary = f"{described(ref)} at {commit[:10]} on {self.remote}:{self.branch}"
         return effect.model_copy(update={"ref": ref, "summary": summary})
 
     def undo(self, effect: Effect) -> bool:

@@ -45,6 +45,7 @@ from pydantic import BaseModel
 
 from include.orchestrator.backends.git_repo import safe_name, safe_path
 from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
+from include.orchestrator.blog_format import described
 from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
@@ -233,6 +234,17 @@ class GithubApi:
             raise ServiceError(SERVICE, action, f"{path} on {branch} is a {what}, not a file")
         return data
 
+    def blobs(self, files: dict[str, bytes], action: str) -> list[dict[str, Any]]:
+        """Each file stored as a blob (``POST /git/blobs``), checked against its git id, as a tree entry."""
+        entries = []
+        for path, data in files.items():
+            _, blob = self.request("POST", self.repo_path("/git/blobs"), action, ok=(201,),
+                                   body={"content": base64.b64encode(data).decode(), "encoding": "base64"})
+            if blob["sha"] != blob_sha(data):
+                raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
+            entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+        return entries
+
     def pulls_for(self, branch: str, state: str, action: str) -> list[dict[str, Any]]:
         """Pull requests whose head is ``owner:branch`` (``GET /pulls?head=&state=``)."""
         _, data = self.request("GET", self.repo_path("/pulls"), action,
@@ -325,13 +337,7 @@ class GithubReview:
                 changed = {p: d for p, d in files.items() if have.get(p) != blob_sha(d)}
                 if not changed and not listing.get("truncated"):
                     return head  # a retry: the branch already holds this bundle, adopt it
-            entries = []
-            for path, data in changed.items():
-                _, blob = api.request("POST", api.repo_path("/git/blobs"), action, ok=(201,),
-                                      body={"content": base64.b64encode(data).decode(), "encoding": "base64"})
-                if blob["sha"] != blob_sha(data):
-                    raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
-                entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+            entries = api.blobs(changed, action)
             _, new_tree = api.request("POST", api.repo_path("/git/trees"), action, ok=(201,),
                                       body={"base_tree": tree, "tree": entries})
             _, made = api.request("POST", api.repo_path("/git/commits"), action, ok=(201,),
@@ -487,11 +493,7 @@ class GithubBlog:
         if post.hero is not None:
             ref |= {"image": safe_path(post.hero_path), "image_blob_sha": blob_sha(files[post.hero_path])}
         return Effect(port="blog", conn_id=self.conn_id, backend="github", kind="github_file", key=key, ref=ref,
-                      summary=f"{self._what(ref)} in {self.api.repository}")
-
-    @staticmethod
-    def _what(ref: dict[str, Any]) -> str:
-        return f"blog post {ref['path']}" + (f" with {ref['image']}" if ref.get("image") else "")
+                      summary=f"{described(ref)} in {self.api.repository}")
 
     @staticmethod
     def _ours(ref: dict[str, Any]) -> dict[str, str]:
@@ -518,13 +520,7 @@ class GithubBlog:
         branch moved since ``head`` was read (GitHub: "Update is not a fast forward")."""
         api = self.api
         _, parent = api.request("GET", api.repo_path(f"/git/commits/{head}"), action, ok=(200,))
-        entries: list[dict[str, Any]] = []
-        for path, data in add.items():
-            _, blob = api.request("POST", api.repo_path("/git/blobs"), action, ok=(201,),
-                                  body={"content": base64.b64encode(data).decode(), "encoding": "base64"})
-            if blob["sha"] != blob_sha(data):
-                raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
-            entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+        entries = api.blobs(add, action)
         # "sha": null deletes the path from the base tree (https://docs.github.com/en/rest/git/trees#create-a-tree).
         entries += [{"path": path, "mode": "100644", "type": "blob", "sha": None} for path in remove]
         _, tree = api.request("POST", api.repo_path("/git/trees"), action, ok=(201,),
@@ -565,7 +561,7 @@ class GithubBlog:
         else:
             raise ServiceError(SERVICE, action, f"branch {branch} kept moving while publishing", status=422, retryable=True)
         ref = {**effect.ref, "branch": branch, "commit": commit, "url": url}
-        return effect.model_copy(update={"ref": ref, "summary": f"{self._what(ref)} on {api.repository}:{branch} ({url})"})
+        return effect.model_copy(update={"ref": ref, "summary": f"{described(ref)} on {api.repository}:{branch} ({url})"})
 
     def undo(self, effect: Effect) -> bool:
         api, ours = self.api, self._ours(effect.ref)
