@@ -288,14 +288,22 @@ def notify_reviewers(ctx: StepContext) -> StepOutput:
 SENT, SENT_EARLIER, UNCERTAIN = "sent", "sent by an earlier try", "may or may not have been delivered"
 
 
+def channel_image(ctx: StepContext, channel: str, missing: str) -> Image:
+    """The image the design phase rendered for ``channel`` (the one the approval pinned), with its
+    bytes; ``missing`` is the error when there is none: never publish without the image the reviewer saw."""
+    image = next((i for i in rendered_images(ctx) if i.channel == channel), None)
+    if image is None:
+        raise ValueError(missing)
+    [read] = _with_bytes(ctx, [image])
+    return read
+
+
 def _email_banner(ctx: StepContext, copy: Copy) -> Banner:
     """The "email" channel's rendered image with its bytes, checked against its hash: the banner."""
-    image = next((i for i in rendered_images(ctx) if i.channel == "email"), None)
-    if image is None:  # never send the email without the banner the reviewer saw
-        raise ValueError("email: the design phase rendered no email image (design.render_image[email] has no result)")
-    [read] = _with_bytes(ctx, [image])
+    missing = "email: the design phase rendered no email image (design.render_image[email] has no result)"
+    image = channel_image(ctx, "email", missing)
     return Banner(url=image.url, sha256=image.sha256, width=image.width, height=image.height, alt=copy.headline,
-                  data=checked_bytes(read))
+                  data=checked_bytes(image))
 
 
 def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
@@ -354,12 +362,9 @@ def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
 
 
 def _publish_blog(ctx: StepContext, copy: Copy) -> Effect:
-    # The hero is the design phase's "blog" image (the one the approval pinned), committed with the post.
-    hero = next((i for i in rendered_images(ctx) if i.channel == "blog"), None)
-    if hero is None:
-        raise ValueError("blog: no rendered blog image (design.render_image[blog]) to publish as the post's hero")
-    [hero] = _with_bytes(ctx, [hero])
-    post = blog_post(ctx.campaign, copy, ctx.run_date, ctx.plan.key("blog"), hero)
+    # The hero is the design phase's "blog" image, committed with the post.
+    post = blog_post(ctx.campaign, copy, ctx.run_date, ctx.plan.key("blog"), channel_image(
+        ctx, "blog", "blog: no rendered blog image (design.render_image[blog]) to publish as the post's hero"))
     return ctx.open_port("blog").publish(post)
 
 
