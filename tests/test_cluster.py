@@ -58,6 +58,8 @@ def dag(slug: str) -> str:
 def campaign_file(slug: str, name: str, site_port: int, notify: str | None = None) -> dict[str, Any]:
     campaign = yaml.safe_load((CAMPAIGNS_DIR / "spring-launch.yaml").read_text())
     campaign |= {"slug": slug, "name": name, "retries": {"count": 2, "delay": f"{RETRY_DELAY}s"}}
+    # Its own product, so its own copy: Buffer takes a post of the same text on the same channel for one post.
+    campaign["product"]["description"] = campaign["product"]["description"].replace("Pipewise 3", name)
     campaign["research"]["competitor_urls"] = [f"http://127.0.0.1:{site_port}/flowwatch.html"]
     campaign["approval"] = {"approvers": ["dana"], "timeout": "1h"}
     if notify:

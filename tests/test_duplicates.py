@@ -54,6 +54,8 @@ def world(tmp_path_factory):
     (root / "campaigns" / "dup-check.yaml").write_text(yaml.safe_dump(campaign))
     # Its own campaign: another blog path and other copy than dup-check's run of the same day.
     launch = campaign | {"slug": "dup-launch", "name": "Launch twice check"}
+    # Its own product too: Buffer takes a post of the same text on the same channel for one post.
+    launch["product"] = campaign["product"] | {"description": "Launch twice check shows every run's effects once."}
     (root / "campaigns" / "dup-launch.yaml").write_text(yaml.safe_dump(launch))
     with contextlib.ExitStack() as stack:
         services = delivery_doubles(stack)

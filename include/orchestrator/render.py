@@ -207,7 +207,9 @@ class CampaignStep(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         ctx = step_context(self, context, self.item)
         if self.after_channels:
-            blocked = saga.blocking_failure(ctx.campaign, task_states(self, context), self.get_flat_relative_ids(upstream=True))
+            # Not ctx.campaign: a run whose validate_conf failed has no snapshot, and must be skipped, not fail.
+            campaign = run_campaign(self, context["ti"])
+            blocked = saga.blocking_failure(campaign, task_states(self, context), self.get_flat_relative_ids(upstream=True))
             if blocked:
                 raise AirflowSkipException(f"not run: the campaign is failing ({blocked})")
         try:
