@@ -179,7 +179,7 @@ def test_what_was_approved_is_sent_although_the_file_changed_after_the_run_start
     assert eve.status_code == 403, eve.text  # the run's approvers are the ones it started with
     answer = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve", "reason": "ok"})
     assert answer.status_code == 200, answer.text
-    assert stack.wait_run(dag_id, run_id) == "success"
+    assert stack.wait_run(dag_id, run_id) == "success", stack.xcom(dag_id, run_id, "compensation.report")
     record = stack.xcom(dag_id, run_id, GATE)
     assert set(record["pinned"]) == {"email", "social", "blog"}, record["pinned"]
     assert record["pinned"]["email"]["email.sender"] == approved_email["sender"]

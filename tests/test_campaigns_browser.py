@@ -97,6 +97,9 @@ def test_a_reviewer_sees_the_images_edits_and_approves_without_a_reason(world, p
         assert decoded_width(page, images.nth(index)) > 0
     expect(frame.locator("#recipients")).to_contain_text("@")
     expect(frame.locator(".deadline time")).to_have_attribute("title", re.compile("UTC$"))
+    # The campaign as the run froze it at its start, by version; the file has not moved on since.
+    expect(frame.locator("#campaign-version code")).to_have_text(re.compile(r"^[0-9a-f]{12}$"))
+    expect(frame.locator("#campaign-version")).not_to_contain_text("edited since")
     shot(page, "review-page")
     headline = frame.locator('#decision input[name="headline"]')
     headline.fill("Ship reliable pipelines, reviewed in the browser")
