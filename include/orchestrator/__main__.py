@@ -103,7 +103,7 @@ def decide(args: argparse.Namespace) -> int:
     except DecisionRefused as exc:
         print(f"error ({exc.status}): {exc}", file=sys.stderr)
         return 1
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, TimeoutError) as exc:  # TimeoutError: deadlines.DeadlineExceeded
         print(f"error: cannot reach the Airflow API at {args.api_url}: {exc}", file=sys.stderr)
         return 1
     if body is None:

@@ -268,7 +268,10 @@ def call_api(api_url: str, user: str, password: str, method: str, path: str, bod
     """Call the Airflow API as ``user`` (token from ``/auth/token``); raise DecisionRefused on an error answer."""
     import httpx
 
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=30) as client:
+    from include.orchestrator.deadlines import within
+
+    # Both requests within one total deadline: a trickling server must not hold the watcher's task.
+    with within(30, "Airflow API", api_url), httpx.Client(base_url=api_url.rstrip("/"), timeout=30) as client:
         token = client.post("/auth/token", json={"username": user, "password": password})
         if token.status_code >= 400:
             raise DecisionRefused(token.status_code, f"Airflow refused the login of {user!r}: {_detail(token)}")

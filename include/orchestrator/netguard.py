@@ -17,8 +17,11 @@ Two layers, both needed:
   off): through a proxy the guard would only ever see the proxy's address.
 
 ``allow_private=True`` (local development, demo sites on loopback) lets loopback, RFC 1918,
-unique-local and CGNAT addresses through; link-local, cloud-metadata, multicast, unspecified
-and reserved addresses stay refused whatever the flag says.
+unique-local and CGNAT addresses through; link-local, multicast, unspecified and reserved
+addresses, and every cloud metadata or host-agent name and address in :data:`METADATA_HOSTNAMES`
+and :data:`METADATA_ADDRESSES` (the one list of them, with sources), stay refused whatever the flag
+says. Names are resolved before they are checked, so other spellings of an address (decimal
+``2852039166``, hex ``0xa9fea9fe``, a trailing dot) meet the same list.
 """
 
 from __future__ import annotations
@@ -33,25 +36,52 @@ import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Names cloud providers answer with their instance-metadata service (the addresses are also refused).
+# Cloud metadata and host-agent endpoints: refused whatever allow_private_network says, by name and by
+# address (also inside IPv4-mapped, IPv4-compatible, 6to4 and NAT64 IPv6 forms, see _embedded_ipv4).
+# The one list of them; each entry cites the provider's documentation.
 METADATA_HOSTNAMES = frozenset(
     {
-        "metadata",
+        # GCP: https://cloud.google.com/compute/docs/metadata/querying-metadata
         "metadata.google.internal",
         "metadata.goog",
+        "metadata",  # the short name GCP's resolver answers inside a VM
+        # AWS EC2: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-retrieval.html
         "instance-data",
         "instance-data.ec2.internal",
+        # Tencent Cloud: https://www.tencentcloud.com/document/product/213/4934
         "metadata.tencentyun.com",
+        # Kubernetes: the API server as every pod can name it (its ClusterIP differs per cluster, so only
+        # the names are known here): https://kubernetes.io/docs/tasks/run-application/access-api-from-pod/
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
     }
 )
-# Metadata addresses outside link-local, which allow_private would otherwise let through.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean
-        "169.254.170.2",  # AWS ECS task metadata
-        "fd00:ec2::254",  # AWS IMDS over IPv6 (unique-local)
-        "100.100.100.200",  # Alibaba Cloud (CGNAT range)
+        # AWS IMDS https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-retrieval.html;
+        # GCP https://cloud.google.com/compute/docs/metadata/querying-metadata;
+        # Azure IMDS https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service;
+        # Oracle https://docs.oracle.com/iaas/Content/Compute/Tasks/gettingmetadata.htm;
+        # DigitalOcean https://docs.digitalocean.com/reference/api/metadata/;
+        # Hetzner https://docs.hetzner.cloud/reference/cloud#server-metadata;
+        # OpenStack https://docs.openstack.org/nova/latest/user/metadata.html
+        "169.254.169.254",
+        "fd00:ec2::254",  # AWS IMDS over IPv6 (Nitro), same AWS page
+        "fd20:ce::254",  # GCP metadata server over IPv6, same GCP page
+        # Azure WireServer and host agent, a public address (so only this list refuses it):
+        # https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16
+        "168.63.129.16",
+        "192.0.0.192",  # Oracle Cloud IMDS (second address), same Oracle page
+        "100.100.100.200",  # Alibaba Cloud ECS: https://www.alibabacloud.com/help/ecs/user-guide/view-instance-metadata
+        "169.254.0.23",  # Tencent Cloud (metadata.tencentyun.com), same Tencent page
+        # AWS ECS task metadata and credentials: https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-iam-roles.html
+        "169.254.170.2",
+        # EKS Pod Identity agent: https://docs.aws.amazon.com/eks/latest/userguide/pod-id-agent-setup.html
+        "169.254.170.23",
+        "fd00:ec2::23",
     )
 )
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # connecting to 0.x reaches this host on Linux

@@ -198,28 +198,36 @@ class FigmaDesign(StoredImages):
         """The image behind ``url``; every hop checked by the SSRF guard, the body size capped."""
         import httpx
 
+        from include.orchestrator.deadlines import DeadlineExceeded, within
         from include.orchestrator.netguard import UnsafeURLError, check_url, guarded_transport
 
         headers = {"Accept": "image/png", "Accept-Encoding": "identity", "User-Agent": "campaign-orchestrator/0.1 (+design)"}
-        with httpx.Client(transport=guarded_transport(self.allow_private_network), timeout=self.api.timeout,
-                          headers=headers, follow_redirects=False, trust_env=False) as client:
-            current = url
-            for _ in range(MAX_REDIRECTS + 1):
-                try:
-                    check_url(current, self.allow_private_network)
-                    with client.stream("GET", current) as response:
-                        location = response.headers.get("location")
-                        if response.status_code in (301, 302, 303, 307, 308) and location:
-                            current = str(response.url.join(location))
-                            continue
-                        return self._body(response, action)
-                except UnsafeURLError as exc:
-                    raise ServiceError(SERVICE, action, str(exc)) from None
-                except httpx.TimeoutException as exc:
-                    raise ServiceError(SERVICE, action, f"no answer within {self.api.timeout:g} s ({type(exc).__name__})",
-                                       retryable=True) from None
-                except httpx.TransportError as exc:
-                    raise ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})", retryable=True) from None
+        # One total deadline over every hop (connect, headers and body): see include.orchestrator.deadlines.
+        try:
+            with within(self.api.timeout, SERVICE, url) as deadline, httpx.Client(
+                transport=guarded_transport(self.allow_private_network), timeout=self.api.timeout,
+                headers=headers, follow_redirects=False, trust_env=False,
+            ) as client:
+                current = url
+                for _ in range(MAX_REDIRECTS + 1):
+                    deadline.url = current  # the host a deadline error names
+                    try:
+                        check_url(current, self.allow_private_network)
+                        with client.stream("GET", current) as response:
+                            location = response.headers.get("location")
+                            if response.status_code in (301, 302, 303, 307, 308) and location:
+                                current = str(response.url.join(location))
+                                continue
+                            return self._body(response, action)
+                    except UnsafeURLError as exc:
+                        raise ServiceError(SERVICE, action, str(exc)) from None
+                    except httpx.TimeoutException as exc:
+                        raise ServiceError(SERVICE, action, f"no answer within {self.api.timeout:g} s ({type(exc).__name__})",
+                                           retryable=True) from None
+                    except httpx.TransportError as exc:
+                        raise ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})", retryable=True) from None
+        except DeadlineExceeded as exc:
+            raise ServiceError(SERVICE, action, exc.reason, retryable=True) from None
         raise ServiceError(SERVICE, action, f"more than {MAX_REDIRECTS} redirects")
 
     def _body(self, response: Any, action: str) -> bytes:

@@ -12,7 +12,8 @@ best-practices-for-using-the-rest-api: conditional requests).
 The connection (type ``github``) is the GitHub provider's: ``password`` is the token, ``host`` the
 API base URL (empty for github.com, ``https://ghe.example.com/api/v3`` for an Enterprise server or a
 test double); the extra holds ``repository`` ("owner/name", required), ``base_branch`` (default: the
-repository's default branch), ``branch`` (blog only; default: the base branch) and ``timeout``.
+repository's default branch), ``branch`` (blog only; default: the base branch) and ``timeout``
+(default 30 s: each request's total deadline, connect, headers and body; :mod:`include.orchestrator.deadlines`).
 
 Calls go through ``GithubHook``'s PyGithub client, built at call time. That client, as the hook makes
 it, retries by itself (``GithubRetry``, 10 tries: 403 rate limits after sleeping until
@@ -47,6 +48,7 @@ from include.orchestrator.backends.git_repo import safe_name, safe_path
 from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
 from include.orchestrator.blog_format import described
 from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.deadlines import DeadlineExceeded, within
 from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ def service_error(action: str, exc: BaseException, conn_id: str = "") -> Service
     import requests
     from github import BadCredentialsException, GithubException, RateLimitExceededException, UnknownObjectException
 
+    if isinstance(exc, DeadlineExceeded):
+        return ServiceError(SERVICE, action, exc.reason, retryable=True)
     if isinstance(exc, requests.Timeout):
         return ServiceError(SERVICE, action, f"no answer in time ({type(exc).__name__})", retryable=True)
     if isinstance(exc, requests.ConnectionError):
@@ -188,8 +192,9 @@ class GithubApi:
 
         send = {"Accept": ACCEPT, **(headers or {})}  # a fresh dict: the requester adds the token to it
         try:
-            status, answer_headers, output = self.client().requester.requestJson(method, path, params, send, body)
-        except (requests.RequestException, GithubException) as exc:
+            with within(self.timeout, SERVICE, str(self.conn.host or "https://api.github.com")):
+                status, answer_headers, output = self.client().requester.requestJson(method, path, params, send, body)
+        except (requests.RequestException, GithubException, DeadlineExceeded) as exc:
             raise service_error(action, exc, self.conn_id) from None
         self.last_headers = {str(k).lower(): str(v) for k, v in answer_headers.items()}
         try:

@@ -6,7 +6,9 @@ calls its service through :class:`HttpApi`, so all of them fail alike:
 - a 4xx other than 429 is our mistake (bad token, bad request): it fails at once, with the
   service's own message, because retrying cannot fix it;
 - 429, 5xx, timeouts and connection errors are the service's trouble: retryable, carrying the
-  wait the service asked for (``Retry-After``, seconds or HTTP-date).
+  wait the service asked for (``Retry-After``, seconds or HTTP-date);
+- every call has one total deadline, the connection's ``timeout`` (connect, headers and body
+  together; :mod:`include.orchestrator.deadlines`), so a server trickling bytes cannot hold a task.
 
 The hook is Airflow's ``HttpHook``, built at call time from the connection: ``host`` is the API's
 base URL (so a GitHub Enterprise, a self-hosted Grafana or a test server is just another host), the
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.deadlines import DeadlineExceeded, within
 
 OK = range(200, 300)
 
@@ -165,14 +168,17 @@ class HttpApi:
         hook = self._hook(method)
         extra = {"check_response": False, "timeout": self.timeout, "allow_redirects": False}
         try:
-            response = hook.run(
-                endpoint,
-                data=params if method.upper() in ("GET", "HEAD") else None,
-                headers={**self._headers, **(headers or {})},
-                extra_options=extra,
-                **({"json": json} if json is not None else {}),
-                **({"params": params} if params and method.upper() not in ("GET", "HEAD") else {}),
-            )
+            with within(self.timeout, self.service, str(self.conn.host)):
+                response = hook.run(
+                    endpoint,
+                    data=params if method.upper() in ("GET", "HEAD") else None,
+                    headers={**self._headers, **(headers or {})},
+                    extra_options=extra,
+                    **({"json": json} if json is not None else {}),
+                    **({"params": params} if params and method.upper() not in ("GET", "HEAD") else {}),
+                )
+        except DeadlineExceeded as exc:
+            raise ServiceError(self.service, action, exc.reason, retryable=True) from None
         except requests.Timeout as exc:
             reason = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
             raise ServiceError(self.service, action, reason, retryable=True) from None

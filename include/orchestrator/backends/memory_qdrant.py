@@ -24,7 +24,8 @@ than ``lock_timeout`` is an error naming the store.
 :class:`ServerQdrantMemory` (connection type ``qdrant``): a Qdrant server through the Qdrant
 provider's ``QdrantHook`` (REST only), which serves many clients at once, so no lock. Its errors
 follow ``http_api``'s contract: 4xx other than 429 fail at once with Qdrant's message, 429/5xx,
-timeouts and refused connections are retryable. REST API: https://api.qdrant.tech/api-reference
+timeouts and refused connections are retryable. Each operation (its few REST calls together) has one
+total deadline, the extra ``timeout`` (default 30 s; :mod:`include.orchestrator.deadlines`). REST API: https://api.qdrant.tech/api-reference
 (collections, points, indexes), api-key header: https://qdrant.tech/documentation/guides/security/.
 """
 
@@ -348,7 +349,8 @@ class ServerQdrantMemory(_QdrantMemory):
     Connection: ``host`` and ``port`` (default 6333), or a URL in ``host`` or in the extra ``url``;
     ``password`` = the api key (optional); extras ``https`` (with a bare host name; the hook's
     client otherwise picks https exactly when an api key is set), ``prefix`` (a REST path prefix)
-    and ``collection`` (default ``campaign_memory``). The client is built at the first call.
+    ``collection`` (default ``campaign_memory``) and ``timeout`` (seconds, each operation's total
+    deadline, default 30). The client is built at the first call.
     """
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -360,6 +362,12 @@ class ServerQdrantMemory(_QdrantMemory):
         self.conn = conn
         self.collection = str(conn.extra_dejson.get("collection") or "campaign_memory")
         self._hook_conn = _hook_connection(conn_id, conn)  # validates the settings now; no I/O
+        try:
+            self.timeout = float(conn.extra_dejson.get("timeout") or 30)
+        except (TypeError, ValueError):
+            raise ConnectionConfigError(f"connection {conn_id!r} (qdrant): extra 'timeout' must be a number of seconds") from None
+        hook_extra = json.loads(self._hook_conn.extra or "{}")
+        self._url = str(hook_extra.get("url") or self._hook_conn.host)  # what a deadline error names
         self._qdrant: QdrantClient | None = None
 
     def _where(self) -> str:
@@ -388,9 +396,15 @@ class ServerQdrantMemory(_QdrantMemory):
         from qdrant_client.common.client_exceptions import QdrantException
         from qdrant_client.http.exceptions import ApiException
 
+        from include.orchestrator.backends.http_api import ServiceError
+        from include.orchestrator.deadlines import DeadlineExceeded, within
+
         client = self._connect()
         try:
-            yield client
+            with within(self.timeout, SERVICE, self._url):
+                yield client
+        except DeadlineExceeded as exc:
+            raise ServiceError(SERVICE, action, exc.reason, retryable=True) from None
         except (ApiException, QdrantException) as exc:
             raise service_error(action, exc) from None
 

@@ -3,7 +3,8 @@
 Calls go through Airflow's ``SlackHook`` (``slack_sdk.WebClient``), built at call time from the
 connection (type ``slack``): the password is the bot token (``xoxb-...``), the extra ``channel`` the
 id of the channel (``C0123ABCDEF``; ``conversations.history`` takes ids only), and the hook's own
-extras (``base_url``, ``timeout``, ``proxy``) are read by the hook. The client gets an empty list of
+extras (``base_url``, ``timeout``, ``proxy``) are read by the hook. ``timeout`` (default 30 s) is
+also each call's total deadline (:mod:`include.orchestrator.deadlines`). The client gets an empty list of
 retry handlers: it never retries or sleeps on its own (slack_sdk's default retries a failed
 connection once). Airflow retries the task, with the campaign's backoff and ``retry_after``.
 
@@ -38,6 +39,7 @@ from typing import Any
 
 from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
 from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.deadlines import DeadlineExceeded, within
 from include.orchestrator.ports import Effect, Message
 
 SERVICE = "Slack"
@@ -88,6 +90,8 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
 
     from slack_sdk.errors import SlackApiError, SlackClientError
 
+    if isinstance(exc, DeadlineExceeded):
+        return ServiceError(SERVICE, action, exc.reason, retryable=True)
     if isinstance(exc, SlackApiError):
         response = exc.response
         status = int(getattr(response, "status_code", 0) or 0)
@@ -160,7 +164,8 @@ class SlackNotifier:
 
     def _call(self, action: str, fn: Callable[[Any], Any]) -> dict[str, Any]:
         try:
-            response = fn(self._client())
+            with within(self.timeout, SERVICE, str(self.settings.get("base_url") or DEFAULT_BASE_URL)):
+                response = fn(self._client())
         except Exception as exc:
             mapped = service_error(action, exc, self.timeout)
             if mapped is exc:

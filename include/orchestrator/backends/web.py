@@ -3,8 +3,9 @@
 URLs come from campaign files and trigger conf, redirect targets from the pages themselves: all
 untrusted. Redirects are followed by hand so that every hop is checked by
 :mod:`include.orchestrator.netguard` before its request, and the guarded transport checks the
-address again at connect time (DNS rebinding). Bodies are read up to ``max_bytes`` within a time
-budget. Scraped text is data: it comes back as short plain strings, never evaluated or rendered.
+address again at connect time (DNS rebinding). Bodies are read up to ``max_bytes``, and the whole
+fetch (every hop: connect, headers and body) has one total deadline, ``timeout`` (see
+:mod:`include.orchestrator.deadlines`). Scraped text is data: it comes back as short plain strings, never evaluated or rendered.
 
 Errors say whether a retry can help: :class:`~include.orchestrator.netguard.UnsafeURLError`
 never (the URL is refused), :class:`FetchError` through its ``retryable`` flag (429, 5xx,
@@ -14,17 +15,18 @@ timeouts and connection failures are; other 4xx, non-HTML pages and redirect loo
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 from selectolax.lexbor import LexborHTMLParser
 
+from include.orchestrator.deadlines import Deadline, DeadlineExceeded, within
 from include.orchestrator.netguard import UnsafeURLError, check_url, guarded_transport
 from include.orchestrator.ports import PageHeadlines
 
 MAX_REDIRECTS = 5
 MAX_HEADLINES = 30
 MAX_CHARS = 200
+SERVICE = "competitor page"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # Control characters and bidi overrides: invisible in text, able to disguise what it says.
@@ -98,21 +100,25 @@ class HttpWebPages:
 
     def fetch_headlines(self, url: str) -> PageHeadlines:
         # trust_env=False: no proxies or .netrc credentials from the environment.
-        with httpx.Client(
-            transport=guarded_transport(self.allow_private_network),
-            timeout=self.timeout,
-            headers=self.headers,
-            follow_redirects=False,
-            trust_env=False,
-        ) as client:
-            final_url, status, body, charset = self._get(client, url)
+        try:
+            with within(self.timeout, SERVICE, url) as deadline, httpx.Client(
+                transport=guarded_transport(self.allow_private_network),
+                timeout=self.timeout,
+                headers=self.headers,
+                follow_redirects=False,
+                trust_env=False,
+            ) as client:
+                final_url, status, body, charset = self._get(client, url, deadline)
+        except DeadlineExceeded as exc:
+            raise FetchError(deadline.url, str(exc), retryable=True) from None
         title, headlines = extract_headlines(body, charset)
         return PageHeadlines(url=url, final_url=final_url, status=status, title=title, headlines=headlines)
 
-    def _get(self, client: httpx.Client, url: str) -> tuple[str, int, bytes, str | None]:
+    def _get(self, client: httpx.Client, url: str, deadline: Deadline) -> tuple[str, int, bytes, str | None]:
         current, status = url, 0
         for hop in range(MAX_REDIRECTS + 1):
             via = f" (reached by redirect from {url!r})" if hop else ""
+            deadline.url = current  # the host a deadline error names
             try:
                 check_url(current, self.allow_private_network)
                 with client.stream("GET", current) as response:
@@ -121,7 +127,7 @@ class HttpWebPages:
                         current = str(response.url.join(location))
                         continue
                     self._check_response(current, response)
-                    return str(response.url), status, self._read(current, response), response.charset_encoding
+                    return str(response.url), status, self._read(response), response.charset_encoding
             except UnsafeURLError as exc:  # from check_url or from the guard at connect time
                 raise UnsafeURLError(current, exc.reason + via) from None
             except httpx.TimeoutException as exc:
@@ -142,15 +148,11 @@ class HttpWebPages:
         if content_type not in HTML_TYPES:
             raise FetchError(url, f"not an HTML page (content-type {content_type or 'missing'!r})", status)
 
-    def _read(self, url: str, response: httpx.Response) -> bytes:
-        """The body up to ``max_bytes``; the rest is never read. The whole read gets ``timeout``
-        seconds too, so a server dribbling bytes cannot hold the task forever."""
-        deadline = time.monotonic() + self.timeout
+    def _read(self, response: httpx.Response) -> bytes:
+        """The body up to ``max_bytes``; the rest is never read (the fetch's deadline bounds the time)."""
         body = bytearray()
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) >= self.max_bytes:
                 return bytes(body[: self.max_bytes])
-            if time.monotonic() > deadline:
-                raise FetchError(url, f"body not read within {self.timeout:g} s", response.status_code, retryable=True)
         return bytes(body)
