@@ -7,8 +7,9 @@ gate's human-in-the-loop request and ends the gate with the decision record, as 
 success or failed does, so no worker is needed and distribution can start at once.
 
 ``GateListener`` records decisions taken by marking the gate success or failed in the UI: that
-needs only the "edit task instance" permission on the DAG and bypasses the approvers list, so
-the record names who did it, from Airflow's audit log.
+needs only the "edit task instance" permission on the DAG, so the record names who did it, from
+Airflow's audit log, and a mark of success by someone the campaign does not let approve
+(``approval.marks``) fails the gate instead: nothing is published.
 """
 
 import json
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from airflow.listeners import hookimpl
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
@@ -88,7 +89,7 @@ def _set_xcom(session: Session, ti: Any, key: str, value: Any) -> None:
     )
 
 
-def _gate(session: Session, dag_id: str, run_id: str, lock: bool = False) -> Any:
+def _gate(session: Session, dag_id: str, run_id: str) -> Any:
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
 
@@ -97,7 +98,7 @@ def _gate(session: Session, dag_id: str, run_id: str, lock: bool = False) -> Any
     query = select(TaskInstance).where(
         TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == GATE_TASK_ID
     )
-    ti = session.scalar(query.with_for_update(of=TaskInstance) if lock else query)
+    ti = session.scalar(query)
     if ti is None:
         raise DecisionRefused(404, f"run {run_id!r} of {dag_id!r} has no approval gate")
     return ti
@@ -123,13 +124,13 @@ def status(session: Session, dag_id: str, run_id: str) -> dict[str, Any]:
 
 
 def _waiting(session: Session, dag_id: str, run_id: str) -> tuple[Any, Any, GateState, Any]:
-    """The campaign, the gate (locked), its published state and its open request, or why the run
-    does not wait for a decision (404, 409)."""
+    """The campaign, the gate, its published state and its open request, or why the run does not
+    wait for a decision (404, 409). Read without locks: :func:`_end` settles which decision wins."""
     from airflow.models.hitl import HITLDetail
 
     if not dag_id.startswith("campaign_"):
         raise DecisionRefused(404, f"{dag_id!r} is not a campaign DAG")
-    ti = _gate(session, dag_id, run_id, lock=True)
+    ti = _gate(session, dag_id, run_id)
     campaign = _campaign(session, ti)
     record = _xcom(session, ti, "return_value")
     if record:
@@ -144,7 +145,7 @@ def _waiting(session: Session, dag_id: str, run_id: str) -> tuple[Any, Any, Gate
         raise DecisionRefused(
             409, f"the approval window closed at {gate.deadline.isoformat(timespec='seconds')}: the run is rejected by timeout"
         )
-    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id).with_for_update(of=HITLDetail))
+    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
     if detail is None or detail.response_received:
         raise DecisionRefused(409, "the approval request was already answered")
     return campaign, ti, gate, detail
@@ -226,23 +227,49 @@ def decide_from_github(session: Session, *, dag_id: str, run_id: str) -> Decisio
 
 
 def _end(session: Session, ti: Any, detail: Any, record: Decision, params_input: dict[str, Any], user_id: str | None) -> None:
-    """Close the request with the decision and end the gate with it."""
+    """End the gate with the decision, unless another one ended it first (409); close the request."""
     from airflow.utils.state import TaskInstanceState
 
-    _close(detail, record.by_id or record.by, record.by, record, params_input)
     # End the gate here, as marking it success or failed does. Resuming it instead would cost a
     # worker run, then a full turn of the scheduler's round of running runs before distribution
-    # starts (measured: p95 40 s with 1,000 runs waiting).
-    ti.next_method = ti.next_kwargs = ti.trigger_timeout = None
-    ti.set_state(TaskInstanceState.SUCCESS if record.approved else TaskInstanceState.FAILED, session=session)
+    # starts (measured: p95 40 s with 1,000 runs waiting). First write of the transaction: see end_waiting.
+    if not end_waiting(session, type(ti), ti, TaskInstanceState.SUCCESS if record.approved else TaskInstanceState.FAILED):
+        earlier = _xcom(session, ti, "return_value")  # committed by the winner, whom the update waited for
+        raise DecisionRefused(409, f"already decided: {Decision.model_validate(earlier).summary()}" if earlier
+                              else "the approval gate was ended by someone else meanwhile: the run no longer waits")
+    _close(detail, record.by_id or record.by, record.by, record.at, record.approved, params_input)
     _keep(session, ti, record, record.summary() if record.approved else f"{record.summary()} -> {record.failure()}", user_id)
 
 
-def _close(detail: Any, user_id: str, user_name: str, record: Decision, params_input: dict[str, Any]) -> None:
+def end_waiting(session: Session, model: Any, row: Any, state: str) -> bool:
+    """Move ``row`` (of ``model``, a task instance) from ``awaiting_input`` to the finished ``state``;
+    False when it was no longer waiting.
+
+    A compare-and-set: one ``UPDATE ... WHERE state = 'awaiting_input'``, whose row count says
+    who won. The database settles concurrent decisions: PostgreSQL makes the second update wait
+    for the first's row lock and re-checks the condition; SQLite lets one writer at a time and
+    the waiting one sees the committed state. A ``SELECT ... FOR UPDATE`` first would not do:
+    SQLite ignores it, so every request read "waiting" and every one was answered 200.
+    """
+    from airflow.utils import timezone
+
+    ended = timezone.utcnow()
+    started = row.start_date or ended
+    done = session.execute(
+        update(model)
+        .where(model.id == row.id, model.state == "awaiting_input")
+        .values(state=state, start_date=started, end_date=ended, duration=(ended - started).total_seconds(),
+                next_method=None, next_kwargs=None, trigger_timeout=None)
+        .execution_options(synchronize_session="evaluate")  # the row read before; no RETURNING: rowcount stays exact
+    )
+    return done.rowcount == 1
+
+
+def _close(detail: Any, user_id: str, user_name: str, at: Any, approved: bool, params_input: dict[str, Any]) -> None:
     """Answer the gate's request with the decision: a later answer in the form then gets 409."""
     detail.responded_by = {"id": user_id, "name": user_name}
-    detail.responded_at = record.at
-    detail.chosen_options = [APPROVE if record.approved else REJECT]
+    detail.responded_at = at
+    detail.chosen_options = [APPROVE if approved else REJECT]
     detail.params_input = params_input
 
 
@@ -251,12 +278,17 @@ def _keep(session: Session, ti: Any, record: Decision, note: str | None, user_id
     _set_xcom(session, ti, "return_value", record.model_dump(mode="json"))
     if note:
         _note(ti, note, user_id)
-    if ti.dag_run is not None:  # a cleared last_scheduling_decision sorts first
-        ti.dag_run.last_scheduling_decision = None
+    _first_in_line(ti)
     # Marking the task bypasses the approvers list: worth a warning.
     (log.warning if record.means.startswith("mark-") else log.info)(
         "campaign decision", dag_id=ti.dag_id, run_id=ti.run_id, means=record.means, summary=record.summary()
     )
+
+
+def _first_in_line(ti: Any) -> None:
+    """Have the scheduler look at the gate's run in its next round: a cleared last_scheduling_decision sorts first."""
+    if ti.dag_run is not None:
+        ti.dag_run.last_scheduling_decision = None
 
 
 def _note(ti: Any, text: str, user_id: str | None) -> None:
@@ -267,23 +299,25 @@ def _note(ti: Any, text: str, user_id: str | None) -> None:
         ti.task_instance_note.content = text
 
 
-def refused(dag_id: str, run_id: str, user_name: str, exc: DecisionRefused, via: str) -> None:
-    """Log a refused decision, and keep it in Airflow's audit log."""
+def refused(dag_id: str, run_id: str, user_name: str, exc: DecisionRefused, via: str, session: Session | None = None) -> None:
+    """Log a refused decision, and keep it in Airflow's audit log (in ``session``'s transaction if given)."""
     from airflow.models.log import Log
     from airflow.utils.session import create_session
 
     log.warning("campaign decision refused", dag_id=dag_id, run_id=run_id, user=user_name, status=exc.status, why=str(exc))
-    with create_session() as session:  # its own transaction: the request's is rolled back
-        session.add(
-            Log(
-                event="campaign_decision_refused",
-                owner=user_name,
-                dag_id=dag_id,
-                run_id=run_id,
-                task_id=GATE_TASK_ID,
-                extra=json.dumps({"status": exc.status, "why": str(exc), "via": via}),
-            )
-        )
+    entry = Log(
+        event="campaign_decision_refused",
+        owner=user_name,
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=GATE_TASK_ID,
+        extra=json.dumps({"status": exc.status, "why": str(exc), "via": via}),
+    )
+    if session is not None:
+        session.add(entry)
+        return
+    with create_session() as own:  # its own transaction: the request's is rolled back
+        own.add(entry)
 
 
 def user_roles(user: Any) -> list[str]:
@@ -318,6 +352,10 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
     whole_run = entry is not None and entry.event == "patch_dag_run"
     gate = _xcom(session, ti, "gate")
     state = GateState.model_validate(gate) if gate else None
+    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+    if approved and not whole_run and (why := _mark_refusal(session, ti, by, state)):
+        _refuse_mark(session, ti, detail, by, why)
+        return None
     note = ti.note or ""
     verb = "success" if approved else "failed"
     what = "the run" if whole_run else "the approval task"
@@ -332,11 +370,48 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
         triggered_by=gate.get("triggered_by") if gate else None,
         pinned=state.pin(Copy.model_validate(state.draft)) if state and approved else {},
     )
-    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
     if detail is not None and not detail.response_received:
-        _close(detail, by, by, record, {"reason": record.reason})
+        _close(detail, by, by, record.at, approved, {"reason": record.reason})
     _keep(session, ti, record, None if note else record.summary(), None)
     return record
+
+
+def _mark_refusal(session: Session, ti: Any, by: str, state: GateState | None) -> str | None:
+    """Why marking the gate success by ``by`` must not approve the run, or None when it approves.
+
+    Marking needs only Airflow's permission to edit task instances; unless the campaign opts in
+    (``approval.marks: anyone``), it approves only from someone the form and the decision API
+    would let approve. Roles are known from config with the simple auth manager only: with
+    others, role approvers decide through the form or the API (their marks are refused).
+    """
+    from include.orchestrator.render import role_members
+
+    try:
+        approval = _campaign(session, ti).approval
+    except DecisionRefused as exc:  # who may approve is unknown: the mark must not publish
+        return f"cannot tell who may approve this run: {exc}"
+    if approval.marks == "anyone":
+        return None
+    roles = [role for role, users in role_members().items() if by in users]
+    return rules.refusal(approval, by, by, roles, state.triggered_by if state else None)
+
+
+def _refuse_mark(session: Session, ti: Any, detail: Any, by: str, why: str) -> None:
+    """Turn a mark of success that may not approve into a failed gate: distribution never starts,
+    compensation runs, and the run's report gives ``why`` (the gate's XCom ``error``, as for a
+    refused answer in the form). The request is closed, and the refusal is in Airflow's audit log."""
+    from airflow.utils.state import TaskInstanceState
+
+    message = (f"refused the approval by {by}, who marked the approval task success: {why}. "
+               "Nothing is published: the campaign is rolled back")
+    ti.set_state(TaskInstanceState.FAILED, session=session)  # same transaction: nobody ever sees it succeeded
+    _set_xcom(session, ti, "error", message)
+    if detail is not None and not detail.response_received:
+        _close(detail, by, by, rules.now(), False, {"reason": message})
+    _note(ti, message, None)
+    _first_in_line(ti)
+    # The request's own transaction: a second session would wait on SQLite's lock that this one holds.
+    refused(ti.dag_id, ti.run_id, by, DecisionRefused(403, why), "mark-success", session=session)
 
 
 class GateListener:

@@ -220,6 +220,12 @@ class Approval(Strict):
     timeout: ApprovalDuration = Field(timedelta(hours=24), description='"24h", "90m", "2d" or seconds; timeout = reject.')
     remind_before: ApprovalDuration = Field(timedelta(hours=2), description="A reminder goes out this long before the timeout.")
     allow_self_approval: bool = False
+    marks: Literal["approvers", "anyone"] = Field(
+        "approvers",
+        description="Whose marking of review.approval success approves: 'approvers' (who may decide in the form and the "
+        "API; a mark by anyone else publishes nothing and rolls the run back) or 'anyone' allowed to edit the DAG's task "
+        "instances in Airflow.",
+    )
     github_approvers: list[GithubLogin] = Field(
         default_factory=list,
         description="GitHub logins whose review of the run's review pull request decides: an approving review approves, "

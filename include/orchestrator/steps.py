@@ -382,7 +382,10 @@ class NotApproved(ValueError):
 def approved_copy(ctx: StepContext, channel: str) -> Copy:
     """The copy the reviewer approved (their edit, else the draft), once checked that everything
     ``channel`` is about to send (its settings, image and copy) is what the approval pinned."""
-    record = Decision.model_validate(ctx.pull(GATE_TASK_ID))
+    raw = ctx.pull(GATE_TASK_ID)
+    if not raw:  # e.g. a gate whose mark was refused, then a distribution task forced by hand
+        raise NotApproved(f"{channel}: the run has no decision record: nothing is sent without an approval")
+    record = Decision.model_validate(raw)
     copy = Copy.model_validate(record.edited_copy or ctx.pull("content.write_copy"))
     if not record.approved:
         raise NotApproved(f"{channel}: the run was not approved ({record.summary()})")
