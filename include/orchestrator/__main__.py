@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from include.orchestrator.loader import CAMPAIGNS_DIR, load_campaigns
+from include.orchestrator.loader import CAMPAIGNS_DIR
 from include.orchestrator.model import Campaign
 
 SCHEMA_PATH = CAMPAIGNS_DIR / "campaign.schema.json"
@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {SCHEMA_PATH}")
         return 0
     if args.command == "validate":
-        campaigns, errors = load_campaigns()
+        # What the DAG processor will refuse too (it imports Airflow: a few seconds): the same check as the UI's.
+        from include.orchestrator.render import load_dags
+
+        campaigns, errors = load_dags()
         for campaign in campaigns:
             print(f"ok    {campaign.dag_id}")
         for error in errors:

@@ -12,6 +12,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -40,7 +41,10 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _parse_duration(value: Any) -> Any:
     """Accept "24h", "90m", "2d", "30s" or a number of seconds, besides ISO 8601 ("PT24H")."""
     if isinstance(value, str) and (match := _DURATION.match(value)):
-        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        try:
+            return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        except OverflowError:  # would escape validation and take every campaign of the folder down with it
+            raise ValueError("far too long for a duration (more than 999,999,999 days)") from None
     return value
 
 
@@ -119,9 +123,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CredentialsInUrl(ValueError):
+    """A URL with a user name or password in it. Its error never repeats the value (it holds a secret)."""
+
+
+def _no_credentials(url: Any) -> Any:
+    """Refuse ``user:password@`` in a URL: a campaign's values end up in the serialized DAG, which every DAG
+    reader sees, and in the UI's import errors."""
+    if "@" in urlsplit(str(url)).netloc:
+        raise CredentialsInUrl(
+            "must not hold a user name or password (user:password@): every reader of the DAG sees it; "
+            "keep credentials in an Airflow connection"
+        )
+    return url
+
+
+WebUrl = Annotated[AnyHttpUrl, AfterValidator(_no_credentials)]
+
+
 class Product(Strict):
     description: Text
-    url: AnyHttpUrl | None = None
+    url: WebUrl | None = None
     call_to_action: ShortText = "Learn more"
 
 
@@ -134,7 +156,7 @@ class BrandVoice(Strict):
 
 
 class Research(Strict):
-    competitor_urls: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+    competitor_urls: list[WebUrl] = Field(default_factory=list, max_length=20)
     notes_query: ShortText | None = Field(None, description="Defaults to the audience.")
     recall_limit: int = Field(5, ge=1, le=50)
 
@@ -157,6 +179,7 @@ def _check_unsubscribe(value: str) -> str:
         if not re.match(EMAIL_PATTERN, value.removeprefix("mailto:").partition("?")[0]):
             raise ValueError("not a mailto: address (mailto:unsubscribe@example.com)")
         return value
+    _no_credentials(value)
     if not re.match(r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$", value):
         raise ValueError("not an https URL or a mailto: address (https://example.com/unsubscribe or mailto:leave@example.com)")
     return value

@@ -32,7 +32,7 @@ from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decisio
 from include.orchestrator.assets import open_assets
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
-from include.orchestrator.loader import CampaignFilesInvalid, campaign_of, load_campaigns
+from include.orchestrator.loader import CampaignFieldError, CampaignFileError, CampaignFilesInvalid, campaign_of, load_campaigns
 from include.orchestrator.model import (
     CHANNELS,
     LAUNCH_PATTERN,
@@ -555,6 +555,23 @@ def _doc(campaign: Campaign) -> str:
     )
 
 
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+MAX_ACTIVE_RUNS = 3
+
+
+def check_schedule(schedule: str | None) -> None:
+    """Raise naming ``schedule`` when Airflow's own timetable code refuses it for a campaign DAG: the
+    DAG processor makes the same checks, and would otherwise drop the DAG with an error naming no file."""
+    try:
+        probe = DAG(dag_id="schedule_check", schedule=schedule, start_date=START_DATE, max_active_runs=MAX_ACTIVE_RUNS,
+                    auto_register=False)
+        probe.timetable.validate()
+    except Exception as exc:
+        raise CampaignFieldError(
+            "schedule", f"Airflow refuses it for a campaign DAG (up to {MAX_ACTIVE_RUNS} runs at once): {exc}"
+        ) from exc
+
+
 def build_dag(campaign: Campaign) -> DAG:
     """The DAG of one campaign."""
     CAMPAIGNS[campaign.dag_id] = campaign
@@ -564,12 +581,15 @@ def build_dag(campaign: Campaign) -> DAG:
         description=f"{campaign.name}: {campaign.description}"[:200],
         doc_md=_doc(campaign),
         schedule=campaign.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        start_date=START_DATE,
         catchup=False,
-        max_active_runs=3,
+        max_active_runs=MAX_ACTIVE_RUNS,
         default_args=default_args(campaign),
         tags=["campaign", *campaign.tags],
         owner_links={},
+        # Registered only through the DAG file's globals: the error-reporting DAG file builds every
+        # campaign's DAG too (to find the ones Airflow refuses) and must not register them as its own.
+        auto_register=False,
     ) as dag:
 
         def task(step: str, task_id: str | None = None, **kwargs: Any) -> CampaignStep:
@@ -621,6 +641,29 @@ def build_dag(campaign: Campaign) -> DAG:
     return dag
 
 
+def checked_dag(campaign: Campaign) -> DAG:
+    """The campaign's DAG, checked as the DAG processor will check it before taking it (``DagBag``)."""
+    check_schedule(campaign.schedule)
+    dag = build_dag(campaign)
+    dag.validate()
+    return dag
+
+
+def load_dags(slug: str | None = None, into: dict[str, Any] | None = None) -> tuple[list[Campaign], list[CampaignFileError]]:
+    """Load the campaigns and build each one's DAG (into ``into`` when given) inside its file's error handling.
+
+    The DAG file, the error-reporting DAG file and ``validate`` all call this, so they agree on which
+    files are bad: a value the model accepts but Airflow refuses is its file's error like any other.
+    """
+
+    def build(campaign: Campaign) -> None:
+        dag = checked_dag(campaign)
+        if into is not None:
+            into[campaign.dag_id] = dag
+
+    return load_campaigns(slug=slug, build=build)
+
+
 def build_dags(target: dict[str, Any]) -> None:
     """Put every valid campaign's DAG into ``target`` (a DAG file's globals).
 
@@ -629,9 +672,7 @@ def build_dags(target: dict[str, Any]) -> None:
     """
     wanted = get_parsing_context().dag_id
     slug = wanted.removeprefix("campaign_") if wanted and wanted.startswith("campaign_") else None
-    campaigns, _ = load_campaigns(slug=slug)
-    for campaign in campaigns:
-        target[campaign.dag_id] = build_dag(campaign)
+    load_dags(slug=slug, into=target)
 
 
 class ReviewWatch(BaseOperator):
@@ -717,7 +758,7 @@ def report_invalid_campaigns() -> None:
     """
     from airflow.sdk.configuration import conf
 
-    _, errors = load_campaigns()
+    _, errors = load_dags()  # builds every DAG (4 ms each), as the DAG file does: the same files are bad
     if not errors:
         return
     problems = CampaignFilesInvalid(errors)
