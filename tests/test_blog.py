@@ -70,8 +70,10 @@ def campaign(**blog: str) -> Campaign:
 
 
 def copy(title: str = "Pipewise 3 is here", body: str = BODY, headline: str = "Every pipeline on one page") -> Copy:
-    return Copy(headline=headline, email_subject="s", email_body="b", social_posts=["p"], blog_title=title, blog_body=body,
-                writer="test")
+    # Built past validation: Copy refuses the hostile title's line breaks and NUL (test_control_characters),
+    # and publishing must still make such a title inert on its own.
+    return Copy.model_construct(headline=headline, email_subject="s", email_body="b", social_posts=["p"], blog_title=title,
+                                blog_body=body, writer="test")
 
 
 def hero(folder: Path, headline: str = "Every pipeline on one page") -> tuple[Image, AssetStore]:

@@ -51,7 +51,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 DAG_ID, RUN_ID = "campaign_spring-launch", "manual__2026-12-01T08:00:00+00:00"
 AUDIENCE = "audience.example.org"  # every recipient's domain: no header of a sent message may name it
 SERVER_HEADERS = ("X-Peer", "X-MailFrom", "X-RcptTo")  # what the loopback server's Maildir adds: the envelope
-COPY = Copy(
+# Built past validation: Copy refuses a subject with a line break (test_control_characters), and mail
+# composition must still fold one rather than let it make a header.
+COPY = Copy.model_construct(
     headline='Pipewise 3: "every" pipeline <on one page>',
     email_subject="Ship faster\nBcc: everyone@evil.example",  # a line break must not make a header
     email_body="Hello <team> & friends,\n\nPipewise 3 is here. <script>alert(1)</script>\nSee you soon.",

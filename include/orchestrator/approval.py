@@ -13,9 +13,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from include.orchestrator.model import Approval, Campaign
+from include.orchestrator.model import Approval, Campaign, folded, lines, text_pattern
 from include.orchestrator.ports import Copy, Image
 
 GATE_TASK_ID = "review.approval"
@@ -30,6 +30,14 @@ EDITABLE: dict[str, tuple[str | None, str, int | None]] = {
     "blog_body": ("blog", "blog_body", None),
 }
 MULTILINE = {"email_body", "blog_body"}
+
+
+def form_pattern(name: str) -> str | None:
+    """The JSON-schema pattern of an editable field, from the copy's own rules (a form then refuses as
+    one types what :func:`apply_edits` would refuse)."""
+    return text_pattern(Copy, EDITABLE[name][1])
+
+
 Means = Literal[
     "airflow-ui", "rest", "cli", "mark-success", "mark-failed", "run-cancelled", "timeout", "in-process", "github-review"
 ]
@@ -173,31 +181,52 @@ def form_values(copy: Copy, channels: list[str]) -> dict[str, str]:
 def apply_edits(draft: Copy, channels: list[str], edits: dict[str, Any]) -> tuple[Copy, list[str]]:
     """The copy with a reviewer's edits applied, and the fields that changed.
 
-    Unknown or off-channel fields and non-text values are refused by name: an edit that cannot
-    be applied must not be lost silently.
+    Unknown or off-channel fields, non-text values and text the copy may not hold (a line break or
+    a control character in a subject...) are refused by name: an edit that cannot be applied must
+    not be lost silently, nor fail the send after other channels went out.
     """
     allowed = editable_fields(channels)
     unknown = sorted(set(edits) - set(allowed))
     if unknown:
         raise DecisionRefused(400, f"cannot edit {unknown}; editable fields for this run: {allowed}")
     data = draft.model_dump()
-    changed = []
     for name, value in edits.items():
         if not isinstance(value, str) or not value.strip():
             raise DecisionRefused(400, f"edited {name} must be non-empty text")
         if len(value) > 20_000:
             raise DecisionRefused(400, f"edited {name} is longer than 20000 characters")
         _, attr, index = EDITABLE[name]
-        current = data[attr][index] if index is not None else data[attr]
-        if value == current:
-            continue
         if index is not None:
             data[attr] = [*data[attr]]
             data[attr][index] = value
         else:
             data[attr] = value
-        changed.append(name)
-    return Copy.model_validate(data), changed
+    try:
+        approved = Copy.model_validate(data)  # the copy's own rules: one definition of each field's text
+    except ValidationError as exc:
+        raise DecisionRefused(400, "; ".join(_edit_problems(exc))) from None
+    before, after = form_values(draft, channels), form_values(approved, channels)
+    return approved, [name for name in edits if after[name] != before[name]]
+
+
+def _edit_problems(error: ValidationError) -> list[str]:
+    """The copy's validation errors named by the form field the reviewer edited."""
+    field_of = {(attr, index): name for name, (_, attr, index) in EDITABLE.items()}
+    problems = []
+    for item in error.errors(include_url=False):
+        attr, index = str(item["loc"][0]), (item["loc"][1:2] or [None])[0]
+        name = field_of.get((attr, index), ".".join(str(part) for part in item["loc"]))
+        problems.append(f"edited {name}: {item['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def checked_reason(reason: str) -> str:
+    """A decision's reason as recorded: several lines may be, control characters may not (PostgreSQL
+    refuses a NUL in the task note and the record), refused by name."""
+    try:
+        return lines(reason).strip()
+    except ValueError as exc:
+        raise DecisionRefused(400, f"reason: {exc}") from None
 
 
 def refusal(approval: Approval, user_id: str, user_name: str, roles: list[str], triggered_by: str | None) -> str | None:
@@ -234,7 +263,8 @@ def github_verdict(approvers: list[str], pull_state: str, reviews: list[dict[str
         login, state = str(review.get("user") or ""), review.get("state")
         if login.casefold() not in allowed or state not in ("APPROVED", "CHANGES_REQUESTED"):
             continue
-        body = " ".join(str(review.get("body") or "").split())[:1500]
+        # A reviewer's words on GitHub cannot be refused back to them: made one line, controls dropped.
+        body = folded(str(review.get("body") or ""))[:1500]
         if state == "APPROVED":
             return GithubVerdict(decision="approved", login=login, reason=body or f"approving review on GitHub{where}")
         return GithubVerdict(decision="rejected", login=login, reason=body or f"changes requested on GitHub{where}")

@@ -170,7 +170,8 @@ def decide(
     approve = request.decision == "approve"
     if request.copy_edits and not approve:
         raise DecisionRefused(400, "edited copy comes only with an approval")
-    if not approve and not request.reason.strip():
+    reason = rules.checked_reason(request.reason)
+    if not approve and not reason:
         raise DecisionRefused(400, "a rejection needs a reason")
     draft = Copy.model_validate(gate.draft)
     approved, edited = rules.apply_edits(draft, gate.channels, request.copy_edits)
@@ -180,7 +181,7 @@ def decide(
         by_id=user_id,
         means=means or request.via,
         at=rules.now(),
-        reason=request.reason.strip(),
+        reason=reason,
         draft_version=gate.draft_version,
         copy_version=rules.copy_version(approved),
         edited_fields=edited,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -22,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -62,10 +65,100 @@ def duration_between(low: timedelta, high: timedelta, words: str) -> Any:
     return Annotated[Duration, AfterValidator(check)]
 
 
+# --- text: one line, or lines ------------------------------------------------------------------
+# Every text field is one of two kinds, wherever its value comes from (a campaign file, trigger
+# conf, a writer's draft, a reviewer's edit): the same check refuses the same characters in each.
+#
+# Never text: C0 and C1 control characters and DEL. PostgreSQL refuses a NUL in a text or jsonb
+# value (a 422 naming no field), and a CR or LF in a header value makes the email unsendable.
+_CONTROLS = "\\x00-\\x1f\\x7f-\\x9f"
+_CONTROLS_BUT_LINES = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f"  # tab, LF and CR kept (CR becomes LF)
+# Line and paragraph separators: line breaks to some software (JavaScript, editors) and not to
+# other (email headers, split by CRLF only), so a "one line" with one shows differently per place.
+_SEPARATORS = "\\u2028\\u2029"
+# Bidi embeddings, overrides and isolates: each reorders the text after it up to the end of its
+# paragraph. A one-line field is shown inside a longer line (an inbox row, "Approve <name>: <run>"
+# in the UI, a list of approvers), so an unclosed one turns what follows around and can make a
+# name or subject read as another. Right-to-left writing needs none of them (the LRM/RLM marks,
+# which affect no text beyond themselves, stay allowed). In several lines each paragraph ends
+# their effect, so bodies keep them.
+_BIDI = "\\u202a-\\u202e\\u2066-\\u2069"
+# The same character classes as JSON-schema patterns (Python and JavaScript read them alike), for
+# the forms that check as one types: the trigger form and the Required Actions form.
+SINGLE_LINE_PATTERN = f"^[^{_CONTROLS}{_SEPARATORS}{_BIDI}]*$"
+MULTI_LINE_PATTERN = f"^[^{_CONTROLS_BUT_LINES}]*$"
+_NOT_SINGLE_LINE = re.compile(f"[{_CONTROLS}{_SEPARATORS}{_BIDI}]")
+_NOT_MULTI_LINE = re.compile(f"[{_CONTROLS_BUT_LINES}]")
+_BREAKS = "\n\r\x0b\x0c\x85\u2028\u2029"
+_CONTROL_NAMES = {"\x00": "null", "\t": "tab", "\n": "line feed", "\r": "carriage return", "\x0b": "vertical tab",
+                  "\x0c": "form feed", "\x1b": "escape", "\x7f": "delete", "\x85": "next line"}
+
+
+def _refusal(value: str, refused: re.Pattern[str]) -> str | None:
+    """Why ``value`` cannot be kept: the first refused character, named, and where it is."""
+    found = refused.search(value)
+    if found is None:
+        return None
+    char = found[0]
+    name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "control character").lower()
+    what, where = f"U+{ord(char):04X} {name}", f"at character {found.start() + 1}"
+    if char in _BREAKS:
+        return f"must be one line: it has a line break ({what}) {where}"
+    if re.match(f"[{_BIDI}]", char):
+        return f"has an invisible bidirectional control ({what}) {where}, which reorders the text shown after it: remove it"
+    return f"has an invisible control character ({what}) {where}: remove it"
+
+
+def one_line(value: str) -> str:
+    """A single-line field's value (names, subjects, titles, audience, addresses...), or ValueError naming
+    the character in the way. Used as the type :data:`SingleLine`."""
+    if problem := _refusal(value, _NOT_SINGLE_LINE):
+        raise ValueError(problem)
+    return value
+
+
+def lines(value: str) -> str:
+    """A multi-line field's value (bodies, descriptions, notes): line breaks as LF, tabs kept, other control
+    characters refused. Used as the type :data:`MultiLine`."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n")  # a Windows line break is still a line break
+    if problem := _refusal(value, _NOT_MULTI_LINE):
+        raise ValueError(problem)
+    return value
+
+
+def folded(value: str) -> str:
+    """Untrusted text (a language model's answer, a GitHub review) made one line instead of refused:
+    line breaks and tabs become a space, other refused characters go, spaces are collapsed."""
+    value = _NOT_SINGLE_LINE.sub(lambda m: " " if m[0] in f"{_BREAKS}\t" else "", value)
+    return re.sub(" {2,}", " ", value).strip()
+
+
+def cleaned(value: str) -> str:
+    """Untrusted text made fit for a multi-line field: line breaks as LF, other control characters gone."""
+    return _NOT_MULTI_LINE.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+SingleLine = Annotated[str, AfterValidator(one_line)]
+MultiLine = Annotated[str, AfterValidator(lines)]
+
+
+def text_pattern(model: type[BaseModel], field: str) -> str | None:
+    """The JSON-schema pattern of a text field of ``model`` (of its items, for a list of text; optional or
+    not), or None when the field is neither kind: forms take it from the model, so they refuse what it refuses."""
+    info = model.model_fields[field]
+    metadata, annotation = list(info.metadata), info.annotation
+    while (origin := get_origin(annotation)) in (Annotated, list, Union, UnionType):
+        args = get_args(annotation)
+        metadata += args[1:] if origin is Annotated else []
+        annotation = next(arg for arg in args if arg is not type(None))
+    checks = {getattr(item, "func", None) for item in metadata}
+    return SINGLE_LINE_PATTERN if one_line in checks else MULTI_LINE_PATTERN if lines in checks else None
+
+
 ApprovalDuration = duration_between(timedelta(seconds=1), timedelta(days=30), "1 second and 30 days")
 RetryDelay = duration_between(timedelta(seconds=0.1), timedelta(hours=6), "0.1 seconds and 6 hours")
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(lines)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(one_line)]
 GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$"
 COLOUR_PATTERN = r"^#[0-9a-fA-F]{6}$"
 TAG_PATTERN = r"^[A-Za-z0-9_.:-]{1,40}$"
@@ -73,7 +166,8 @@ CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
 GithubLogin = Annotated[str, StringConstraints(pattern=GITHUB_LOGIN_PATTERN)]  # GitHub user names
 Colour = Annotated[str, StringConstraints(pattern=COLOUR_PATTERN)]
 EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
-EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, pattern=EMAIL_PATTERN)]
+# The pattern refuses whitespace; one_line the controls it lets through (NUL, ESC...).
+EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, pattern=EMAIL_PATTERN), AfterValidator(one_line)]
 # Airflow's schedule presets (``airflow.utils.dates.cron_presets``, plus @once and @continuous).
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
@@ -91,7 +185,10 @@ def _check_schedule(value: str) -> str:
     return value
 
 
-Schedule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_check_schedule)]
+Schedule = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(one_line),
+    AfterValidator(_check_schedule),
+]
 
 
 def _none_is_empty(value: Any) -> Any:
@@ -115,6 +212,79 @@ def in_words(duration: timedelta) -> str:
 def at_utc(moment: datetime) -> str:
     """An absolute time as a person reads it: "2026-11-24 12:00 UTC"."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- validation errors in words -----------------------------------------------------------------
+# What a pattern means, in words: the model's patterns, each named once.
+_PATTERNS = {
+    EMAIL_PATTERN: "not a valid email address",
+    SLUG_PATTERN: "must be 1 to 64 lowercase letters, digits or dashes (like spring-launch)",
+    COLOUR_PATTERN: 'not a colour: write it as "#" and six hex digits, e.g. "#1f2937"',
+    GITHUB_LOGIN_PATTERN: "not a GitHub login (letters, digits and single dashes, at most 39 characters)",
+    TAG_PATTERN: "a tag is 1 to 40 letters, digits or _ . : -",
+    CONN_ID_PATTERN: "not an Airflow connection id (letters, digits, _ . -)",
+    LAUNCH_PATTERN: "a launch name is at most 64 letters, digits or _ . : -",
+}
+_DURATION_WORDS = 'not a duration: write e.g. "24h", "90m", "2d", "30s" or a number of seconds'
+_URL_WORDS = "not a web address: write it in full, e.g. https://example.com/page"
+
+
+def _plain(item: dict) -> str:
+    """One pydantic error in plain words (pydantic's own message when there is no better one)."""
+    kind, ctx = item["type"], item.get("ctx") or {}
+    if kind == "missing":
+        return "missing: this field is required"
+    if kind == "extra_forbidden":
+        return "unknown key: check its spelling and place"
+    if kind == "string_pattern_mismatch":
+        return _PATTERNS.get(ctx.get("pattern"), f"does not have the expected form (pattern {ctx.get('pattern')})")
+    if kind == "url_scheme":
+        return "must be a web address starting with http:// or https://"
+    if kind.startswith("url_"):
+        return _URL_WORDS
+    if kind.startswith("time_delta_"):
+        return _DURATION_WORDS
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else f"must be at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        count = ctx.get("min_length")
+        return f"needs at least {count} item{'' if count == 1 else 's'}"
+    if kind == "too_long":
+        return f"may have at most {ctx.get('max_length')} items"
+    words = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
+             "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}
+    if kind in words:
+        return f"must be {words[kind][0]} {ctx.get(words[kind][1])}"
+    fixed = {"int_parsing": "must be a whole number", "int_type": "must be a whole number",
+             "int_from_float": "must be a whole number", "bool_parsing": "must be true or false",
+             "bool_type": "must be true or false", "string_type": "must be text",
+             "list_type": "must be a list (one item per line, each starting with - )",
+             "model_type": "must be a mapping of fields (key: value lines)", "dict_type": "must be a mapping (key: value lines)",
+             "model_attributes_type": "must be a mapping of fields (key: value lines)"}
+    if kind in fixed:
+        return fixed[kind]
+    message = item["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):  # our own validators' messages are already words
+        message = message.removeprefix(prefix)
+    return message
+
+
+def describe(error: ValidationError, prefix: str = "") -> tuple[str, ...]:
+    """Each problem of a failed validation as ``<field>: <what is wrong, in words> (got ...)``; ``prefix``
+    says where the fields are (``conf.`` for trigger conf)."""
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        key = loc[-1:] == ["[key]"]  # a mapping's key is wrong, not its value
+        path = ".".join(loc[:-1] if key else loc)
+        field = f"{prefix}{path}" if path else prefix.rstrip(".") or "(top level)"
+        got = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {item['input']!r:.80})"
+        problems.append(f"{field}: {'the key ' if key else ''}{_plain(item)}{got}")
+    return tuple(problems)
 
 
 class Strict(BaseModel):
@@ -173,7 +343,8 @@ def _check_unsubscribe(value: str) -> str:
     """An https URL (one-click unsubscribe, RFC 8058) or a mailto: address: the only forms a List-Unsubscribe
     header (RFC 2369) and every mail client act on. It lands in a header and in HTML, so no spaces, quotes
     or angle brackets."""
-    if re.search(r"[\s<>\"'\\]", value) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    one_line(value)
+    if re.search(r"[\s<>\"'\\]", value):
         raise ValueError("not an unsubscribe address: no spaces, quotes or angle brackets")
     if value.startswith("mailto:"):
         if not re.match(EMAIL_PATTERN, value.removeprefix("mailto:").partition("?")[0]):
@@ -195,7 +366,7 @@ BATCH_SIZE_MAX = 100
 class EmailChannel(Strict):
     sender: EmailAddress
     recipients: list[EmailAddress] = Field(min_length=1, max_length=1000)
-    subject_prefix: str = Field("", max_length=40)
+    subject_prefix: SingleLine = Field("", max_length=40)
     unsubscribe: Unsubscribe = Field(
         description="Where a recipient unsubscribes: an https URL (then one click, RFC 8058) or a mailto: address. "
         "Every email shows it and carries it in its List-Unsubscribe header (required: bulk mail without one is junk "
@@ -299,7 +470,7 @@ class RunOverrides(Strict):
 
     audience: ShortText | None = None
     channels: list[Channel] | None = Field(None, min_length=1)
-    writer_notes: Annotated[str, BeforeValidator(_none_is_empty)] = Field(
+    writer_notes: Annotated[MultiLine, BeforeValidator(_none_is_empty)] = Field(
         "",
         max_length=2000,
         description="Notes for the copy writer. The LLM writer (a campaign_writer connection of type http) follows them as "
@@ -387,7 +558,10 @@ def plan_run(
 
     ``scheduled_for``: the logical date of a scheduled or backfill run (None when triggered by hand).
     """
-    overrides = RunOverrides.model_validate(conf)
+    try:
+        overrides = RunOverrides.model_validate(conf)
+    except ValidationError as exc:
+        raise ValueError("trigger conf: " + "; ".join(describe(exc, "conf."))) from None
     channels = overrides.channels or campaign.channels.enabled
     missing = [c for c in channels if c not in campaign.channels.enabled]
     if missing:

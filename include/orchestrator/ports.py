@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from include.orchestrator.model import MultiLine, SingleLine
+
 
 class Effect(BaseModel):
     """A side effect already made, described well enough to undo it.
@@ -89,15 +91,16 @@ class CopyBrief(BaseModel):
 
 
 class Copy(BaseModel):
-    """Generated copy for every channel."""
+    """Generated copy for every channel. Whoever makes or edits it (a writer, a reviewer), the fields
+    shown on one line (a subject, a title, the headline drawn on the images) stay one line."""
 
-    headline: str
-    email_subject: str
-    email_body: str
-    social_posts: list[str]
-    blog_title: str
-    blog_body: str
-    writer: str
+    headline: SingleLine
+    email_subject: SingleLine
+    email_body: MultiLine
+    social_posts: list[MultiLine]
+    blog_title: SingleLine
+    blog_body: MultiLine
+    writer: SingleLine
     usage: dict[str, int] = Field(default_factory=dict)  # an LLM's token counts (prompt, completion, total)
 
 

@@ -36,6 +36,7 @@ from include.orchestrator.loader import CampaignFieldError, CampaignFileError, C
 from include.orchestrator.model import (
     CHANNELS,
     LAUNCH_PATTERN,
+    MULTI_LINE_PATTERN,
     Campaign,
     RunOverrides,
     RunPlan,
@@ -43,6 +44,7 @@ from include.orchestrator.model import (
     in_words,
     launch_name,
     run_key,
+    text_pattern,
 )
 from include.orchestrator.ports import Copy, Message
 from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of, rendered_images
@@ -301,11 +303,13 @@ class ApprovalGate(HITLOperator):
         # Nullable, no minLength: the form then neither requires a reason to approve nor shows an
         # error before anyone typed. A rejection's reason and non-empty copy are checked when the
         # answer comes back (``_record``).
-        reason = Param(None, type=["null", "string"], maxLength=2000, title="Reason",
+        reason = Param(None, type=["null", "string"], maxLength=2000, pattern=MULTI_LINE_PATTERN, title="Reason",
                        description="Why. Optional to approve; a rejection needs one.")
         fields = {"reason": reason}
         for name, value in gate_rules.form_values(draft, channels).items():
-            extra = {"format": "multiline"} if name in gate_rules.MULTILINE else {}
+            extra: dict[str, Any] = {"format": "multiline"} if name in gate_rules.MULTILINE else {}
+            if pattern := gate_rules.form_pattern(name):  # the form refuses, as one types, what the gate would
+                extra["pattern"] = pattern
             fields[name] = Param(value, type="string", maxLength=20_000, title=name.replace("_", " ").capitalize(),
                                  description="Published as written here when you approve; may not be empty.", **extra)
         return fields
@@ -370,7 +374,11 @@ class ApprovalGate(HITLOperator):
         chosen, params_input = event["chosen_options"], dict(event["params_input"] or {})
         user = event["responded_by_user"] or {"id": "", "name": "unknown"}
         decision = "approved" if chosen == [APPROVE] else "rejected"
-        reason = str(params_input.pop("reason", "") or "").strip()
+        try:
+            reason = gate_rules.checked_reason(str(params_input.pop("reason", "") or ""))
+        except DecisionRefused as exc:
+            raise self._refuse(ti, f"refused the decision by {user['name']} in the Required Actions form: {exc}. "
+                                   "Nothing is published: the campaign is rolled back") from None
         approved, edited = Copy.model_validate(state.draft), []
         if decision == "rejected" and not reason:
             raise self._refuse(ti, f"refused the rejection by {user['name']} in the Required Actions form: it gives no "
@@ -526,8 +534,11 @@ def _params(campaign: Campaign) -> dict[str, Param]:
     """
     overrides = RunOverrides.model_fields
     return {
+        # Refused when the run is created (REST answers 400 naming the param): a NUL would otherwise reach
+        # PostgreSQL's jsonb conf column, which answers a 422 naming no field, before validate_conf can.
         "audience": Param(campaign.audience, type="string", minLength=1, maxLength=200, title="Audience",
-                          description="Who the copy speaks to. Defaults to the campaign's audience."),
+                          pattern=text_pattern(RunOverrides, "audience"),
+                          description="Who the copy speaks to, in one line. Defaults to the campaign's audience."),
         "channels": Param(
             campaign.channels.enabled,
             type="array",
@@ -539,6 +550,7 @@ def _params(campaign: Campaign) -> dict[str, Param]:
             description="Where this run publishes: some or all of the campaign's channels. Channels left out are skipped.",
         ),
         "writer_notes": Param(None, type=["null", "string"], maxLength=2000, title="Writer notes",
+                              pattern=text_pattern(RunOverrides, "writer_notes"),
                               description=overrides["writer_notes"].description),
         "launch": Param(None, type=["null", "string"], pattern=LAUNCH_PATTERN, title="Launch",
                         description="Optional. " + overrides["launch"].description),

@@ -38,9 +38,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from include.orchestrator.backends.copywriter import writer_note_lines
 from include.orchestrator.backends.http_api import (
@@ -52,6 +52,7 @@ from include.orchestrator.backends.http_api import (
     retry_after_seconds,
 )
 from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.model import cleaned, folded
 from include.orchestrator.ports import Copy, CopyBrief
 
 SERVICE = "llm"
@@ -136,17 +137,33 @@ class ChatResponse(BaseModel):
     usage: Usage | None = None  # optional: not every compatible server counts tokens
 
 
+def _fold(value: Any) -> Any:
+    return folded(value) if isinstance(value, str) else value
+
+
+def _clean(value: Any) -> Any:
+    return cleaned(value) if isinstance(value, str) else value
+
+
+# A model's line break in a subject or title is a slip of form, not of content: folded to a space
+# (other control characters dropped) rather than refused. Refusing would cost another sample, which
+# may slip again; folded, the reviewer sees and approves exactly the line that is sent, and no send
+# can fail on it after other channels went out.
+OneLine = Annotated[str, BeforeValidator(_fold)]
+Lines = Annotated[str, BeforeValidator(_clean)]
+
+
 class CopyDraft(BaseModel):
     """The JSON object the model must answer with: the copy's fields, bounded."""
 
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    headline: str = Field(min_length=1, max_length=HEADLINE_MAX)
-    email_subject: str = Field(max_length=SUBJECT_MAX)
-    email_body: str = Field(max_length=BODY_MAX)
-    social_posts: list[str] = Field(max_length=SOCIAL_POSTS_MAX)
-    blog_title: str = Field(max_length=TITLE_MAX)
-    blog_body: str = Field(max_length=BODY_MAX)
+    headline: OneLine = Field(min_length=1, max_length=HEADLINE_MAX)
+    email_subject: OneLine = Field(max_length=SUBJECT_MAX)
+    email_body: Lines = Field(max_length=BODY_MAX)
+    social_posts: list[Lines] = Field(max_length=SOCIAL_POSTS_MAX)
+    blog_title: OneLine = Field(max_length=TITLE_MAX)
+    blog_body: Lines = Field(max_length=BODY_MAX)
 
 
 # --- the prompt -----------------------------------------------------------------------------------
