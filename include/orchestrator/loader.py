@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from include.orchestrator.model import Campaign, describe
+from include.orchestrator import model
+from include.orchestrator.model import Campaign
 
 CAMPAIGNS_DIR = Path(__file__).resolve().parent.parent / "campaigns"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~8x faster
@@ -251,7 +252,7 @@ def parse_campaign(path: Path) -> Campaign:
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
-        raise CampaignFilesInvalid([CampaignFileError(path, describe(exc))]) from None
+        raise CampaignFilesInvalid([CampaignFileError(path, _describe(exc))]) from None
     if path.stem != campaign.slug:
         # One file per campaign, named by its slug: a DAG id leads straight to its file.
         problem = (f"slug: {campaign.slug!r} must match the file name: rename the file to {campaign.slug}{path.suffix} "
