@@ -71,64 +71,6 @@ def campaign_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and not p.name.startswith((".", "_")))
 
 
-# What a pattern means, in words: the model's patterns, each named once.
-_PATTERNS = {
-    model.EMAIL_PATTERN: "not a valid email address",
-    model.SLUG_PATTERN: "must be 1 to 64 lowercase letters, digits or dashes (like spring-launch)",
-    model.COLOUR_PATTERN: 'not a colour: write it as "#" and six hex digits, e.g. "#1f2937"',
-    model.GITHUB_LOGIN_PATTERN: "not a GitHub login (letters, digits and single dashes, at most 39 characters)",
-    model.TAG_PATTERN: "a tag is 1 to 40 letters, digits or _ . : -",
-    model.CONN_ID_PATTERN: "not an Airflow connection id (letters, digits, _ . -)",
-    model.LAUNCH_PATTERN: "a launch name is at most 64 letters, digits or _ . : -",
-}
-_DURATION_WORDS = 'not a duration: write e.g. "24h", "90m", "2d", "30s" or a number of seconds'
-_URL_WORDS = "not a web address: write it in full, e.g. https://example.com/page"
-
-
-def _plain(item: dict) -> str:
-    """One pydantic error in plain words (pydantic's own message when there is no better one)."""
-    kind, ctx = item["type"], item.get("ctx") or {}
-    if kind == "missing":
-        return "missing: this field is required"
-    if kind == "extra_forbidden":
-        return "unknown key: check its spelling and place"
-    if kind == "string_pattern_mismatch":
-        return _PATTERNS.get(ctx.get("pattern"), f"does not have the expected form (pattern {ctx.get('pattern')})")
-    if kind == "url_scheme":
-        return "must be a web address starting with http:// or https://"
-    if kind.startswith("url_"):
-        return _URL_WORDS
-    if kind.startswith("time_delta_"):
-        return _DURATION_WORDS
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    if kind == "string_too_short":
-        return "must not be empty" if ctx.get("min_length") == 1 else f"must be at least {ctx.get('min_length')} characters"
-    if kind == "string_too_long":
-        return f"must be at most {ctx.get('max_length')} characters"
-    if kind == "too_short":
-        count = ctx.get("min_length")
-        return f"needs at least {count} item{'' if count == 1 else 's'}"
-    if kind == "too_long":
-        return f"may have at most {ctx.get('max_length')} items"
-    words = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
-             "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}
-    if kind in words:
-        return f"must be {words[kind][0]} {ctx.get(words[kind][1])}"
-    fixed = {"int_parsing": "must be a whole number", "int_type": "must be a whole number",
-             "int_from_float": "must be a whole number", "bool_parsing": "must be true or false",
-             "bool_type": "must be true or false", "string_type": "must be text",
-             "list_type": "must be a list (one item per line, each starting with - )",
-             "model_type": "must be a mapping of fields (key: value lines)", "dict_type": "must be a mapping (key: value lines)",
-             "model_attributes_type": "must be a mapping of fields (key: value lines)"}
-    if kind in fixed:
-        return fixed[kind]
-    message = item["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):  # our own validators' messages are already words
-        message = message.removeprefix(prefix)
-    return message
-
-
 # Bounded: a value's repr in full could be as large as the file (or, aliased, far larger).
 _REPR = reprlib.Repr()  # Python 3.11: limits are attributes, not arguments
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
@@ -155,7 +97,7 @@ def _describe(error: ValidationError) -> tuple[str, ...]:
         field = ".".join(loc[:-1] if key else loc) or "(top level)"
         secret = isinstance((item.get("ctx") or {}).get("error"), model.CredentialsInUrl)  # never repeat a password
         got = "" if item["type"] in ("missing", "extra_forbidden") or secret else f" (got {preview(item['input'])})"
-        problems.append(f"{field}: {'the key ' if key else ''}{_plain(item)}{got}")
+        problems.append(f"{field}: {'the key ' if key else ''}{model.plain_words(item)}{got}")
     return _capped(problems)
 
 

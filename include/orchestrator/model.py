@@ -229,7 +229,7 @@ _DURATION_WORDS = 'not a duration: write e.g. "24h", "90m", "2d", "30s" or a num
 _URL_WORDS = "not a web address: write it in full, e.g. https://example.com/page"
 
 
-def _plain(item: dict) -> str:
+def plain_words(item: dict) -> str:
     """One pydantic error in plain words (pydantic's own message when there is no better one)."""
     kind, ctx = item["type"], item.get("ctx") or {}
     if kind == "missing":
@@ -283,7 +283,7 @@ def describe(error: ValidationError, prefix: str = "") -> tuple[str, ...]:
         path = ".".join(loc[:-1] if key else loc)
         field = f"{prefix}{path}" if path else prefix.rstrip(".") or "(top level)"
         got = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {item['input']!r:.80})"
-        problems.append(f"{field}: {'the key ' if key else ''}{_plain(item)}{got}")
+        problems.append(f"{field}: {'the key ' if key else ''}{plain_words(item)}{got}")
     return tuple(problems)
 
 
