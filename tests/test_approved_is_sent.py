@@ -12,7 +12,8 @@ from include.orchestrator.approval import GATE_TASK_ID, Decision, GateState, cop
 from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.model import Campaign, campaign_version, plan_run
 from include.orchestrator.ports import Copy, Image
-from include.orchestrator.steps import STEPS, NotApproved, StepContext, approved_copy
+from include.orchestrator import saga
+from include.orchestrator.steps import STEPS, NotApproved, NotThisRun, StepContext, approved_copy
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
 DRAFT = Copy(headline="Pipewise 3", email_subject="Meet Pipewise 3", email_body="Body", social_posts=["Post one"],
@@ -129,3 +130,19 @@ def test_an_email_sent_in_batches_is_one_line_of_the_note_naming_the_uncertain_b
     assert "1 batch(es), 50 recipient(s), may or may not have been delivered" in lines[1] and "k-email-0002" in lines[1]
     single = Report(dag_id="d", run_id="r", status="completed", reason="", kept=[batch(1)]).summary().splitlines()
     assert single == ["Campaign completed", "- email: email 'Hi' delivered to 50 recipient(s) via smtp (batch 1)"]
+
+
+def test_a_competitor_url_added_to_the_file_after_the_start_is_not_scraped_by_the_run():
+    results = {"validate_conf": STEPS["validate_conf"](context(CAMPAIGN, {})).result}
+    added = "https://example.org/new-rival"
+    changed = edited(CAMPAIGN, lambda d: d["research"]["competitor_urls"].append(added))
+    with pytest.raises(NotThisRun, match="added to the campaign after this run started"):
+        STEPS["scrape_competitor"](context(changed, results, item=added))
+
+
+def test_a_mapped_item_airflow_marks_removed_after_a_reparse_does_not_stop_the_campaign():
+    # A zero-length literal mapping's placeholder turns "removed" when the edited file is parsed
+    # mid-run (Airflow's verify_integrity): the channels must still go out.
+    states = {"research.scrape_competitor": ["removed"], "distribution.publish_blog": ["success"]}
+    assert saga.blocking_failure(CAMPAIGN, states, list(states)) is None
+    assert saga.blocking_failure(CAMPAIGN, {**states, "distribution.publish_blog": ["failed"]}, list(states))

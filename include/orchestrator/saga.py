@@ -333,7 +333,10 @@ def blocking_failure(campaign: Campaign, states: dict[str, list[str]], upstream:
     """Why a step after the channels must not run: an upstream failure that the channels'
     failure policies do not excuse; None when it may run."""
     for task_id in upstream:
-        bad = [s for s in states.get(task_id, []) if s in FAILED or s == "removed"]
+        # Not "removed": every task is in every version of a campaign's DAG (render.build_dag), so
+        # Airflow marks one removed only when a newer parse of the file maps over fewer competitor
+        # URLs, or over none (its placeholder), while the run's own items were already done.
+        bad = [s for s in states.get(task_id, []) if s in FAILED]
         if bad and not (continuing_channel(campaign, task_id) and set(bad) == {"failed"}):
             return f"{task_id} {bad[0]}"
     return None

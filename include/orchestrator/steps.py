@@ -126,6 +126,10 @@ def search_notes(ctx: StepContext) -> StepOutput:
 @step
 def scrape_competitor(ctx: StepContext) -> StepOutput:
     assert ctx.item, "scrape_competitor is mapped over competitor URLs"
+    # Mapped over the URLs of the file as the DAG was last parsed (Airflow maps only over literals
+    # or a task's return value): one added to the file after the run started is not the run's.
+    if ctx.item not in ctx.plan.competitor_urls:
+        raise NotThisRun(f"{ctx.item} was added to the campaign after this run started")
     return StepOutput(ctx.open_port("web").fetch_headlines(ctx.item).model_dump())
 
 
