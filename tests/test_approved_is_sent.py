@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from include.orchestrator import saga
 from include.orchestrator.approval import GATE_TASK_ID, Decision, GateState, copy_version, outgoing
 from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.model import Campaign, campaign_version, plan_run
 from include.orchestrator.ports import Copy, Image
-from include.orchestrator import saga
 from include.orchestrator.steps import STEPS, NotApproved, NotThisRun, StepContext, approved_copy
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
