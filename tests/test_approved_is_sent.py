@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from include.orchestrator import saga
-from include.orchestrator.approval import GATE_TASK_ID, Decision, GateState, copy_version, outgoing
+from include.orchestrator.approval import GATE_TASK_ID, Decision, DecisionRefused, GateState, apply_edits, copy_version, outgoing
 from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.model import Campaign, campaign_version, plan_run
 from include.orchestrator.ports import Copy, Image
@@ -146,3 +146,19 @@ def test_a_mapped_item_airflow_marks_removed_after_a_reparse_does_not_stop_the_c
     states = {"research.scrape_competitor": ["removed"], "distribution.publish_blog": ["success"]}
     assert saga.blocking_failure(CAMPAIGN, states, list(states)) is None
     assert saga.blocking_failure(CAMPAIGN, {**states, "distribution.publish_blog": ["failed"]}, list(states))
+
+
+def test_a_social_post_longer_than_its_channel_takes_is_refused_at_the_gate_and_never_cut():
+    limit = CAMPAIGN.channels.social.max_length
+    plan = plan_run(CAMPAIGN, CAMPAIGN.dag_id, "manual__1", {})
+    state = GateState(deadline=datetime.now(UTC), draft=DRAFT.model_dump(), draft_version=copy_version(DRAFT),
+                      channels=plan.channels, eligible=["dana"], outgoing=outgoing(CAMPAIGN, plan.channels, IMAGES))
+    assert state.limits() == {"social_post": limit}
+    fits, edited_fields = apply_edits(DRAFT, plan.channels, {"social_post": "x" * limit}, state.limits())
+    assert edited_fields == ["social_post"] and len(fits.social_posts[0]) == limit
+    with pytest.raises(DecisionRefused, match=f"edited social_post is {limit + 1} characters; its channel takes at most {limit}"):
+        apply_edits(DRAFT, plan.channels, {"social_post": "x" * (limit + 1)}, state.limits())
+    # Approved anyway (a writer or a gate that let it through): distribution refuses; it never sends a cut post.
+    results = approved_run(CAMPAIGN, DRAFT.model_copy(update={"social_posts": ["y" * (limit + 1)]}))
+    with pytest.raises(NotApproved, match=f"social post is {limit + 1} characters; social.max_length is {limit}"):
+        STEPS["publish_channel"](context(CAMPAIGN, results, "social"))

@@ -109,6 +109,12 @@ class GateState(BaseModel):
         """What an approval of ``approved`` (the draft, or the reviewer's edit of it) lets go out."""
         return {channel: {**fields, **copy_pin(approved, channel)} for channel, fields in self.outgoing.items()}
 
+    def limits(self) -> dict[str, int]:
+        """Form fields whose length a channel's pinned settings cap: the social post, at the campaign's
+        ``max_length`` (an approval of a longer one could not go out as approved)."""
+        social = self.outgoing.get("social", {}).get("social.max_length")
+        return {"social_post": int(social)} if social else {}
+
 
 # --- the pin: what an approval lets go out ---------------------------------------------------
 def _digest(value: Any) -> str:
@@ -178,12 +184,15 @@ def form_values(copy: Copy, channels: list[str]) -> dict[str, str]:
     return values
 
 
-def apply_edits(draft: Copy, channels: list[str], edits: dict[str, Any]) -> tuple[Copy, list[str]]:
+def apply_edits(
+    draft: Copy, channels: list[str], edits: dict[str, Any], limits: dict[str, int] | None = None
+) -> tuple[Copy, list[str]]:
     """The copy with a reviewer's edits applied, and the fields that changed.
 
-    Unknown or off-channel fields, non-text values and text the copy may not hold (a line break or
-    a control character in a subject...) are refused by name: an edit that cannot be applied must
-    not be lost silently, nor fail the send after other channels went out.
+    Unknown or off-channel fields, non-text values, text the copy may not hold (a line break or
+    a control character in a subject...) and text longer than its channel takes (``limits``, see
+    :meth:`GateState.limits`) are refused by name: an edit that cannot be applied must not be lost
+    silently, nor be cut or fail the send after other channels went out.
     """
     allowed = editable_fields(channels)
     unknown = sorted(set(edits) - set(allowed))
@@ -206,6 +215,9 @@ def apply_edits(draft: Copy, channels: list[str], edits: dict[str, Any]) -> tupl
     except ValidationError as exc:
         raise DecisionRefused(400, "; ".join(_edit_problems(exc))) from None
     before, after = form_values(draft, channels), form_values(approved, channels)
+    for name, limit in (limits or {}).items():
+        if name in edits and len(after[name]) > limit:
+            raise DecisionRefused(400, f"edited {name} is {len(after[name])} characters; its channel takes at most {limit}")
     return approved, [name for name in edits if after[name] != before[name]]
 
 

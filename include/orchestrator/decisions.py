@@ -174,7 +174,7 @@ def decide(
     if not approve and not reason:
         raise DecisionRefused(400, "a rejection needs a reason")
     draft = Copy.model_validate(gate.draft)
-    approved, edited = rules.apply_edits(draft, gate.channels, request.copy_edits)
+    approved, edited = rules.apply_edits(draft, gate.channels, request.copy_edits, gate.limits())
     record = Decision(
         decision="approved" if approve else "rejected",
         by=user_name,

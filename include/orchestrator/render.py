@@ -390,7 +390,7 @@ class ApprovalGate(HITLOperator):
                 raise self._refuse(ti, f"refused the approval by {user['name']}: it leaves {', '.join(emptied)} empty, "
                                        "and empty copy is never published. The campaign is rolled back")
             try:
-                approved, edited = gate_rules.apply_edits(approved, state.channels, params_input)
+                approved, edited = gate_rules.apply_edits(approved, state.channels, params_input, state.limits())
             except DecisionRefused as exc:
                 raise self._refuse(ti, f"refused the approval by {user['name']}: its copy cannot be used: {exc}") from None
         return Decision(

@@ -360,8 +360,10 @@ def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
     settings = ctx.campaign.channels.social
     assert settings is not None
     image = next((i.url for i in rendered_images(ctx) if i.channel == "social"), "")
-    post = SocialPost(key=ctx.plan.key("social"), profiles=list(settings.profiles),
-                      text=copy.social_posts[0][: settings.max_length], image_url=image)
+    text = copy.social_posts[0]
+    if len(text) > settings.max_length:  # the writers and the gate keep to the limit: never cut what was approved
+        raise NotApproved(f"the approved social post is {len(text)} characters; social.max_length is {settings.max_length}")
+    post = SocialPost(key=ctx.plan.key("social"), profiles=list(settings.profiles), text=text, image_url=image)
     return ctx.open_port("social").post(post)
 
 
