@@ -132,15 +132,20 @@ def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[
             found, _ = client.scroll("campaign_memory", limit=10_000, with_payload=True)
         return [f"{p.payload['namespace']}/{p.payload['key']}" for p in found if mine(p.payload["key"])]
 
+    def blog_posts() -> list[str]:  # a post and its hero
+        blog = ["--git-dir", str(data / "blog.git")]
+        paths = [p for p in _git(*blog, "ls-tree", "-r", "--name-only", "main") if p.startswith("_posts/") or p.endswith("-hero.png")]
+        # Their names carry the campaign, not the run: the commit that published them names the run's key.
+        return [p for p in paths if run_keys is None or mine(" ".join(_git(*blog, "log", "-1", "--format=%s", "main", "--", p)))]
+
     queue = data / "social-queue" / "queue.jsonl"
-    posts = _git("--git-dir", str(data / "blog.git"), "ls-tree", "-r", "--name-only", "main")
     return {
         "memory points": points(),
         "images": files("assets/images", "*.png"),
         "notifications": files("notifications", "*.json"),
         "review branches": [b for b in _git("-C", str(data / "review-repo"), "branch", "--format=%(refname:short)")
                             if b != "main" and mine(b)],
-        "blog posts": [p for p in posts if p.startswith("_posts/") or p.endswith("-hero.png")],  # a post and its hero
+        "blog posts": blog_posts(),
         "queued posts": [line for line in (queue.read_text().splitlines() if queue.exists() else []) if mine(line)],
         "dashboards": files("grafana-dashboards", "*.json"),
         "emails delivered": [m["Message-ID"] for m in world["smtp"].messages() if mine(m["Message-ID"])],
