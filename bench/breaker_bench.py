@@ -195,18 +195,24 @@ def main() -> None:
                 if keys:
                     client.delete(*keys)
 
-    print(f"Circuit-breaker benchmark: pybreaker {_version('pybreaker')}, redis-py {_version('redis')}; "
-          f"{args.calls} calls per measurement, medians (p95)")
+    print(
+        f"Circuit-breaker benchmark: pybreaker {_version('pybreaker')}, redis-py {_version('redis')}; "
+        f"{args.calls} calls per measurement, medians (p95)"
+    )
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; import of breakers (pybreaker, redis-py): {IMPORT_MS:.0f} ms")
     print()
-    header = (f"{'store':<8}{'bare ms':>10}{'closed ms':>11}{'(p95)':>9}{'overhead ms':>13}{'ratio':>9}"
-              f"{'open reject ms':>16}{'(p95)':>9}{'build ms':>10}")
+    header = (
+        f"{'store':<8}{'bare ms':>10}{'closed ms':>11}{'(p95)':>9}{'overhead ms':>13}{'ratio':>9}"
+        f"{'open reject ms':>16}{'(p95)':>9}{'build ms':>10}"
+    )
     print(header)
     print("-" * len(header))
     for kind, r in results.items():
-        print(f"{kind:<8}{r['bare_ms_p50']:>10.5f}{r['closed_ms_p50']:>11.4f}{r['closed_ms_p95']:>9.4f}"
-              f"{r['closed_overhead_ms_p50']:>13.4f}{r['closed_ratio_vs_bare']:>9.0f}"
-              f"{r['open_reject_ms_p50']:>16.4f}{r['open_reject_ms_p95']:>9.4f}{r['build_first_call_ms_p50']:>10.2f}")
+        print(
+            f"{kind:<8}{r['bare_ms_p50']:>10.5f}{r['closed_ms_p50']:>11.4f}{r['closed_ms_p95']:>9.4f}"
+            f"{r['closed_overhead_ms_p50']:>13.4f}{r['closed_ratio_vs_bare']:>9.0f}"
+            f"{r['open_reject_ms_p50']:>16.4f}{r['open_reject_ms_p95']:>9.4f}{r['build_first_call_ms_p50']:>10.2f}"
+        )
     print()
     print("bare = the function alone; closed = through a closed breaker; overhead = closed - bare (medians);")
     print("ratio = closed / bare; open reject = an open breaker refusing with CircuitOpenError (function not called);")

@@ -138,7 +138,7 @@ def session_cpu(sid: int) -> dict[int, tuple[int, float, float]]:
             raw = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on
+        fields = raw[raw.rindex(")") + 2 :].split()  # fields from 3 (state) on
         ppid, session = int(fields[1]), int(fields[3])
         if session != sid:
             continue
@@ -232,7 +232,10 @@ def run_batch(stack: AirflowStack, db: MetaDB, dag_ids: list[str], label: str, t
         rows = db.rows(
             "SELECT r.dag_id, r.run_id, r.state, r.end_date, g.state FROM dag_run r"
             " LEFT JOIN task_instance g ON g.dag_id = r.dag_id AND g.run_id = r.run_id AND g.task_id = %s"
-            " WHERE r.run_id = ANY(%s)", GATE, list(runs.values()))
+            " WHERE r.run_id = ANY(%s)",
+            GATE,
+            list(runs.values()),
+        )
         for dag_id, run_id, state, end_date, gate in rows:
             if (dag_id, run_id) not in wanted:
                 continue
@@ -255,25 +258,39 @@ def run_batch(stack: AirflowStack, db: MetaDB, dag_ids: list[str], label: str, t
     others = max(0.0, (machine_busy_s() - busy0) - (bench_cpu_s() - ours0)) / spent
     states = [state for state, _ in ended.values()]
     failed = {dag_id: failures(db, dag_id, runs[dag_id]) for dag_id, (state, _) in ended.items() if state != "success"}
-    result = {"wall_s": round(wall, 1), "success": states.count("success"), "failed": len(states) - states.count("success"),
-              "approved_by_s": round(max(approved.values()), 1) if approved else None,
-              "other_load_cores": round(others, 2), "runs": runs}
-    log(f"{label}: {result['success']}/{len(runs)} succeeded in {wall:.1f} s (other load {others:.2f} cores)"
-        + (f"; failures: {failed}" if failed else ""))
+    result = {
+        "wall_s": round(wall, 1),
+        "success": states.count("success"),
+        "failed": len(states) - states.count("success"),
+        "approved_by_s": round(max(approved.values()), 1) if approved else None,
+        "other_load_cores": round(others, 2),
+        "runs": runs,
+    }
+    log(
+        f"{label}: {result['success']}/{len(runs)} succeeded in {wall:.1f} s (other load {others:.2f} cores)"
+        + (f"; failures: {failed}" if failed else "")
+    )
     if failed:
         result["failures"] = failed
     return result
 
 
 def failures(db: MetaDB, dag_id: str, run_id: str) -> list[tuple]:
-    return db.rows("SELECT task_id, map_index, state, try_number, hostname FROM task_instance WHERE dag_id = %s AND run_id = %s"
-                   " AND state IN ('failed', 'upstream_failed', 'up_for_retry')", dag_id, run_id)
+    return db.rows(
+        "SELECT task_id, map_index, state, try_number, hostname FROM task_instance WHERE dag_id = %s AND run_id = %s"
+        " AND state IN ('failed', 'upstream_failed', 'up_for_retry')",
+        dag_id,
+        run_id,
+    )
 
 
 def task_counts(db: MetaDB, runs: dict[str, str]) -> dict[str, float]:
     """Task instances per run and tries per run (a retry costs a task process too)."""
-    rows = db.rows("SELECT count(*), coalesce(sum(try_number), 0) FROM task_instance WHERE run_id = ANY(%s)"
-                   " AND dag_id = ANY(%s)", list(runs.values()), list(runs))
+    rows = db.rows(
+        "SELECT count(*), coalesce(sum(try_number), 0) FROM task_instance WHERE run_id = ANY(%s) AND dag_id = ANY(%s)",
+        list(runs.values()),
+        list(runs),
+    )
     count, tries = rows[0]
     return {"task_instances_per_run": round(count / len(runs), 2), "tries_per_run": round(float(tries) / len(runs), 2)}
 
@@ -316,8 +333,16 @@ def celery_phase(root: Path, base_env: dict[str, str], s3: Any, slugs: list[str]
     out: dict[str, Any] = {}
     with services(root / "services", s3) as world:
         env = {**base_env, **localdev.connection_env(world["conns"])}
-        cluster = CeleryCluster(root / "cluster", env=env, workers=2, concurrency=SLOTS // 2, parallelism=SLOTS,
-                                heartbeat_timeout=HEARTBEAT_TIMEOUT, detection_interval=DETECTION_INTERVAL, broker_db=BROKER_DB)
+        cluster = CeleryCluster(
+            root / "cluster",
+            env=env,
+            workers=2,
+            concurrency=SLOTS // 2,
+            parallelism=SLOTS,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            detection_interval=DETECTION_INTERVAL,
+            broker_db=BROKER_DB,
+        )
         began = time.monotonic()
         try:
             cluster.start()
@@ -359,14 +384,25 @@ def dead_worker(cluster: CeleryCluster, db: MetaDB, website: Any, dag_id: str) -
     hold = website.hold("PATCH", r"/api/v3/repos/acme/website/git/refs/heads/main")  # the branch update publishes
     try:
         run_id = cluster.trigger(dag_id)
-        cluster.wait(lambda: db.rows("SELECT state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s",
-                                     dag_id, run_id, GATE) == [("awaiting_input",)], "the dead-worker run at the gate", 600)
+        cluster.wait(
+            lambda: (
+                db.rows(
+                    "SELECT state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s", dag_id, run_id, GATE
+                )
+                == [("awaiting_input",)]
+            ),
+            "the dead-worker run at the gate",
+            600,
+        )
         decide(cluster, dag_id, run_id)
         if not hold.held.wait(300):
             raise RuntimeError(f"publish_blog never called GitHub: {failures(db, dag_id, run_id)}")
         [(first_try, hostname, state)] = db.rows(
             "SELECT try_number, hostname, state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s",
-            dag_id, run_id, task_id)
+            dag_id,
+            run_id,
+            task_id,
+        )
         victim = cluster.worker_of(hostname)
         if victim is None or state != "running":
             raise RuntimeError(f"publish_blog is {state} on {hostname!r}, not running on a worker of the cluster")
@@ -380,7 +416,10 @@ def dead_worker(cluster: CeleryCluster, db: MetaDB, website: Any, dag_id: str) -
     while time.monotonic() - killed_at < 300:
         [(try_number, hostname, state)] = db.rows(
             "SELECT try_number, hostname, state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s",
-            dag_id, run_id, task_id)
+            dag_id,
+            run_id,
+            task_id,
+        )
         now = round(time.monotonic() - killed_at, 1)
         if "failed_s" not in seen and (try_number > first_try or state != "running"):
             seen["failed_s"], seen["state_after_sweep"] = now, state  # the heartbeat sweep noticed
@@ -440,30 +479,56 @@ def table(summary: dict[str, Any], details: dict[str, Any]) -> str:
     retry = summary["dead_worker_retry_s"]
     rows = [
         ("", "LocalExecutor", "Celery, 2 workers", ""),
-        (f"N = {summary['n']} campaigns, wall s", f"{summary['local_s']}", f"{summary['celery_s']}",
-         f"ratio {summary['celery_s'] / summary['local_s']:.2f}" if summary["local_s"] else ""),
+        (
+            f"N = {summary['n']} campaigns, wall s",
+            f"{summary['local_s']}",
+            f"{summary['celery_s']}",
+            f"ratio {summary['celery_s'] / summary['local_s']:.2f}" if summary["local_s"] else "",
+        ),
         ("runs succeeded", f"{local['success']}/{summary['n']}", f"{camp['success']}/{summary['n']}", ""),
-        ("others' load meanwhile, cores", f"{local['other_load_cores']}", f"{camp['other_load_cores']}",
-         "CPU of processes not the bench's (PostgreSQL included)"),
-        ("tries per run (task instances)", f"{local['tries_per_run']} ({local['task_instances_per_run']})",
-         f"{camp['tries_per_run']} ({camp['task_instances_per_run']})", ""),
+        (
+            "others' load meanwhile, cores",
+            f"{local['other_load_cores']}",
+            f"{camp['other_load_cores']}",
+            "CPU of processes not the bench's (PostgreSQL included)",
+        ),
+        (
+            "tries per run (task instances)",
+            f"{local['tries_per_run']} ({local['task_instances_per_run']})",
+            f"{camp['tries_per_run']} ({camp['task_instances_per_run']})",
+            "",
+        ),
         ("", "campaign", "floor (no-op tasks)", ""),
         ("wall s of the batch (Celery)", f"{camp['wall_s']}", f"{floor['wall_s']}", ""),
-        ("worker CPU s per run (Celery)", f"{summary['cpu_per_run_s']}", f"{summary['floor_cpu_per_run_s']}",
-         f"ratio {ratio} (target <= {TARGETS['overhead_ratio']})" if ratio is not None else ""),
+        (
+            "worker CPU s per run (Celery)",
+            f"{summary['cpu_per_run_s']}",
+            f"{summary['floor_cpu_per_run_s']}",
+            f"ratio {ratio} (target <= {TARGETS['overhead_ratio']})" if ratio is not None else "",
+        ),
         ("  of which task processes", part(camp, "tasks"), part(floor, "tasks"), ""),
         ("  of which supervisors (pool)", part(camp, "supervisors"), part(floor, "supervisors"), ""),
         ("  of which Celery worker main", part(camp, "celery"), part(floor, "celery"), ""),
-        ("CPU s per task try", f"{summary['cpu_per_run_s'] / camp['tries_per_run']:.2f}",
-         f"{summary['floor_cpu_per_run_s'] / floor['tries_per_run']:.2f}", ""),
+        (
+            "CPU s per task try",
+            f"{summary['cpu_per_run_s'] / camp['tries_per_run']:.2f}",
+            f"{summary['floor_cpu_per_run_s'] / floor['tries_per_run']:.2f}",
+            "",
+        ),
         ("LocalExecutor task CPU s per run", f"{local['task_cpu_per_run_s']}", "", "scheduler's descendants"),
         ("dead worker: failed by the sweep, s", f"{details['celery']['dead_worker'].get('failed_s')}", "", ""),
         ("dead worker -> retry running, s", f"{retry}", "", f"target <= {TARGETS['dead_worker_retry_s']}"),
     ]
     plugins = details["entrypoint_plugins"]
     if plugins["names"]:
-        rows.append(("entry-point plugins, CPU s per task", f"{plugins['cpu_s']}", "", "loaded by every task process: "
-                     + ", ".join(plugins["names"]) + " (measured alone)"))
+        rows.append(
+            (
+                "entry-point plugins, CPU s per task",
+                f"{plugins['cpu_s']}",
+                "",
+                "loaded by every task process: " + ", ".join(plugins["names"]) + " (measured alone)",
+            )
+        )
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(width[i]) for i, cell in enumerate(r)).rstrip() for r in rows)
 
@@ -510,8 +575,12 @@ def main() -> None:
         "overhead_ratio": round(camp["cpu_per_run_s"] / floor["cpu_per_run_s"], 2) if floor["cpu_per_run_s"] else None,
         "dead_worker_retry_s": celery["dead_worker"].get("retry_running_s"),
     }
-    details = {"local": local, "celery": celery, "entrypoint_plugins": plugins,
-               "bench_wall_s": round(time.monotonic() - started, 1)}
+    details = {
+        "local": local,
+        "celery": celery,
+        "entrypoint_plugins": plugins,
+        "bench_wall_s": round(time.monotonic() - started, 1),
+    }
     summary["targets_met"] = {k: summary[k] is not None and summary[k] <= v for k, v in TARGETS.items()}
     print()
     print(table(summary, details))

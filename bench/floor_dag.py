@@ -56,8 +56,11 @@ def floor_dag(slug: str, competitor_urls: int, channels: list[str]) -> DAG:
 
         plan = task("validate_conf")
         with TaskGroup("research") as research:
-            [task("search_notes"), fan_out("scrape_competitor", [f"url-{i}" for i in range(competitor_urls)]),
-             task("recall_research")]
+            [
+                task("search_notes"),
+                fan_out("scrape_competitor", [f"url-{i}" for i in range(competitor_urls)]),
+                task("recall_research"),
+            ]
         with TaskGroup("content") as content:
             task("load_brand_voice") >> task("write_copy") >> task("store_draft")
         with TaskGroup("design") as design:

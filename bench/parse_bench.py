@@ -158,7 +158,8 @@ def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str
     """The dag-factory 1.1.0 YAML document of one campaign, shaped like ``render.build_dag``."""
     default_args = {  # a retry policy is an object dag-factory's YAML cannot carry
         k: _timedelta_yaml(v) if hasattr(v, "total_seconds") else v
-        for k, v in render.default_args(campaign).items() if k != "retry_policy"
+        for k, v in render.default_args(campaign).items()
+        if k != "retry_policy"
     }
     python_op = "airflow.providers.standard.operators.python.PythonOperator"
     callable_ = f"{CALLABLES_MODULE}.run_step"
@@ -214,8 +215,11 @@ def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str
             "execution_timeout": None,
         },
         **{f"publish_{c}": task("publish_channel", "distribution") for c in channels if c != "email"},
-        **({"publish_email": task("publish_channel", "distribution", [f"publish_{c}" for c in channels if c != "email"])}
-           if "email" in channels else {}),
+        **(
+            {"publish_email": task("publish_channel", "distribution", [f"publish_{c}" for c in channels if c != "email"])}
+            if "email" in channels
+            else {}
+        ),
         "create_dashboard": task("create_dashboard", "analytics"),
         "undo": task("compensate", "compensation", trigger_rule="all_done"),
         "report": task("report", "compensation", ["undo"], trigger_rule="all_done"),
@@ -418,9 +422,7 @@ def verify(bag: Any, serialized: list[dict[str, Any]]) -> dict[str, Any]:
             "catchup": dag.catchup,
             "description": dag.description,
         }
-    tasks_with_params = sum(
-        1 for data in serialized for t in data["dag"]["tasks"] if "params" in t.get("__var", t)
-    )
+    tasks_with_params = sum(1 for data in serialized for t in data["dag"]["tasks"] if "params" in t.get("__var", t))
     dags_with_params = sum(1 for data in serialized if data["dag"].get("params"))
     checks: dict[str, Any] = {
         "tasks": sum(len(data["dag"]["tasks"]) for data in serialized),
@@ -710,13 +712,19 @@ def run_bench(
             d["over_dag_file_processor_timeout"] = d["parse_serialize_s"] + d["encode_s"] > processor_timeout
 
     print(f"Parse benchmark: Airflow 3.3 dag-processor parse of one DAG file, {runs} run(s) per cell, medians")
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {gen['count']} generated campaigns "
-          f"(mean {gen['mean_channels']:.2f} channels, 0-3 competitor URLs); fresh subprocess per measurement")
-    print(f"Fixed cost, excluded below: import airflow + airflow.sdk + dag processor = {import_s:.2f} s, "
-          f"RSS {start_rss:.0f} -> {import_rss:.0f} MB (median of {len(all_runs)} subprocesses)")
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {gen['count']} generated campaigns "
+        f"(mean {gen['mean_channels']:.2f} channels, 0-3 competitor URLs); fresh subprocess per measurement"
+    )
+    print(
+        f"Fixed cost, excluded below: import airflow + airflow.sdk + dag processor = {import_s:.2f} s, "
+        f"RSS {start_rss:.0f} -> {import_rss:.0f} MB (median of {len(all_runs)} subprocesses)"
+    )
     print()
-    header = (f"{'N':>5}  {'variant':<21}{'parse s':>9}{'serial. s':>10}{'p+s s':>9}{'(min-max)':>17}"
-              f"{'ms/DAG':>8}{'encode s':>9}{'msg MB':>8}{'peak MB':>9}{'+RSS MB':>9}{'vs dag-f':>9}")
+    header = (
+        f"{'N':>5}  {'variant':<21}{'parse s':>9}{'serial. s':>10}{'p+s s':>9}{'(min-max)':>17}"
+        f"{'ms/DAG':>8}{'encode s':>9}{'msg MB':>8}{'peak MB':>9}{'+RSS MB':>9}{'vs dag-f':>9}"
+    )
     print(header)
     print("-" * len(header))
     for n in sizes:
@@ -726,29 +734,43 @@ def run_bench(
             ratio = d["parse_serialize_s"] / base if base else float("nan")
             d["ratio_vs_dagfactory"] = ratio
             rng = f"({d['parse_serialize_min_s']:.2f}-{d['parse_serialize_max_s']:.2f})"
-            print(f"{n:>5}  {v:<21}{d['parse_s']:>9.3f}{d['serialize_s']:>10.3f}{d['parse_serialize_s']:>9.3f}{rng:>17}"
-                  f"{1000 * d['parse_serialize_s'] / n:>8.2f}{d['encode_s']:>9.3f}{d['message_mb']:>8.2f}"
-                  f"{d['peak_rss_mb']:>9.0f}{d['rss_added_parse_serialize_mb']:>9.0f}{ratio:>9.2f}"
-                  f"{' *' if d['over_dagbag_import_timeout'] else ''}{' !' if d['over_dag_file_processor_timeout'] else ''}")
+            print(
+                f"{n:>5}  {v:<21}{d['parse_s']:>9.3f}{d['serialize_s']:>10.3f}{d['parse_serialize_s']:>9.3f}{rng:>17}"
+                f"{1000 * d['parse_serialize_s'] / n:>8.2f}{d['encode_s']:>9.3f}{d['message_mb']:>8.2f}"
+                f"{d['peak_rss_mb']:>9.0f}{d['rss_added_parse_serialize_mb']:>9.0f}{ratio:>9.2f}"
+                f"{' *' if d['over_dagbag_import_timeout'] else ''}{' !' if d['over_dag_file_processor_timeout'] else ''}"
+            )
         print()
     print("p+s = parse + serialize (the figure compared); encode = framing the result for the manager (context).")
     print("+RSS = RSS added by parse+serialize over the imports; peak = the subprocess's VmHWM.")
-    print(f"*  parse > [core] dagbag_import_timeout default {import_timeout:.0f} s: Airflow would drop the file "
-          f"(disabled here to measure)")
-    print(f"!  p+s+encode > [dag_processor] dag_file_processor_timeout default {processor_timeout:.0f} s: "
-          f"the dag processor would kill the parse")
+    print(
+        f"*  parse > [core] dagbag_import_timeout default {import_timeout:.0f} s: Airflow would drop the file "
+        f"(disabled here to measure)"
+    )
+    print(
+        f"!  p+s+encode > [dag_processor] dag_file_processor_timeout default {processor_timeout:.0f} s: "
+        f"the dag processor would kill the parse"
+    )
     print()
     worker_s = med([w["parse_s"] for w in worker_runs]) if worker_runs else None
     if worker_runs:
-        print(f"Worker parse of dags/campaigns.py for one task (N={big}, parsing context {worker_dag} / {WORKER_TASK}): "
-              f"{worker_s:.3f} s median of {len(worker_runs)} (min {min(w['parse_s'] for w in worker_runs):.3f}, "
-              f"max {max(w['parse_s'] for w in worker_runs):.3f}), built {worker_runs[0]['dags']} DAG(s), "
-              f"+RSS {med([w['rss_parsed_mb'] - w['rss_imported_mb'] for w in worker_runs]):.0f} MB")
-        print(f"  (without the parsing context a worker would pay the full parse: {details[str(big)]['ours']['parse_s']:.2f} s"
-              f" for ours at N={big}", end="")
+        print(
+            f"Worker parse of dags/campaigns.py for one task (N={big}, parsing context {worker_dag} / {WORKER_TASK}): "
+            f"{worker_s:.3f} s median of {len(worker_runs)} (min {min(w['parse_s'] for w in worker_runs):.3f}, "
+            f"max {max(w['parse_s'] for w in worker_runs):.3f}), built {worker_runs[0]['dags']} DAG(s), "
+            f"+RSS {med([w['rss_parsed_mb'] - w['rss_imported_mb'] for w in worker_runs]):.0f} MB"
+        )
+        print(
+            f"  (without the parsing context a worker would pay the full parse: {details[str(big)]['ours']['parse_s']:.2f} s"
+            f" for ours at N={big}",
+            end="",
+        )
         if "dag-factory" in variants:
-            print(f"; dag-factory 1.1.0 has no parsing-context filter, so its workers always pay "
-                  f"{details[str(big)]['dag-factory']['parse_s']:.2f} s", end="")
+            print(
+                f"; dag-factory 1.1.0 has no parsing-context filter, so its workers always pay "
+                f"{details[str(big)]['dag-factory']['parse_s']:.2f} s",
+                end="",
+            )
         print(")")
     if verification:
         print(f"Checks at N={verification['n']}:")
@@ -757,8 +779,10 @@ def run_bench(
                 print(f"  {name}: {json.dumps(verification[name])}")
         if "shape_differences" in verification:
             diffs = verification["shape_differences"]
-            print(f"  shape ours vs dag-factory (dag ids, groups, tasks, mapping, edges, retries, timeouts, trigger rules,"
-                  f" params schema, schedule, tags minus 'dagfactory'): {'identical' if not diffs else diffs[:10]}")
+            print(
+                f"  shape ours vs dag-factory (dag ids, groups, tasks, mapping, edges, retries, timeouts, trigger rules,"
+                f" params schema, schedule, tags minus 'dagfactory'): {'identical' if not diffs else diffs[:10]}"
+            )
     print(f"Total wall time {time.perf_counter() - started:.0f} s")
 
     big_d = details[str(big)]

@@ -16,8 +16,12 @@ class CampaignApprovalsPlugin(AirflowPlugin):
     # run's page (the reviewer's page: images, copy, recipients, deadline, decision, outcome).
     external_views = [
         {"name": "Campaigns", "href": "/campaigns/ui/campaigns", "url_route": "campaigns", "destination": "nav"},
-        {"name": "Campaign", "href": "/campaigns/ui/runs/{DAG_ID}/{RUN_ID}", "url_route": "campaign-run",
-         "destination": "dag_run"},
+        {
+            "name": "Campaign",
+            "href": "/campaigns/ui/runs/{DAG_ID}/{RUN_ID}",
+            "url_route": "campaign-run",
+            "destination": "dag_run",
+        },
     ]
 
     @cached_property

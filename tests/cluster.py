@@ -127,14 +127,22 @@ def shared_services(stack: contextlib.ExitStack, root: Path, s3: Any, breakers_d
     stack.callback(lambda: [breakers.delete(k) for k in breakers.scan_iter(f"{namespace}:*")])
     bucket = s3.new_bucket()
     embedded = localdev.settings_connections()
-    conns = embedded | delivery_connections(doubles) | {
-        "campaign_email": embedded["campaign_email"] | {"port": smtp.port},  # SMTP, not the SendGrid double
-        "campaign_ledger": postgres_connection(ledger_db),
-        "campaign_breakers": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT,
-                              "extra": {"db": breakers_db, "namespace": namespace}},
-        "campaign_assets": s3.connection(bucket),
-        "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
-    }
+    conns = (
+        embedded
+        | delivery_connections(doubles)
+        | {
+            "campaign_email": embedded["campaign_email"] | {"port": smtp.port},  # SMTP, not the SendGrid double
+            "campaign_ledger": postgres_connection(ledger_db),
+            "campaign_breakers": {
+                "conn_type": "redis",
+                "host": REDIS_HOST,
+                "port": REDIS_PORT,
+                "extra": {"db": breakers_db, "namespace": namespace},
+            },
+            "campaign_assets": s3.connection(bucket),
+            "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
+        }
+    )
     return {"conns": conns, "doubles": doubles, "qdrant": qdrant, "smtp": smtp, "bucket": bucket}
 
 
@@ -160,8 +168,10 @@ def check_services(server: str = PG_SERVER) -> None:
     except ImportError as exc:
         from importlib.metadata import version
 
-        problems.append(f"the CeleryExecutor does not import with celery {version('celery')} and "
-                        f"apache-airflow-providers-celery {version('apache-airflow-providers-celery')}: {exc}")
+        problems.append(
+            f"the CeleryExecutor does not import with celery {version('celery')} and "
+            f"apache-airflow-providers-celery {version('apache-airflow-providers-celery')}: {exc}"
+        )
     if problems:
         raise RuntimeError("the Celery cluster cannot start: " + "; ".join(problems))
 
@@ -282,9 +292,21 @@ class CeleryCluster(AirflowStack):
             shutil.copy(config, worker.disk / "airflow.cfg")
         (worker.disk / "airflow-worker.pid").unlink(missing_ok=True)  # left by a killed worker
         worker.log.parent.mkdir(parents=True, exist_ok=True)
-        airflow = shlex.join([sys.executable, "-m", "airflow", "celery", "worker",
-                              "--celery-hostname", f"{name}@%h", "--queues", self.queue,
-                              "--concurrency", str(self.concurrency)])
+        airflow = shlex.join(
+            [
+                sys.executable,
+                "-m",
+                "airflow",
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--queues",
+                self.queue,
+                "--concurrency",
+                str(self.concurrency),
+            ]
+        )
         # In a private mount namespace: this worker's disk over the home, then the worker itself (exec:
         # the Popen pid is the worker's). The project (PYTHONPATH, dags, plugins) is outside the home.
         script = f"mount --bind {shlex.quote(str(worker.disk))} {shlex.quote(str(self.home))} && exec {airflow}"
@@ -293,7 +315,10 @@ class CeleryCluster(AirflowStack):
             log.flush()
             worker.proc = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                env=self.worker_env(worker), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self.worker_env(worker),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         if wait:
             self._wait_ready(worker, timeout)

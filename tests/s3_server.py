@@ -35,8 +35,7 @@ class S3Server:
     def client(self) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
-                            region_name=REGION)
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name=REGION)
 
     def new_bucket(self, name: str = "") -> str:
         name = name or f"assets-{uuid.uuid4().hex[:12]}"
@@ -46,9 +45,15 @@ class S3Server:
     def connection(self, bucket: str, prefix: str = "campaign-assets") -> dict[str, Any]:
         """The ``campaign_assets`` connection (type aws) for ``s3://<bucket>/<prefix>`` on this server."""
         return {
-            "conn_type": "aws", "login": KEY, "password": SECRET,
-            "extra": {"url": f"s3://{bucket}/{prefix}", "endpoint_url": self.url, "region_name": REGION,
-                      "config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2}}},
+            "conn_type": "aws",
+            "login": KEY,
+            "password": SECRET,
+            "extra": {
+                "url": f"s3://{bucket}/{prefix}",
+                "endpoint_url": self.url,
+                "region_name": REGION,
+                "config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2}},
+            },
         }
 
     def objects(self, bucket: str) -> dict[str, bytes]:

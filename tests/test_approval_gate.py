@@ -29,8 +29,20 @@ from tests.worlds import local_connections
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
-SCENARIOS = ["cli", "rest", "form", "formreject", "mark", "markfail", "reject", "cancel", "sigkill", "github", "edited",
-             "timeout"]
+SCENARIOS = [
+    "cli",
+    "rest",
+    "form",
+    "formreject",
+    "mark",
+    "markfail",
+    "reject",
+    "cancel",
+    "sigkill",
+    "github",
+    "edited",
+    "timeout",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,28 +70,44 @@ def world(tmp_path_factory):
             campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"], "on_failure": "compensate"}}
             campaign["retries"] = {"count": 1, "delay": "1s"}
         if name == "edited":  # every channel: its file is edited while the run waits for approval
-            campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"]},
-                                    "blog": {"author": "Pipewise team"}}
+            campaign["channels"] = {
+                **base["channels"],
+                "social": {"profiles": ["mastodon-pipewise"]},
+                "blog": {"author": "Pipewise team"},
+            }
         (campaigns / f"gate-{name}.yaml").write_text(yaml.safe_dump(campaign))
     with LocalSmtpServer(root / "maildir") as smtp, GithubDouble() as github:
         conns["campaign_email"]["port"] = smtp.port
-        conns["campaign_review_github"] = {"conn_type": "github", "host": github.url, "password": "test-token",
-                                           "extra": {"repository": github.full_name}}
+        conns["campaign_review_github"] = {
+            "conn_type": "github",
+            "host": github.url,
+            "password": "test-token",
+            "extra": {"repository": github.full_name},
+        }
         env = {**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)}
         stack = AirflowStack(root / "airflow", env=env)
         # The review watcher asks the decision API as olga (an approver by role).
         stack.env["AIRFLOW_CONN_CAMPAIGN_AIRFLOW_API"] = json.dumps(
-            {"conn_type": "http", "host": stack.url, "login": "olga", "password": "olga"})
+            {"conn_type": "http", "host": stack.url, "login": "olga", "password": "olga"}
+        )
         try:
             stack.start()
             dag_ids = [f"campaign_gate-{n}" for n in SCENARIOS]
             stack.wait_for_dags(dag_ids)
             # The form run is triggered as the trigger form sends its defaults: optional fields left empty are null.
             form_defaults = {"audience": base["audience"], "channels": ["email"], "writer_notes": None, "launch": None}
-            runs = {name: stack.trigger(f"campaign_gate-{name}", conf=form_defaults if name == "form" else None)
-                    for name in SCENARIOS}
-            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data", "env": env, "github": github,
-                   "campaigns": campaigns}
+            runs = {
+                name: stack.trigger(f"campaign_gate-{name}", conf=form_defaults if name == "form" else None) for name in SCENARIOS
+            }
+            yield {
+                "stack": stack,
+                "runs": runs,
+                "smtp": smtp,
+                "data": root / "data",
+                "env": env,
+                "github": github,
+                "campaigns": campaigns,
+            }
         finally:
             stack.stop()
 
@@ -117,8 +145,15 @@ def test_the_gate_holds_no_worker_and_publishes_its_request(world):
     review_page = f"{stack.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/plugin/campaign-run"
     assert detail["subject"] == f"Approve Gate cli: {run_id}?", detail["subject"]
     body = detail["body"]
-    for expected in (review_page, "- Audience: ", "- Writer notes: none", "- Launch: not named", "- Channels: email",
-                     "- Email recipients: 1 (customers@lists.example.com)", " UTC (in 1 hour)"):
+    for expected in (
+        review_page,
+        "- Audience: ",
+        "- Writer notes: none",
+        "- Launch: not named",
+        "- Channels: email",
+        "- Email recipients: 1 (customers@lists.example.com)",
+        " UTC (in 1 hour)",
+    ):
         assert expected in body, (expected, body)
     # The form: approving needs no reason (nullable), and no field is in an error state at start (no minLength).
     params = detail["params"]
@@ -166,8 +201,10 @@ def test_what_was_approved_is_sent_although_the_file_changed_after_the_run_start
     path = world["campaigns"] / "gate-edited.yaml"
     campaign = yaml.safe_load(path.read_text())
     approved_email = dict(campaign["channels"]["email"])
-    campaign["channels"]["email"] |= {"recipients": [*approved_email["recipients"], "intruder@example.com"],
-                                      "sender": "spoof@example.net"}
+    campaign["channels"]["email"] |= {
+        "recipients": [*approved_email["recipients"], "intruder@example.com"],
+        "sender": "spoof@example.net",
+    }
     del campaign["channels"]["blog"]
     campaign["approval"]["approvers"].append("eve")
     path.write_text(yaml.safe_dump(campaign))
@@ -194,8 +231,12 @@ def test_what_was_approved_is_sent_although_the_file_changed_after_the_run_start
     assert "intruder@example.com" not in str([m.as_string() for m in mails])
     states = {t: stack.task_state(dag_id, run_id, f"distribution.publish_{t}") for t in ("email", "social", "blog")}
     assert states == {"email": "success", "social": "success", "blog": "success"}, states
-    blog = subprocess.run(["git", "--git-dir", str(world["data"] / "blog.git"), "ls-tree", "-r", "--name-only", "main"],
-                          capture_output=True, text=True, check=True).stdout
+    blog = subprocess.run(
+        ["git", "--git-dir", str(world["data"] / "blog.git"), "ls-tree", "-r", "--name-only", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "-gate-edited.md" in blog, blog
     plan = stack.xcom(dag_id, run_id, "validate_conf")["result"]
     assert plan["campaign"]["channels"]["email"]["sender"] == approved_email["sender"] and plan["campaign_version"]
@@ -277,11 +318,16 @@ def test_an_approval_that_empties_a_copy_field_is_refused_by_name():
             self.pushed[key] = value
 
     draft = Copy(headline="H", email_subject="S", email_body="B", social_posts=["P"], blog_title="T", blog_body="BB", writer="t")
-    state = GateState(deadline="2030-01-01T00:00:00Z", draft=draft.model_dump(), draft_version="v", channels=["email"],
-                      eligible=["dana"])
+    state = GateState(
+        deadline="2030-01-01T00:00:00Z", draft=draft.model_dump(), draft_version="v", channels=["email"], eligible=["dana"]
+    )
     answer = {"reason": None, "headline": "H", "email_body": "  ", "email_subject": None}
-    event = {"chosen_options": ["Approve"], "params_input": answer, "responded_by_user": {"id": "dana", "name": "dana"},
-             "responded_at": "2029-01-01T00:00:00Z"}
+    event = {
+        "chosen_options": ["Approve"],
+        "params_input": answer,
+        "responded_by_user": {"id": "dana", "name": "dana"},
+        "responded_at": "2029-01-01T00:00:00Z",
+    }
     ti = Ti()
     with pytest.raises(AirflowFailException, match="refused the approval by dana: it leaves email_subject, email_body empty"):
         ApprovalGate(task_id="approval")._record(ti, state, event)
@@ -415,9 +461,18 @@ def assert_rolled_back(world, name: str, reason: str) -> dict:
 
     saga.compensate(ledger(world), dag_id, run_id, open_backend)
     again = [(e.id, e.state) for e in ledger(world).entries(dag_id, run_id)] == [(e.id, e.state) for e in entries]
-    ENDINGS.append({"injection": name, "run": "failed", "status": report["status"], "undone": len(report["undone"]),
-                    "kept": len(report["kept"]), "leftovers": sorted(left), "second": "no change" if again else "CHANGED",
-                    "seconds": report["compensation_seconds"]})
+    ENDINGS.append(
+        {
+            "injection": name,
+            "run": "failed",
+            "status": report["status"],
+            "undone": len(report["undone"]),
+            "kept": len(report["kept"]),
+            "leftovers": sorted(left),
+            "second": "no change" if again else "CHANGED",
+            "seconds": report["compensation_seconds"],
+        }
+    )
     assert left == {}, left
     assert again and found(leftovers(world, keys)) == left
     return report

@@ -109,8 +109,11 @@ def test_the_first_decisive_review_by_a_github_approver_decides():
     # Comments, and reviews by anyone else, decide nothing; logins compare without case.
     others = [review("mallory", "APPROVED", 1), review("dana-gh", "COMMENTED", 2, "looks ok?")]
     assert github_verdict(approvers, "open", others) is None
-    verdict = github_verdict(approvers, "open", [*others, review("olga", "CHANGES_REQUESTED", 4, "fix the  subject"),
-                                                 review("dana-gh", "APPROVED", 3, "Ship it")])
+    verdict = github_verdict(
+        approvers,
+        "open",
+        [*others, review("olga", "CHANGES_REQUESTED", 4, "fix the  subject"), review("dana-gh", "APPROVED", 3, "Ship it")],
+    )
     assert (verdict.decision, verdict.login, verdict.reason) == ("approved", "dana-gh", "Ship it")  # earliest wins
     verdict = github_verdict(approvers, "open", [review("olga", "CHANGES_REQUESTED", 4, "fix the  subject")])
     assert (verdict.decision, verdict.login, verdict.reason) == ("rejected", "olga", "fix the subject")

@@ -16,8 +16,15 @@ from include.orchestrator.ports import Copy, Image
 from include.orchestrator.steps import STEPS, NotApproved, NotThisRun, StepContext, approved_copy
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
-DRAFT = Copy(headline="Pipewise 3", email_subject="Meet Pipewise 3", email_body="Body", social_posts=["Post one"],
-             blog_title="Title", blog_body="Blog", writer="template")
+DRAFT = Copy(
+    headline="Pipewise 3",
+    email_subject="Meet Pipewise 3",
+    email_body="Body",
+    social_posts=["Post one"],
+    blog_title="Title",
+    blog_body="Blog",
+    writer="template",
+)
 IMAGES = [Image(channel=c, url=f"file:///assets/{c}.png", width=10, height=10, sha256=c * 8) for c in ("email", "social", "blog")]
 
 
@@ -28,21 +35,45 @@ def edited(campaign: Campaign, change: Any) -> Campaign:
 
 
 def context(current: Campaign, results: dict[str, Any], item: str | None = None) -> StepContext:
-    return StepContext(current=current, dag_id=current.dag_id, run_id="manual__1", run_date=date(2026, 12, 1), conf={},
-                       pull=results.get, open_port=lambda port: None, item=item)
+    return StepContext(
+        current=current,
+        dag_id=current.dag_id,
+        run_id="manual__1",
+        run_date=date(2026, 12, 1),
+        conf={},
+        pull=results.get,
+        open_port=lambda port: None,
+        item=item,
+    )
 
 
 def approved_run(snapshot: Campaign, copy: Copy = DRAFT, images: list[Image] = IMAGES) -> dict[str, Any]:
     """The XComs of a run whose campaign was frozen as ``snapshot`` and approved as ``copy``."""
     plan = plan_run(snapshot, snapshot.dag_id, "manual__1", {})
-    state = GateState(deadline=datetime.now(UTC) + timedelta(hours=1), draft=DRAFT.model_dump(),
-                      draft_version=copy_version(DRAFT), channels=plan.channels, eligible=["dana"],
-                      outgoing=outgoing(snapshot, plan.channels, images))
-    record = Decision(decision="approved", by="dana", means="rest", at=datetime.now(UTC), draft_version=state.draft_version,
-                      copy_version=copy_version(copy), edited_copy=copy.model_dump() if copy != DRAFT else None,
-                      pinned=state.pin(copy))
-    return {"validate_conf": plan.model_dump(mode="json"), "content.write_copy": DRAFT.model_dump(),
-            "design.render_image": [i.model_dump() for i in images], GATE_TASK_ID: record.model_dump(mode="json")}
+    state = GateState(
+        deadline=datetime.now(UTC) + timedelta(hours=1),
+        draft=DRAFT.model_dump(),
+        draft_version=copy_version(DRAFT),
+        channels=plan.channels,
+        eligible=["dana"],
+        outgoing=outgoing(snapshot, plan.channels, images),
+    )
+    record = Decision(
+        decision="approved",
+        by="dana",
+        means="rest",
+        at=datetime.now(UTC),
+        draft_version=state.draft_version,
+        copy_version=copy_version(copy),
+        edited_copy=copy.model_dump() if copy != DRAFT else None,
+        pinned=state.pin(copy),
+    )
+    return {
+        "validate_conf": plan.model_dump(mode="json"),
+        "content.write_copy": DRAFT.model_dump(),
+        "design.render_image": [i.model_dump() for i in images],
+        GATE_TASK_ID: record.model_dump(mode="json"),
+    }
 
 
 def test_validate_conf_freezes_the_campaign_and_later_steps_use_it():
@@ -118,12 +149,25 @@ def test_an_email_sent_in_batches_is_one_line_of_the_note_naming_the_uncertain_b
     from include.orchestrator.saga import Line, Report
 
     def batch(n: int, state: str = "made") -> Line:
-        return Line(where="distribution.publish_email", port="email", kind="email", key=f"k-email-{n:04d}", state=state,
-                    summary=f"email 'Hi' delivered to 50 recipient(s) via smtp (batch {n})", recipients=50)
+        return Line(
+            where="distribution.publish_email",
+            port="email",
+            kind="email",
+            key=f"k-email-{n:04d}",
+            state=state,
+            summary=f"email 'Hi' delivered to 50 recipient(s) via smtp (batch {n})",
+            recipients=50,
+        )
 
     blog = Line(where="distribution.publish_blog", port="blog", kind="git_commit", key="k-blog", state="made", summary="post")
-    report = Report(dag_id="d", run_id="r", status="completed", reason="",
-                    kept=[blog, batch(1), batch(2, "planned"), batch(3)], campaign_version="abc")
+    report = Report(
+        dag_id="d",
+        run_id="r",
+        status="completed",
+        reason="",
+        kept=[blog, batch(1), batch(2, "planned"), batch(3)],
+        campaign_version="abc",
+    )
     lines = report.summary().splitlines()
     assert lines[0] == "Campaign completed" and lines[2] == "- blog: post" and lines[3] == "- campaign version: abc", lines
     assert lines[1].startswith("- email: 3 batches to 150 recipient(s); first: email 'Hi' delivered"), lines[1]
@@ -151,8 +195,14 @@ def test_a_mapped_item_airflow_marks_removed_after_a_reparse_does_not_stop_the_c
 def test_a_social_post_longer_than_its_channel_takes_is_refused_at_the_gate_and_never_cut():
     limit = CAMPAIGN.channels.social.max_length
     plan = plan_run(CAMPAIGN, CAMPAIGN.dag_id, "manual__1", {})
-    state = GateState(deadline=datetime.now(UTC), draft=DRAFT.model_dump(), draft_version=copy_version(DRAFT),
-                      channels=plan.channels, eligible=["dana"], outgoing=outgoing(CAMPAIGN, plan.channels, IMAGES))
+    state = GateState(
+        deadline=datetime.now(UTC),
+        draft=DRAFT.model_dump(),
+        draft_version=copy_version(DRAFT),
+        channels=plan.channels,
+        eligible=["dana"],
+        outgoing=outgoing(CAMPAIGN, plan.channels, IMAGES),
+    )
     assert state.limits() == {"social_post": limit}
     fits, edited_fields = apply_edits(DRAFT, plan.channels, {"social_post": "x" * limit}, state.limits())
     assert edited_fields == ["social_post"] and len(fits.social_posts[0]) == limit

@@ -26,8 +26,15 @@ from tests.s3_server import S3Server
 
 
 def spec(channel: str = "social") -> ImageSpec:
-    return ImageSpec(key=f"launch-abc123-image-{channel}", channel=channel, width=320, height=180, headline="Pipewise 3",
-                     background="#0f172a", foreground="#f8fafc")
+    return ImageSpec(
+        key=f"launch-abc123-image-{channel}",
+        channel=channel,
+        width=320,
+        height=180,
+        headline="Pipewise 3",
+        background="#0f172a",
+        foreground="#f8fafc",
+    )
 
 
 class Conn:

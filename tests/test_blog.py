@@ -72,16 +72,26 @@ def campaign(**blog: str) -> Campaign:
 def copy(title: str = "Pipewise 3 is here", body: str = BODY, headline: str = "Every pipeline on one page") -> Copy:
     # Built past validation: Copy refuses the hostile title's line breaks and NUL (test_control_characters),
     # and publishing must still make such a title inert on its own.
-    return Copy.model_construct(headline=headline, email_subject="s", email_body="b", social_posts=["p"], blog_title=title,
-                                blog_body=body, writer="test")
+    return Copy.model_construct(
+        headline=headline, email_subject="s", email_body="b", social_posts=["p"], blog_title=title, blog_body=body, writer="test"
+    )
 
 
 def hero(folder: Path, headline: str = "Every pipeline on one page") -> tuple[Image, AssetStore]:
     """The blog channel's image as the design phase renders it (1600x900, Pillow), read back with its bytes."""
     store = AssetStore("campaign_assets", folder.resolve().as_uri())
-    image, _ = PillowDesign("campaign_design", store).render(ImageSpec(
-        key="spring-launch-3f2a9c1b0d4e-image-blog", channel="blog", width=1600, height=900, headline=headline,
-        subline="Start a free trial", background="#0f172a", foreground="#f8fafc"))
+    image, _ = PillowDesign("campaign_design", store).render(
+        ImageSpec(
+            key="spring-launch-3f2a9c1b0d4e-image-blog",
+            channel="blog",
+            width=1600,
+            height=900,
+            headline=headline,
+            subline="Start a free trial",
+            background="#0f172a",
+            foreground="#f8fafc",
+        )
+    )
     return store.read_image(image), store
 
 
@@ -118,12 +128,17 @@ def subjects(remote: Path) -> list[str]:
 # --- the post's text -----------------------------------------------------------------------------
 def test_front_matter_references_the_hero_and_is_yaml_with_single_line_values(tmp_path: Path) -> None:
     image, _ = hero(tmp_path)
-    markdown = blog_markdown(campaign(author="Dana\n# Reyes <i>", category="launches\r\nlayout: evil"),
-                             copy(title=HOSTILE_TITLE), DAY, image)
+    markdown = blog_markdown(
+        campaign(author="Dana\n# Reyes <i>", category="launches\r\nlayout: evil"), copy(title=HOSTILE_TITLE), DAY, image
+    )
     front, body = front_and_body(markdown)
     assert front == {
-        "layout": "post", "title": "Launch # Heading ## Other \U0001f680 <b>bold</b> {{ site.title }}", "date": "2026-03-02",
-        "author": "Dana # Reyes <i>", "categories": ["launches layout: evil"], "campaign": "spring-launch",
+        "layout": "post",
+        "title": "Launch # Heading ## Other \U0001f680 <b>bold</b> {{ site.title }}",
+        "date": "2026-03-02",
+        "author": "Dana # Reyes <i>",
+        "categories": ["launches layout: evil"],
+        "campaign": "spring-launch",
         "image": {"path": "/" + HERO_PATH, "width": 1600, "height": 900, "alt": "Every pipeline on one page. Start a free trial"},
     }
     assert "\U0001f680" in markdown and "\\ud83d" not in markdown  # UTF-8, not JSON's surrogate escapes (libyaml refuses them)
@@ -135,8 +150,14 @@ def test_front_matter_references_the_hero_and_is_yaml_with_single_line_values(tm
 
 def test_hostile_copy_renders_inert_through_liquid_and_markdown(tmp_path: Path) -> None:
     image, _ = hero(tmp_path)
-    _, body = front_and_body(blog_markdown(campaign(), copy(title=HOSTILE_TITLE, body=HOSTILE_BODY,
-                                                            headline="Hero {{ site.data.secret.value }} ] (x)"), DAY, image))
+    _, body = front_and_body(
+        blog_markdown(
+            campaign(),
+            copy(title=HOSTILE_TITLE, body=HOSTILE_BODY, headline="Hero {{ site.data.secret.value }} ] (x)"),
+            DAY,
+            image,
+        )
+    )
     # Liquid as Jekyll runs it first: our relative_url runs, nothing from the copy does.
     env = Environment(loader=DictLoader({"/etc/passwd": "ROOT-SECRET"}))
     env.filters["relative_url"] = lambda path: "/blog" + str(path)
@@ -146,20 +167,33 @@ def test_hostile_copy_renders_inert_through_liquid_and_markdown(tmp_path: Path) 
     html = MarkdownIt("commonmark").render(liquid)  # raw HTML allowed, as kramdown allows it
     assert "<h2>Why it matters</h2>" in html and html.count("<h2>") == 1 and "<h1>" not in html
     assert re.findall(r"<img [^>]*>", html) == [
-        f'<img src="/blog/{HERO_PATH}" alt="Hero {{{{ site.data.secret.value }}}} ] (x). Start a free trial" />']
+        f'<img src="/blog/{HERO_PATH}" alt="Hero {{{{ site.data.secret.value }}}} ] (x). Start a free trial" />'
+    ]
     # The writer's https links stay links; its image becomes a link to it (no tracking pixel), "!" shown.
     assert re.findall(r'href="([^"]*)"', html) == ["https://tracker.example/p.png", "https://example.com/docs?a=1&amp;b=2"]
     assert markup(html) <= {"p", "h2", "a", "img"}  # no <script>, <b>, comment or event attribute reached the page
     text = unescape(re.sub(r"<[^>]+>", "", html))  # what a reader sees, as written
-    for shown in ("<script>alert(1)</script>", "{% include /etc/passwd %}", "{% endraw %}{{ x }}", "{{ site.data.secret.value }}",
-                  "[x](javascript:alert(1))", "and !pixel and", '{: onclick="alert(3)"}',
-                  "\\[escaped](javascript:alert(4))", "[ref]: javascript:alert(6)", "$$ x^2 $$"):
+    for shown in (
+        "<script>alert(1)</script>",
+        "{% include /etc/passwd %}",
+        "{% endraw %}{{ x }}",
+        "{{ site.data.secret.value }}",
+        "[x](javascript:alert(1))",
+        "and !pixel and",
+        '{: onclick="alert(3)"}',
+        "\\[escaped](javascript:alert(4))",
+        "[ref]: javascript:alert(6)",
+        "$$ x^2 $$",
+    ):
         assert shown in text, shown
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from([*"{}%-[]()!<>&\\$:`#*_ \n\rax/", "endraw", "raw", "https://e.x/"]) | st.characters(),
-                max_size=80).map("".join))
+@given(
+    st.lists(
+        st.sampled_from([*"{}%-[]()!<>&\\$:`#*_ \n\rax/", "endraw", "raw", "https://e.x/"]) | st.characters(), max_size=80
+    ).map("".join)
+)
 def test_no_text_reaches_liquid_or_html(text: str) -> None:
     body, alt = body_text(text), inline_text(text)
     env = Environment()
@@ -184,13 +218,22 @@ def test_jekyll_builds_the_post_with_its_hero_and_runs_nothing_from_the_copy(tmp
     image, _ = hero(tmp_path / "assets-store")
     post = blog_post(campaign(author="Dana <i>Reyes</i>"), copy(title=HOSTILE_TITLE, body=HOSTILE_BODY), DAY, KEY, image)
     site = tmp_path / "site"
-    for path, data in {**post.files(), "_config.yml": b'baseurl: "/blog"\n', "_data/secret.yml": b"value: DATA-SECRET\n",
-                       "_layouts/post.html": b'<h1>{{ page.title | escape }}</h1><p class="by">{{ page.author | escape }}</p>'
-                                             b'<meta content="{{ page.image.path | relative_url }}">{{ content }}'}.items():
+    for path, data in {
+        **post.files(),
+        "_config.yml": b'baseurl: "/blog"\n',
+        "_data/secret.yml": b"value: DATA-SECRET\n",
+        "_layouts/post.html": b'<h1>{{ page.title | escape }}</h1><p class="by">{{ page.author | escape }}</p>'
+        b'<meta content="{{ page.image.path | relative_url }}">{{ content }}',
+    }.items():
         (site / path).parent.mkdir(parents=True, exist_ok=True)
         (site / path).write_bytes(data)
-    built = subprocess.run(["jekyll", "build", "--safe", "-s", str(site), "-d", str(tmp_path / "out")], capture_output=True,
-                           text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path)})
+    built = subprocess.run(
+        ["jekyll", "build", "--safe", "-s", str(site), "-d", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path)},
+    )
     assert built.returncode == 0, built.stderr
     [page] = (tmp_path / "out").rglob("spring-launch.html")
     html = page.read_text()
@@ -199,12 +242,19 @@ def test_jekyll_builds_the_post_with_its_hero_and_runs_nothing_from_the_copy(tmp
     assert re.findall(r"<h1>(.*?)</h1>", html) == [title]
     assert '<h2 id="why-it-matters">Why it matters</h2>' in html and '<p class="by">Dana &lt;i&gt;Reyes&lt;/i&gt;</p>' in html
     assert re.findall(r"<img [^>]*>", html) == [
-        f'<img src="/blog/{HERO_PATH}" alt="Every pipeline on one page. Start a free trial" />']
+        f'<img src="/blog/{HERO_PATH}" alt="Every pipeline on one page. Start a free trial" />'
+    ]
     assert f'<meta content="/blog/{HERO_PATH}">' in html
     assert re.findall(r'href="([^"]*)"', html) == ["https://tracker.example/p.png", "https://example.com/docs?a=1&amp;b=2"]
     text = unescape(re.sub(r"<[^>]+>", "", html))
-    for shown in ("<script>alert(1)</script>", "{% include /etc/passwd %}", "{% endraw %}{{ x }}", "[x](javascript:alert(1))",
-                  "{: onclick=", "{::nomarkdown}<b>raw</b>{:/nomarkdown}"):  # kramdown makes the quotes typographic
+    for shown in (
+        "<script>alert(1)</script>",
+        "{% include /etc/passwd %}",
+        "{% endraw %}{{ x }}",
+        "[x](javascript:alert(1))",
+        "{: onclick=",
+        "{::nomarkdown}<b>raw</b>{:/nomarkdown}",
+    ):  # kramdown makes the quotes typographic
         assert shown in text, shown
     decoded((tmp_path / "out" / HERO_PATH).read_bytes(), image)  # Jekyll copied the hero as it is
 
@@ -215,8 +265,16 @@ def test_publish_blog_step_commits_the_rendered_blog_image_as_the_hero(tmp_path:
     plan = plan_run(campaign(), "campaign_spring-launch", "manual__2026-03-02", {}).model_dump(mode="json")
     results = {"validate_conf": plan, "design.render_image": [image.model_dump(), None]}
     blog = GitBlog("campaign_blog", tmp_path / "blog.git")
-    ctx = steps.StepContext(current=campaign(), dag_id="campaign_spring-launch", run_id="manual__2026-03-02", run_date=DAY,
-                            conf={}, pull=results.get, open_port={"blog": blog}.__getitem__, open_assets=lambda: store)
+    ctx = steps.StepContext(
+        current=campaign(),
+        dag_id="campaign_spring-launch",
+        run_id="manual__2026-03-02",
+        run_date=DAY,
+        conf={},
+        pull=results.get,
+        open_port={"blog": blog}.__getitem__,
+        open_assets=lambda: store,
+    )
     effect = steps._publish_blog(ctx, copy())
     assert effect.ref["image"] == HERO_PATH and effect.key.endswith("-blog")
     decoded(git("--git-dir", str(tmp_path / "blog.git"), "show", f"main:{HERO_PATH}"), image)
@@ -253,8 +311,13 @@ def test_git_undo_from_the_plan_after_a_crash(tmp_path: Path) -> None:
     remote, post = tmp_path / "blog.git", blog_post(campaign(), copy(), DAY, KEY, image)
     blog = GitBlog("campaign_blog", remote)
     planned = blog.plan(post)
-    assert not remote.exists() and planned.ref == {"remote": str(remote), "branch": "main", "path": POST_PATH, "key": KEY,
-                                                   "image": HERO_PATH}  # no I/O
+    assert not remote.exists() and planned.ref == {
+        "remote": str(remote),
+        "branch": "main",
+        "path": POST_PATH,
+        "key": KEY,
+        "image": HERO_PATH,
+    }  # no I/O
     blog.publish(post)  # made, then the task died before recording it: only the plan is in the ledger
     assert blog.undo(planned) is True
     assert Git(remote).read("main", POST_PATH) is None and Git(remote).read("main", HERO_PATH) is None
@@ -298,16 +361,23 @@ def double() -> Iterator[GithubDouble]:
 
 def github(double: GithubDouble, **extra: Any) -> GithubBlog:
     extra_json = json.dumps({"repository": "acme/campaigns", **extra})
-    return GithubBlog("campaign_blog", Connection(conn_id="campaign_blog", conn_type="github", host=double.url,
-                                                  password="test-token", extra=extra_json))
+    return GithubBlog(
+        "campaign_blog",
+        Connection(conn_id="campaign_blog", conn_type="github", host=double.url, password="test-token", extra=extra_json),
+    )
 
 
 def writes(double: GithubDouble) -> list[tuple[str, str]]:
     return [(m, p.removeprefix("/api/v3/repos/acme/campaigns")) for m, p in double.calls if m != "GET"]
 
 
-ONE_COMMIT = [("POST", "/git/blobs"), ("POST", "/git/blobs"), ("POST", "/git/trees"), ("POST", "/git/commits"),
-              ("PATCH", "/git/refs/heads/main")]
+ONE_COMMIT = [
+    ("POST", "/git/blobs"),
+    ("POST", "/git/blobs"),
+    ("POST", "/git/trees"),
+    ("POST", "/git/commits"),
+    ("PATCH", "/git/refs/heads/main"),
+]
 
 
 def test_github_commits_post_and_hero_in_one_commit_adopts_and_undoes_both(double: GithubDouble, tmp_path: Path) -> None:
@@ -322,10 +392,16 @@ def test_github_commits_post_and_hero_in_one_commit_adopts_and_undoes_both(doubl
     decoded(files[HERO_PATH], image)
     front, _ = front_and_body(files[POST_PATH].decode())
     assert front["image"]["path"] == "/" + HERO_PATH
-    assert effect.ref == {"repository": "acme/campaigns", "branch": "main", "path": POST_PATH,
-                          "blob_sha": git_blob_sha(post.markdown.encode()), "image": HERO_PATH,
-                          "image_blob_sha": git_blob_sha(image.data or b""), "commit": head["sha"],
-                          "url": f"{double.root_url}/acme/campaigns/blob/{head['sha']}/{POST_PATH}"}
+    assert effect.ref == {
+        "repository": "acme/campaigns",
+        "branch": "main",
+        "path": POST_PATH,
+        "blob_sha": git_blob_sha(post.markdown.encode()),
+        "image": HERO_PATH,
+        "image_blob_sha": git_blob_sha(image.data or b""),
+        "commit": head["sha"],
+        "url": f"{double.root_url}/acme/campaigns/blob/{head['sha']}/{POST_PATH}",
+    }
 
     again = github(double).publish(post)  # a retry adopts both files
     assert len(writes(double)) == len(ONE_COMMIT) and again.ref["blob_sha"] == effect.ref["blob_sha"]

@@ -51,8 +51,13 @@ def raiser(exc: BaseException) -> Callable[[], None]:
 
 
 def to_connection(spec: Spec, conn_id: str = "campaign_breakers") -> Connection:
-    return Connection(conn_id=conn_id, conn_type=spec["conn_type"], host=spec.get("host"), port=spec.get("port"),
-                      extra=json.dumps(spec["extra"]))
+    return Connection(
+        conn_id=conn_id,
+        conn_type=spec["conn_type"],
+        host=spec.get("host"),
+        port=spec.get("port"),
+        extra=json.dumps(spec["extra"]),
+    )
 
 
 @pytest.fixture
@@ -76,14 +81,20 @@ def redis_ns() -> Iterator[str]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Spec]:
     """A function of the ``services`` extra -> the connection spec of a fresh store of this kind."""
     if request.param == "sqlite":
+
         def make(services: dict[str, Any] | None = None) -> Spec:
             return {"conn_type": "fs", "extra": {"path": str(tmp_path / "breakers"), "services": services or {}}}
     else:
         namespace = request.getfixturevalue("redis_ns")
 
         def make(services: dict[str, Any] | None = None) -> Spec:
-            return {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT,
-                    "extra": {"db": 0, "namespace": namespace, "services": services or {}}}
+            return {
+                "conn_type": "redis",
+                "host": REDIS_HOST,
+                "port": REDIS_PORT,
+                "extra": {"db": 0, "namespace": namespace, "services": services or {}},
+            }
+
     make.kind = request.param  # type: ignore[attr-defined]
     return make
 
@@ -159,8 +170,14 @@ def test_state_is_shared_across_processes(store: Callable[..., Spec]) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # All three start (and import) at once; each waits for its go, so the steps follow each other closely.
     procs = {
-        role: subprocess.Popen([sys.executable, "-c", CHILD, role, json.dumps(spec)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        role: subprocess.Popen(
+            [sys.executable, "-c", CHILD, role, json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for role in "ABC"
     }
     try:
@@ -189,8 +206,10 @@ def test_state_is_shared_across_processes(store: Callable[..., Spec]) -> None:
         pid = procs[role].pid
         for i, s in enumerate(steps, 1):
             extra = f", retry_after {s['retry_after']:.3f} s" if "retry_after" in s else ""
-            print(f"  {role} (pid {pid}) call {i}: {s['outcome']:<17} fn called={s['called']!s:<5} "
-                  f"{s['ms']:7.3f} ms -> {s['state']}{extra}")
+            print(
+                f"  {role} (pid {pid}) call {i}: {s['outcome']:<17} fn called={s['called']!s:<5} "
+                f"{s['ms']:7.3f} ms -> {s['state']}{extra}"
+            )
         if role == "B":
             print(f"  (waited {wait + 0.05:.3f} s: B's retry_after)")
         for line in logs[role].splitlines():
@@ -248,6 +267,7 @@ def test_retryable_failures_open_it(store: Callable[..., Spec]) -> None:
     failures: list[BaseException] = [unavailable(503), unavailable(429), TimeoutError("x"), unavailable(502), FlakyTransport()]
     failures[2].retryable = True  # type: ignore[attr-defined]
     for i, exc in enumerate(failures, 1):
+
         def fail(exc: BaseException = exc) -> None:
             raise exc
 
@@ -391,8 +411,10 @@ def stats_backend(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Any
 def test_state_changes_and_failures_are_exported(tmp_path: Path, stats_backend: Callable[..., None]) -> None:
     recorder = RecordingStats()
     stats_backend(lambda: recorder)
-    spec = {"conn_type": "fs", "extra": {"path": str(tmp_path), "services": {"Buffer": {"fail_max": 2, "reset_timeout": 0.2,
-                                                                                        "success_threshold": 1}}}}
+    spec = {
+        "conn_type": "fs",
+        "extra": {"path": str(tmp_path), "services": {"Buffer": {"fail_max": 2, "reset_timeout": 0.2, "success_threshold": 1}}},
+    }
     registry = build_breakers("campaign_breakers", to_connection(spec))
     for _ in range(2):
         with pytest.raises(ServiceError):
@@ -427,8 +449,13 @@ def test_metrics_reach_a_statsd_server_through_airflows_statsd_backend(
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
     server.settimeout(5)
-    for key, value in {"STATSD_ON": "True", "STATSD_HOST": "127.0.0.1", "STATSD_PORT": str(server.getsockname()[1]),
-                       "STATSD_PREFIX": "airflow", "STATSD_INFLUXDB_ENABLED": str(influx_tags)}.items():
+    for key, value in {
+        "STATSD_ON": "True",
+        "STATSD_HOST": "127.0.0.1",
+        "STATSD_PORT": str(server.getsockname()[1]),
+        "STATSD_PREFIX": "airflow",
+        "STATSD_INFLUXDB_ENABLED": str(influx_tags),
+    }.items():
         monkeypatch.setenv(f"AIRFLOW__METRICS__{key}", value)
     stats_backend(stats_utils.get_stats_factory())
     spec = {"conn_type": "fs", "extra": {"path": str(tmp_path), "services": {"Figma": {"fail_max": 1}}}}
@@ -440,8 +467,11 @@ def test_metrics_reach_a_statsd_server_through_airflows_statsd_backend(
         while len(packets) < 4:
             packets.append(server.recv(4096).decode())
     named = {"airflow.circuit_breaker_failures_total.figma:1|c", "airflow.circuit_breaker_state.figma:2|g"}
-    tagged = ({"airflow.circuit_breaker_failures_total,service=figma:1|c", "airflow.circuit_breaker_state,service=figma:2|g"}
-              if influx_tags else {"airflow.circuit_breaker_failures_total:1|c", "airflow.circuit_breaker_state:2|g"})
+    tagged = (
+        {"airflow.circuit_breaker_failures_total,service=figma:1|c", "airflow.circuit_breaker_state,service=figma:2|g"}
+        if influx_tags
+        else {"airflow.circuit_breaker_failures_total:1|c", "airflow.circuit_breaker_state:2|g"}
+    )
     assert set(packets) == named | tagged, packets
 
 

@@ -47,8 +47,11 @@ CAMPAIGNS = {
 
 
 @contextlib.contextmanager
-def browser_world(root: Path, campaigns_made: dict[str, tuple[str, str]] = CAMPAIGNS,
-                  triggered: tuple[str, ...] = ("browser-approve", "browser-reject")) -> Iterator[dict[str, Any]]:
+def browser_world(
+    root: Path,
+    campaigns_made: dict[str, tuple[str, str]] = CAMPAIGNS,
+    triggered: tuple[str, ...] = ("browser-approve", "browser-reject"),
+) -> Iterator[dict[str, Any]]:
     """The campaigns (slug -> sample, name) on a started stack; those ``triggered`` run, triggered by admin (REST)."""
     from include.orchestrator.smtp_server import LocalSmtpServer
 
@@ -64,8 +67,13 @@ def browser_world(root: Path, campaigns_made: dict[str, tuple[str, str]] = CAMPA
             stack.start()
             stack.wait_for_dags([f"campaign_{slug}" for slug in campaigns_made])
             runs = {slug: stack.trigger(f"campaign_{slug}") for slug in triggered}
-            yield {"stack": stack, "runs": runs, "smtp": smtp, "data": root / "data",
-                   "campaigns": {slug: yaml.safe_load((campaigns / f"{slug}.yaml").read_text()) for slug in campaigns_made}}
+            yield {
+                "stack": stack,
+                "runs": runs,
+                "smtp": smtp,
+                "data": root / "data",
+                "campaigns": {slug: yaml.safe_load((campaigns / f"{slug}.yaml").read_text()) for slug in campaigns_made},
+            }
         finally:
             stack.stop()
 
@@ -134,14 +142,20 @@ def test_trigger_form_with_its_defaults_starts_a_run(world, page_as):
     shot(page, "trigger-form-defaults")
     submit = dialog.get_by_role("button", name="Trigger", exact=True)
     submit.scroll_into_view_if_needed()
-    expect(submit, "the form's Trigger button with every field at its default: disabled, so an optional "
-                   "param is shown as required (issue 13: writer_notes, launch)").to_be_enabled(timeout=10_000)
+    expect(
+        submit,
+        "the form's Trigger button with every field at its default: disabled, so an optional "
+        "param is shown as required (issue 13: writer_notes, launch)",
+    ).to_be_enabled(timeout=10_000)
     submit.click()
     expect(dialog, "the trigger form to close once the run is created").to_be_hidden()
     expect(page.get_by_text("Dag Run Triggered").first, "the UI's confirmation that the run was created").to_be_visible()
     shot(page, "triggered")
-    runs = stack.wait(lambda: stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"],
-                      "the run triggered from the form", timeout=60)
+    runs = stack.wait(
+        lambda: stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"],
+        "the run triggered from the form",
+        timeout=60,
+    )
     assert len(runs) == 1, runs
     run = runs[0]
     conf = run["conf"]
@@ -150,8 +164,10 @@ def test_trigger_form_with_its_defaults_starts_a_run(world, page_as):
     assert not conf.get("writer_notes") and not conf.get("launch"), conf
     assert run["triggered_by"] == "ui", run
     # The model takes the form's conf: validate_conf passes.
-    assert stack.wait_task(dag_id, run["dag_run_id"], "validate_conf", {"success", "failed", "upstream_failed"},
-                           timeout=240) == "success"
+    assert (
+        stack.wait_task(dag_id, run["dag_run_id"], "validate_conf", {"success", "failed", "upstream_failed"}, timeout=240)
+        == "success"
+    )
     page.goto(run_page(dag_id, run["dag_run_id"]))
     expect(page.get_by_role("heading", name=run["dag_run_id"]), "the new run's page").to_be_visible()
     shot(page, "run-page")
@@ -179,15 +195,22 @@ def test_reviewer_edits_the_copy_and_approves_without_a_reason(world, page_as):
     subject.fill(EDITED_SUBJECT)
     approve = page.get_by_role("button", name="Approve")
     shot(page, "subject-edited")
-    expect(approve, "Approve with no reason typed: disabled, so the reason is required for an approval too "
-                    "(issue 13: only a rejection needs one)").to_be_enabled(timeout=10_000)
+    expect(
+        approve,
+        "Approve with no reason typed: disabled, so the reason is required for an approval too "
+        "(issue 13: only a rejection needs one)",
+    ).to_be_enabled(timeout=10_000)
     approve.click()
     expect(page.get_by_text("Response received at"), "the form's answer to be recorded").to_be_visible()
     shot(page, "approved")
     assert stack.wait_run(dag_id, run_id) == "success"
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["decision"], record["by"], record["means"], record["edited_fields"]) == (
-        "approved", "dana", "airflow-ui", ["email_subject"]), record
+        "approved",
+        "dana",
+        "airflow-ui",
+        ["email_subject"],
+    ), record
     mails = [m["Subject"] for m in world["smtp"].messages()]
     assert [s for s in mails if EDITED_SUBJECT in s], f"no email went out with the edited subject: {mails}"
     note = stack.api("GET", stack.run_path(dag_id, run_id)).json()["note"]
@@ -218,7 +241,11 @@ def test_reviewer_rejects_with_a_reason_and_the_run_rolls_back(world, page_as):
     assert stack.wait_run(dag_id, run_id) == "failed"
     record = stack.xcom(dag_id, run_id, GATE)
     assert (record["decision"], record["by"], record["means"], record["reason"]) == (
-        "rejected", "dana", "airflow-ui", REJECTION), record
+        "rejected",
+        "dana",
+        "airflow-ui",
+        REJECTION,
+    ), record
     note = stack.api("GET", stack.run_path(dag_id, run_id)).json()["note"]
     assert note and note.startswith(f"Campaign rolled back: rejected by dana: {REJECTION}"), note
     sent = [m for m in world["smtp"].messages() if campaign["name"] in m.get("Subject", "")]

@@ -20,8 +20,11 @@ from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import SocialPost
 from tests.doubles.buffer import BufferDouble
 
-POST = SocialPost(key="spring-launch-3f2a9c1b0d4e-social", profiles=["pipewise-x", "pipewise-linkedin"],
-                  text='Pipewise 3 is out: "observability" for data teams. https://pipewise.example/launch')
+POST = SocialPost(
+    key="spring-launch-3f2a9c1b0d4e-social",
+    profiles=["pipewise-x", "pipewise-linkedin"],
+    text='Pipewise 3 is out: "observability" for data teams. https://pipewise.example/launch',
+)
 EXTRA = {"channels": {"pipewise-x": "chan-x", "pipewise-linkedin": "chan-li"}, "organization_id": "org-1"}
 
 
@@ -39,8 +42,9 @@ def double(server: BufferDouble) -> BufferDouble:
 
 def backend(double_or_url: BufferDouble | str, token: str = "test-token", **extra: Any) -> BufferSocial:
     host = double_or_url if isinstance(double_or_url, str) else double_or_url.url
-    conn = Connection(conn_id="campaign_social", conn_type="http", host=host, password=token,
-                      extra=json.dumps({**EXTRA, **extra}))
+    conn = Connection(
+        conn_id="campaign_social", conn_type="http", host=host, password=token, extra=json.dumps({**EXTRA, **extra})
+    )
     return BufferSocial("campaign_social", conn)
 
 
@@ -48,12 +52,23 @@ def test_post_queues_one_post_per_channel(double: BufferDouble) -> None:
     effect = backend(double).post(POST)
     [on_x], [on_li] = double.queued_posts("chan-x"), double.queued_posts("chan-li")
     assert (effect.kind, effect.backend, effect.port, effect.key, effect.undoable) == (
-        "social_post", "buffer", "social", POST.key, True)
-    assert effect.ref["posts"] == [{"profile": "pipewise-x", "channel_id": "chan-x", "post_id": on_x["id"]},
-                                   {"profile": "pipewise-linkedin", "channel_id": "chan-li", "post_id": on_li["id"]}]
+        "social_post",
+        "buffer",
+        "social",
+        POST.key,
+        True,
+    )
+    assert effect.ref["posts"] == [
+        {"profile": "pipewise-x", "channel_id": "chan-x", "post_id": on_x["id"]},
+        {"profile": "pipewise-linkedin", "channel_id": "chan-li", "post_id": on_li["id"]},
+    ]
     assert on_x["text"] == on_li["text"] == POST.text  # the quotes travelled as variables, not in the document
     assert (on_x["via"], on_x["status"], on_x["shareMode"], on_x["schedulingType"]) == (
-        "api", "scheduled", "addToQueue", "automatic")
+        "api",
+        "scheduled",
+        "addToQueue",
+        "automatic",
+    )
     assert double.count("POST", "/") == 4  # per channel: one lookup, one createPost
     assert double.problems == []
 
@@ -91,9 +106,14 @@ def test_plan_matches_the_made_effect_and_does_no_io(double: BufferDouble) -> No
     social = backend("http://127.0.0.1:9")  # nothing listens there: any I/O would fail
     planned = social.plan(POST)
     assert planned == social.plan(POST)
-    assert planned.ref == {"profiles": [{"profile": "pipewise-x", "channel_id": "chan-x"},
-                                        {"profile": "pipewise-linkedin", "channel_id": "chan-li"}],
-                           "key": POST.key, "text_sha256": fingerprint(POST.text)}
+    assert planned.ref == {
+        "profiles": [
+            {"profile": "pipewise-x", "channel_id": "chan-x"},
+            {"profile": "pipewise-linkedin", "channel_id": "chan-li"},
+        ],
+        "key": POST.key,
+        "text_sha256": fingerprint(POST.text),
+    }
     made = backend(double).post(POST)
     assert (made.kind, made.key, made.ref["text_sha256"]) == (planned.kind, planned.key, planned.ref["text_sha256"])
     assert "test-token" not in json.dumps(made.model_dump()) + json.dumps(planned.model_dump())
@@ -255,22 +275,26 @@ def test_a_timeout_is_retryable() -> None:
 
 # --- the double itself refuses what Buffer's docs do not allow ------------------------------------
 def _raw(double: BufferDouble, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = requests.post(double.url, json={"query": query, "variables": variables or {}},
-                             headers={"Authorization": "Bearer test-token"}, timeout=5)
+    response = requests.post(
+        double.url, json={"query": query, "variables": variables or {}}, headers={"Authorization": "Bearer test-token"}, timeout=5
+    )
     assert response.status_code == 200
     return response.json()
 
 
 def test_the_double_refuses_user_text_interpolated_into_the_document(double: BufferDouble) -> None:
-    interpolated = ('mutation CreatePost { createPost(input: {text: "hi", channelId: "chan-x", schedulingType: automatic, '
-                    "mode: addToQueue}) { __typename ... on MutationError { message } } }")
+    interpolated = (
+        'mutation CreatePost { createPost(input: {text: "hi", channelId: "chan-x", schedulingType: automatic, '
+        "mode: addToQueue}) { __typename ... on MutationError { message } } }"
+    )
     assert "errors" in _raw(double, interpolated)
     assert double.posts() == [] and len(double.problems) == 1 and "variables" in double.problems[0]
 
 
 def test_the_double_refuses_a_mutation_that_cannot_see_its_errors(double: BufferDouble) -> None:
-    blind = ("mutation CreatePost($input: CreatePostInput!) "
-             "{ createPost(input: $input) { ... on PostActionSuccess { post { id } } } }")
+    blind = (
+        "mutation CreatePost($input: CreatePostInput!) { createPost(input: $input) { ... on PostActionSuccess { post { id } } } }"
+    )
     variables = {"input": {"text": "hi", "channelId": "chan-x", "schedulingType": "automatic", "mode": "addToQueue"}}
     assert _raw(double, blind, variables)["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert double.posts() == [] and "MutationError" in double.problems[0]

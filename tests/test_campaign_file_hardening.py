@@ -41,32 +41,51 @@ def lol(levels: int, width: int, base: int = 9) -> str:
 # name -> (the file's text, the problem its error must show: field first)
 BAD = {
     # class 1: accepted by the model before, then crashed or refused by Airflow
-    "timeout-overflow": (changed(lambda d: d["approval"].update(timeout="99999999999d")),
-                         "approval.timeout: far too long for a duration"),
-    "delay-overflow": (changed(lambda d: d["retries"].update(delay="99999999999999999999999999s")),
-                       "retries.delay: far too long for a duration"),
-    "continuous": (changed(lambda d: d.update(schedule="@continuous")),
-                   "schedule: Airflow refuses it for a campaign DAG (up to 3 runs at once): Invalid max_active_runs"),
+    "timeout-overflow": (
+        changed(lambda d: d["approval"].update(timeout="99999999999d")),
+        "approval.timeout: far too long for a duration",
+    ),
+    "delay-overflow": (
+        changed(lambda d: d["retries"].update(delay="99999999999999999999999999s")),
+        "retries.delay: far too long for a duration",
+    ),
+    "continuous": (
+        changed(lambda d: d.update(schedule="@continuous")),
+        "schedule: Airflow refuses it for a campaign DAG (up to 3 runs at once): Invalid max_active_runs",
+    ),
     "bad-minute": (changed(lambda d: d.update(schedule="61 * * * *")), "schedule: not a cron expression"),
     "words-cron": (changed(lambda d: d.update(schedule="every monday at nine")), "schedule: not a cron expression"),
     # class 2: unbounded cost
     "laughs": (lol(9, 9), "l3.1: more than 20 aliases (*name) in one file (line 52)"),
     "laughs-few-aliases": (lol(8, 2, base=1000), "l5.1: more than 50,000 values once the aliases (*name) are expanded"),
-    "deep": (SAMPLE_TEXT.replace("tags: [launch, q1-2027]", "tags: " + "[" * 40 + "]" * 40),
-             "tags" + ".0" * 19 + ": nested more than 20 levels deep (line 48)"),
+    "deep": (
+        SAMPLE_TEXT.replace("tags: [launch, q1-2027]", "tags: " + "[" * 40 + "]" * 40),
+        "tags" + ".0" * 19 + ": nested more than 20 levels deep (line 48)",
+    ),
     "huge": (SAMPLE_TEXT + "# " + "x" * 300_000 + "\n", "the file is larger than 256 KB"),
     # class 3: ambiguous
-    "second-approval": (SAMPLE_TEXT + "approval:\n  approvers: [admin]\n  allow_self_approval: true\n",
-                        "approval: given twice in one mapping (lines 44 and "),
-    "nested-duplicate": (SAMPLE_TEXT.replace(  # a second sender in the email channel
-        "    on_failure: compensate\n", "    on_failure: compensate\n    sender: a@b.io\n", 1),
-                         "channels.email.sender: given twice in one mapping"),
-    "product-password": (changed(lambda d: d["product"].update(url="http://user:hunter2@pipewise.example.com/")),
-                         "product.url: must not hold a user name or password"),
-    "competitor-user": (changed(lambda d: d["research"]["competitor_urls"].append("https://scraper@rival.example.com/")),
-                        "research.competitor_urls.2: must not hold a user name or password"),
-    "unsubscribe-password": (changed(lambda d: d["channels"]["email"].update(unsubscribe="https://u:hunter2@x.example.com/u")),
-                             "channels.email.unsubscribe: must not hold a user name or password"),
+    "second-approval": (
+        SAMPLE_TEXT + "approval:\n  approvers: [admin]\n  allow_self_approval: true\n",
+        "approval: given twice in one mapping (lines 44 and ",
+    ),
+    "nested-duplicate": (
+        SAMPLE_TEXT.replace(  # a second sender in the email channel
+            "    on_failure: compensate\n", "    on_failure: compensate\n    sender: a@b.io\n", 1
+        ),
+        "channels.email.sender: given twice in one mapping",
+    ),
+    "product-password": (
+        changed(lambda d: d["product"].update(url="http://user:hunter2@pipewise.example.com/")),
+        "product.url: must not hold a user name or password",
+    ),
+    "competitor-user": (
+        changed(lambda d: d["research"]["competitor_urls"].append("https://scraper@rival.example.com/")),
+        "research.competitor_urls.2: must not hold a user name or password",
+    ),
+    "unsubscribe-password": (
+        changed(lambda d: d["channels"]["email"].update(unsubscribe="https://u:hunter2@x.example.com/u")),
+        "channels.email.unsubscribe: must not hold a user name or password",
+    ),
 }
 
 
@@ -138,8 +157,14 @@ def test_whatever_a_build_step_raises_is_that_files_error(tmp_path):
 def test_validate_names_every_bad_file_and_its_field_and_fails(tmp_path):
     paths = bad_folder(tmp_path, sorted(BAD))
     env = {**os.environ, "CAMPAIGNS_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "include.orchestrator", "validate"], cwd=PROJECT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "include.orchestrator", "validate"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "ok    campaign_webinar-invite" in result.stdout
     assert result.stdout.count("\nerror ") + result.stdout.startswith("error ") == len(BAD), result.stdout

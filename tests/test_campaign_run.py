@@ -54,7 +54,10 @@ def test_whole_campaign_runs_every_phase_for_real(world):
 
     # research: both competitor pages scraped for their headlines
     scraped = [r["value"]["result"] for r in rows if r["task"].startswith("research.scrape_competitor")]
-    assert {h for page in scraped for h in page["headlines"]} >= {"Know when your data pipelines break", "Column-level lineage in minutes"}
+    assert {h for page in scraped for h in page["headlines"]} >= {
+        "Know when your data pipelines break",
+        "Column-level lineage in minutes",
+    }
     # design: a real PNG per channel
     pngs = sorted((data / "assets" / "images").glob("*.png"))
     assert len(pngs) == 3 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
@@ -109,8 +112,11 @@ def test_the_same_trigger_made_twice_sends_once(world):
     again, (state, rows) = run_campaign({})
     states = {r["task"]: r["state"] for r in rows}
     assert state == "failed" and states["validate_conf"] == "failed", states
-    assert all(s in ("upstream_failed", "skipped") for t, s in states.items()
-               if t != "validate_conf" and not t.startswith("compensation.")), {t: s for t, s in states.items() if s not in ("upstream_failed", "skipped")}
+    assert all(
+        s in ("upstream_failed", "skipped")
+        for t, s in states.items()
+        if t != "validate_conf" and not t.startswith("compensation.")
+    ), {t: s for t, s in states.items() if s not in ("upstream_failed", "skipped")}
     report = next(r["value"] for r in rows if r["task"] == "compensation.report")
     assert f"already taken by run {sent.run_id!r}" in report["reason"] and '"launch"' in report["reason"], report
     assert report["undone"] == report["absent"] == report["left"] == [], report

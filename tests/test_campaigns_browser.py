@@ -88,7 +88,8 @@ def test_a_reviewer_sees_the_images_edits_and_approves_without_a_reason(world, p
     page = page_as(stack.url, "dana")
     page.goto("/plugin/campaigns")
     view(page, "Campaigns").get_by_role("link", name="Review and decide").and_(
-        view(page, "Campaigns").locator(f'a[href*="{dag_id}"]')).click()
+        view(page, "Campaigns").locator(f'a[href*="{dag_id}"]')
+    ).click()
     frame = view(page, "Campaigns")  # the run's page, inside the Campaigns view
     expect(frame.get_by_role("heading", name="View Approve Launch")).to_be_visible()
     images = frame.locator(".images img")

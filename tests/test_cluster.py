@@ -42,8 +42,12 @@ pytestmark = pytest.mark.integration
 BREAKERS_DB = 12  # the Redis database of this module's circuit breakers (the broker is on 11)
 GATE = "review.approval"
 GATE_SETTLED = {"awaiting_input", "failed", "upstream_failed"}  # waiting, or never will
-APPROVED = [("cluster-alpha", "Alpha Launch"), ("cluster-bravo", "Bravo Webinar"),
-            ("cluster-charlie", "Charlie Digest"), ("cluster-delta", "Delta Preview")]
+APPROVED = [
+    ("cluster-alpha", "Alpha Launch"),
+    ("cluster-bravo", "Bravo Webinar"),
+    ("cluster-charlie", "Charlie Digest"),
+    ("cluster-delta", "Delta Preview"),
+]
 KILLED = ("cluster-kill", "Kilo Release")  # test b
 LOCAL_NOTIFY = ("cluster-local-notify", "Lima Outbox")  # test c: its reviewers' notification on a worker's disk
 SHARED = ("cluster-shared", "Mike Shared")  # test c: the same, every store shared
@@ -89,8 +93,9 @@ def world(tmp_path_factory):
             (campaigns / f"{campaign['slug']}.yaml").write_text(yaml.safe_dump(campaign))
 
         env = {**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)}
-        cluster = CeleryCluster(root / "stack", env=env, heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                                detection_interval=DETECTION_INTERVAL)
+        cluster = CeleryCluster(
+            root / "stack", env=env, heartbeat_timeout=HEARTBEAT_TIMEOUT, detection_interval=DETECTION_INTERVAL
+        )
         stack.callback(cluster.stop)
         cluster.start()
         started = time.monotonic()
@@ -99,18 +104,29 @@ def world(tmp_path_factory):
         # Every run at once: the ones that wait at the gate get there while test a's go through. Test c's
         # runs never get past the gate: one channel (one image) is enough for them.
         rejected = {LOCAL_NOTIFY[0], SHARED[0]}
-        runs = {c["slug"]: cluster.trigger(dag(c["slug"]), conf={"channels": ["blog"]} if c["slug"] in rejected else {})
-                for c in files}
+        runs = {
+            c["slug"]: cluster.trigger(dag(c["slug"]), conf={"channels": ["blog"]} if c["slug"] in rejected else {})
+            for c in files
+        }
         print(f"\ncluster up in {started - began:.1f} s, DAGs parsed {parsed - started:.1f} s later; {len(runs)} runs triggered")
-        yield {"cluster": cluster, "services": services, "qdrant": qdrant, "smtp": smtp, "s3": s3, "bucket": bucket,
-               "runs": runs, "began": began}
+        yield {
+            "cluster": cluster,
+            "services": services,
+            "qdrant": qdrant,
+            "smtp": smtp,
+            "s3": s3,
+            "bucket": bucket,
+            "runs": runs,
+            "began": began,
+        }
         print(f"\ncluster module: {time.monotonic() - began:.1f} s in all")
 
 
 # --- helpers -------------------------------------------------------------------------------------
 def decide(cluster: CeleryCluster, slug: str, run_id: str, decision: str, reason: str) -> None:
-    answer = cluster.api("POST", f"/campaigns/api/v1/approvals/{dag(slug)}/{run_id}", "dana",
-                         json={"decision": decision, "reason": reason})
+    answer = cluster.api(
+        "POST", f"/campaigns/api/v1/approvals/{dag(slug)}/{run_id}", "dana", json={"decision": decision, "reason": reason}
+    )
     assert answer.status_code == 200, answer.text
 
 
@@ -122,30 +138,37 @@ def wait_gate(cluster: CeleryCluster, slug: str, run_id: str) -> None:
 def failures(cluster: CeleryCluster, slug: str, run_id: str) -> dict[str, Any]:
     """What went wrong in a run, for assertion messages: failed tasks with their hosts and errors."""
     bad = [t for t in cluster.task_instances(dag(slug), run_id) if t["state"] in ("failed", "upstream_failed", "up_for_retry")]
-    return {t["task_id"]: (t["state"], t["hostname"], cluster.xcom(dag(slug), run_id, t["task_id"], "error", t["map_index"]))
-            for t in bad}
+    return {
+        t["task_id"]: (t["state"], t["hostname"], cluster.xcom(dag(slug), run_id, t["task_id"], "error", t["map_index"]))
+        for t in bad
+    }
 
 
 def hosts(cluster: CeleryCluster, slug: str, run_id: str) -> dict[str, str]:
     """Which worker ran each task instance of a run (tasks that ran: the gate and skipped ones did not)."""
-    return {f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"]: cluster.worker_of(t["hostname"])
-            for t in cluster.task_instances(dag(slug), run_id) if t["hostname"] and t["task_id"] != GATE}
+    return {
+        f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"]: cluster.worker_of(t["hostname"])
+        for t in cluster.task_instances(dag(slug), run_id)
+        if t["hostname"] and t["task_id"] != GATE
+    }
 
 
 def effects(world: dict[str, Any], slug: str, name: str, run_id: str) -> dict[str, int]:
     """What the shared services hold of one run, per kind (the saga alert aside)."""
     s, key = world["services"], run_key(dag(slug), run_id)
     post = f"-{slug}.md"
-    messages = [m for m in s["slack"].live_messages()
-                if key in str(m.get("metadata")) and "saga-alert" not in str(m.get("metadata"))]
+    messages = [
+        m for m in s["slack"].live_messages() if key in str(m.get("metadata")) and "saga-alert" not in str(m.get("metadata"))
+    ]
     mails = [m for m in world["smtp"].messages() if key in m["Message-ID"]]
     return {
         "review pull requests": len([p for p in s["github review"].open_pulls() if key in json.dumps(p)]),
         "review branches": len([b for b in s["github review"].branches() if key in b]),
         "slack messages": len(messages),
         "blog posts": len([p for p in s["github blog"].files("main") if p.startswith("_posts/") and p.endswith(post)]),
-        "blog publish commits": len([c for c in s["github blog"].commits("main")
-                                     if c.get("message", "").startswith("Publish") and post in c["message"]]),
+        "blog publish commits": len(
+            [c for c in s["github blog"].commits("main") if c.get("message", "").startswith("Publish") and post in c["message"]]
+        ),
         "buffer posts": len([p for p in s["buffer"].queued_posts() if name in p["text"]]),
         "emails": len(mails),
         "dashboards": len([uid for uid in s["grafana"].dashboards() if key in uid]),
@@ -155,8 +178,17 @@ def effects(world: dict[str, Any], slug: str, name: str, run_id: str) -> dict[st
 
 
 # One completed campaign: one of each, two social posts (two Buffer channels), three images (three channels).
-ONE_CAMPAIGN = {"review pull requests": 1, "review branches": 1, "slack messages": 1, "blog posts": 1,
-                "blog publish commits": 1, "buffer posts": 2, "emails": 1, "dashboards": 1, "images in S3": 3}
+ONE_CAMPAIGN = {
+    "review pull requests": 1,
+    "review branches": 1,
+    "slack messages": 1,
+    "blog posts": 1,
+    "blog publish commits": 1,
+    "buffer posts": 2,
+    "emails": 1,
+    "dashboards": 1,
+    "images in S3": 3,
+}
 
 
 def made_once(found: dict[str, int]) -> dict[str, int]:
@@ -191,8 +223,10 @@ def test_campaigns_run_on_both_workers_and_make_each_effect_once(world):
 
     ran = {slug: hosts(cluster, slug, run_id) for slug, run_id in pending.items()}
     per_worker = {w: sum(list(h.values()).count(w) for h in ran.values()) for w in cluster.workers}
-    print(f"\na. {len(pending)} campaigns: at the gate by {max(gates.values()):.0f} s, all done {done:.0f} s after the "
-          f"module began; task instances per worker: {per_worker}")
+    print(
+        f"\na. {len(pending)} campaigns: at the gate by {max(gates.values()):.0f} s, all done {done:.0f} s after the "
+        f"module began; task instances per worker: {per_worker}"
+    )
     assert all(per_worker.values()), per_worker  # both "hosts" worked
     assert all(set(h.values()) <= set(cluster.workers) for h in ran.values()), ran  # every task ran on a worker
     for slug, name in APPROVED:
@@ -223,8 +257,11 @@ def test_a_killed_worker_s_tasks_are_retried_on_the_other_and_nothing_is_made_tw
         holds["distribution.publish_social"].held.wait(20)  # side by side: usually in its call too
         victim = cluster.worker_of(cluster.task_instance(dag(slug), run_id, "distribution.publish_blog")["hostname"])
         assert victim, "publish_blog is running on no worker of the cluster"
-        running = [t for t in cluster.task_instances(dag(slug), run_id)
-                   if t["state"] == "running" and cluster.worker_of(t["hostname"]) == victim]
+        running = [
+            t
+            for t in cluster.task_instances(dag(slug), run_id)
+            if t["state"] == "running" and cluster.worker_of(t["hostname"]) == victim
+        ]
         killed_at = time.monotonic()
         pids = cluster.kill_worker(victim)
     finally:
@@ -232,8 +269,10 @@ def test_a_killed_worker_s_tasks_are_retried_on_the_other_and_nothing_is_made_tw
             hold.release.set()  # the answers go to dead sockets
     survivor = next(w for w in cluster.workers if w != victim)
     social = cluster.task_instance(dag(slug), run_id, "distribution.publish_social")
-    print(f"\nb. killed {victim} ({len(pids)} processes) while it ran {[t['task_id'] for t in running]}; "
-          f"publish_social was on {cluster.worker_of(social['hostname'])}")
+    print(
+        f"\nb. killed {victim} ({len(pids)} processes) while it ran {[t['task_id'] for t in running]}; "
+        f"publish_social was on {cluster.worker_of(social['hostname'])}"
+    )
 
     # Each of its tasks: failed by the heartbeat sweep, then its next try running on the survivor.
     timeline: dict[str, dict[str, float | str]] = {}
@@ -252,8 +291,10 @@ def test_a_killed_worker_s_tasks_are_retried_on_the_other_and_nothing_is_made_tw
 
     bound = HEARTBEAT_TIMEOUT + DETECTION_INTERVAL + RETRY_DELAY + 15  # + scheduling and task start-up
     for task_id, seen in timeline.items():
-        print(f"   {task_id}: failed by the heartbeat sweep {seen['failed']:.1f} s after the kill, next try running on "
-              f"{seen['host']} {seen['running']:.1f} s after it (bound {bound} s)")
+        print(
+            f"   {task_id}: failed by the heartbeat sweep {seen['failed']:.1f} s after the kill, next try running on "
+            f"{seen['host']} {seen['running']:.1f} s after it (bound {bound} s)"
+        )
     assert "distribution.publish_blog" in timeline, timeline
     assert all(seen["host"] == survivor for seen in timeline.values()), timeline
     assert all(float(seen["running"]) < bound for seen in timeline.values()), timeline
@@ -308,8 +349,10 @@ def test_a_rollback_on_the_other_worker_reports_what_it_cannot_see_as_left(world
     compensator = cluster.worker_of(undo["hostname"])
     assert compensator and compensator != notifier[local], (compensator, notifier[local])
     report = cluster.xcom(dag(local), run_id, "compensation.report")
-    print(f"   {local}: notified on {notifier[local]}, compensated on {compensator}: {report['status']}; "
-          f"left {[line['kind'] + ' ' + line['key'] for line in report['left']]}")
+    print(
+        f"   {local}: notified on {notifier[local]}, compensated on {compensator}: {report['status']}; "
+        f"left {[line['kind'] + ' ' + line['key'] for line in report['left']]}"
+    )
     assert report["status"] == "cleanup needed", report
     [left] = report["left"]
     assert left["port"] == "notify" and "does not see" in left["error"], left
@@ -328,8 +371,10 @@ def test_a_rollback_on_the_other_worker_reports_what_it_cannot_see_as_left(world
     # The same rejection with every store shared: rolled back, nothing left anywhere.
     run_id = runs[shared]
     report = cluster.xcom(dag(shared), run_id, "compensation.report")
-    print(f"   {shared}: notified on {notifier[shared]}: {report['status']}, undone {len(report['undone'])}, "
-          f"left {len(report['left'])}")
+    print(
+        f"   {shared}: notified on {notifier[shared]}: {report['status']}, undone {len(report['undone'])}, "
+        f"left {len(report['left'])}"
+    )
     assert report["status"] == "rolled back" and report["left"] == [], report
     assert any(line["port"] == "notify" for line in report["undone"]), report["undone"]
     found = effects(world, shared, shared_name, run_id)

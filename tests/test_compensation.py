@@ -58,12 +58,11 @@ SCENARIOS = [
     Scenario("crash in review.notify_reviewers", "review.notify_reviewers"),
     Scenario("approval rejected", decision="reject"),
     Scenario("crash in distribution.publish_blog", "distribution.publish_blog"),
-    Scenario("crash in publish_social (compensate)", "distribution.publish_social",
-             edit=_channel("social", on_failure="compensate")),
-    Scenario("crash in publish_social (continue)", "distribution.publish_social", status="partially distributed",
-             kept=LIVE),
-    Scenario("crash in publish_email after SMTP", "distribution.publish_email", status="failed after going live",
-             kept=SENT),
+    Scenario(
+        "crash in publish_social (compensate)", "distribution.publish_social", edit=_channel("social", on_failure="compensate")
+    ),
+    Scenario("crash in publish_social (continue)", "distribution.publish_social", status="partially distributed", kept=LIVE),
+    Scenario("crash in publish_email after SMTP", "distribution.publish_email", status="failed after going live", kept=SENT),
     Scenario("crash in create_dashboard (SMTP)", "analytics.create_dashboard", status="failed after going live", kept=LIVE),
     Scenario("crash in create_dashboard (outbox)", "analytics.create_dashboard", email_outbox=True),
 ]
@@ -112,7 +111,9 @@ def table():
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
     if not rows:
         return
-    head = f"{'injection':<40} {'run':<8} {'verdict':<24} {'undone':>6} {'kept':>5} {'leftovers':<10} {'2nd pass':<9} {'undo s':>6}"
+    head = (
+        f"{'injection':<40} {'run':<8} {'verdict':<24} {'undone':>6} {'kept':>5} {'leftovers':<10} {'2nd pass':<9} {'undo s':>6}"
+    )
     lines = [title, head]
     for r in rows:
         lines.append(
@@ -145,14 +146,25 @@ def test_fault_matrix(scenario: Scenario, tmp_path, monkeypatch, airflow_db):
         ledger = _ledger(world)
         before = [(e.id, e.state) for e in ledger.entries(DAG_ID, run.run_id)]
         saga.compensate(ledger, DAG_ID, run.run_id, _open_backend(world))
-        second = "no change" if ([(e.id, e.state) for e in ledger.entries(DAG_ID, run.run_id)] == before
-                                 and found(leftovers(world)) == left) else "CHANGED"
+        second = (
+            "no change"
+            if ([(e.id, e.state) for e in ledger.entries(DAG_ID, run.run_id)] == before and found(leftovers(world)) == left)
+            else "CHANGED"
+        )
 
-    ROWS.append({
-        "injection": scenario.name, "run": state, "status": report["status"], "undone": len(report["undone"]),
-        "kept": len(report["kept"]), "leftovers": sorted(set(left) - scenario.kept), "second": second,
-        "seconds": report["compensation_seconds"], "wall": round(wall, 1),
-    })
+    ROWS.append(
+        {
+            "injection": scenario.name,
+            "run": state,
+            "status": report["status"],
+            "undone": len(report["undone"]),
+            "kept": len(report["kept"]),
+            "leftovers": sorted(set(left) - scenario.kept),
+            "second": second,
+            "seconds": report["compensation_seconds"],
+            "wall": round(wall, 1),
+        }
+    )
     assert report["status"] == scenario.status, (report, states)
     assert state == ("success" if scenario.status == "partially distributed" else "failed"), states
     assert set(left) <= scenario.kept, f"left behind: {left}"
@@ -203,6 +215,16 @@ def test_an_undo_that_keeps_failing_is_named_in_the_report_and_the_alert(tmp_pat
     assert "image-blog.png" in alert["text"] and "left to clean up by hand" in alert["text"], alert
     assert set(alert["to"]) >= {"dana", "admin"}
     assert set(left) == {"images", "notifications"}, left  # the image folder, and the alert itself
-    ROWS.append({"injection": scenario.name, "run": state, "status": report["status"], "undone": len(report["undone"]),
-                 "kept": len(report["kept"]), "leftovers": ["images (reported)"], "second": "-",
-                 "seconds": report["compensation_seconds"], "wall": None})
+    ROWS.append(
+        {
+            "injection": scenario.name,
+            "run": state,
+            "status": report["status"],
+            "undone": len(report["undone"]),
+            "kept": len(report["kept"]),
+            "leftovers": ["images (reported)"],
+            "second": "-",
+            "seconds": report["compensation_seconds"],
+            "wall": None,
+        }
+    )

@@ -87,9 +87,19 @@ def _set(data: dict[str, Any], field: str, value: Any) -> None:
 
 
 ONE_LINE_FIELDS = [
-    "name", "audience", "owner", "product.call_to_action", "research.notes_query", "channels.email.sender",
-    "channels.email.recipients.0", "channels.email.subject_prefix", "channels.social.profiles.0", "channels.blog.author",
-    "channels.blog.category", "approval.approvers.0", "schedule",
+    "name",
+    "audience",
+    "owner",
+    "product.call_to_action",
+    "research.notes_query",
+    "channels.email.sender",
+    "channels.email.recipients.0",
+    "channels.email.subject_prefix",
+    "channels.social.profiles.0",
+    "channels.blog.author",
+    "channels.blog.category",
+    "approval.approvers.0",
+    "schedule",
 ]
 
 
@@ -99,8 +109,12 @@ def test_a_campaign_file_refuses_a_control_character_in_a_single_line_field_by_n
     data = sample()
     data.setdefault("research", {})["notes_query"] = "pipelines"
     data["schedule"] = "0 9 * * 1"
-    value = {"owner": "ops@example.com", "channels.email.sender": "news@example.com", "schedule": "0 9 * * 1",
-             "channels.email.recipients.0": "ann@example.com"}.get(field, "Spring 2027")
+    value = {
+        "owner": "ops@example.com",
+        "channels.email.sender": "news@example.com",
+        "schedule": "0 9 * * 1",
+        "channels.email.recipients.0": "ann@example.com",
+    }.get(field, "Spring 2027")
     _set(data, field, value[:4] + char + value[4:])
     message = problems_of(tmp_path, data)
     # An address with a line break is no address at all: its pattern says so first.
@@ -242,16 +256,23 @@ def waiting_gate(monkeypatch):
     from include.orchestrator import decisions
 
     campaign = parse_campaign(SAMPLE)
-    gate = GateState(deadline=datetime.now(UTC) + timedelta(hours=1), draft=DRAFT.model_dump(), draft_version="v1",
-                     channels=CHANNELS, eligible=["dana"], triggered_by="admin")
+    gate = GateState(
+        deadline=datetime.now(UTC) + timedelta(hours=1),
+        draft=DRAFT.model_dump(),
+        draft_version="v1",
+        channels=CHANNELS,
+        eligible=["dana"],
+        triggered_by="admin",
+    )
     ended: list[Any] = []
     monkeypatch.setattr(decisions, "_waiting", lambda session, dag_id, run_id: (campaign, None, gate, None))
     monkeypatch.setattr(decisions, "_end", lambda session, ti, detail, record, params_input, user_id: ended.append(record))
 
     def decide(body: dict[str, Any]) -> Any:
         request = decisions.DecisionRequest.model_validate(body)
-        return decisions.decide(None, dag_id=campaign.dag_id, run_id="r", user_id="dana", user_name="dana", roles=[],
-                                request=request)
+        return decisions.decide(
+            None, dag_id=campaign.dag_id, run_id="r", user_id="dana", user_name="dana", roles=[], request=request
+        )
 
     decide.ended = ended  # type: ignore[attr-defined]
     return decide
@@ -260,8 +281,10 @@ def waiting_gate(monkeypatch):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"copy": {"email_subject": "Meet\r\nBcc: all@example.com"}},
-         "edited email_subject: must be one line: it has a line break (U+000D carriage return) at character 5"),
+        (
+            {"copy": {"email_subject": "Meet\r\nBcc: all@example.com"}},
+            "edited email_subject: must be one line: it has a line break (U+000D carriage return) at character 5",
+        ),
         ({"copy": {"blog_title": "Title\u2028two"}}, "edited blog_title: must be one line: it has a line break (U+2028"),
         ({"copy": {"headline": "Pipe\x00wise"}}, "edited headline: has an invisible control character (U+0000 null)"),
         ({"copy": {"email_body": "Hi\x1b[2J"}}, "edited email_body: has an invisible control character (U+001B escape)"),
@@ -316,9 +339,17 @@ def test_an_llm_subject_with_line_breaks_and_controls_is_folded_to_one_line():
     from tests.test_llm import KEY, brief, writer
 
     with OpenAICompatDouble(api_key=KEY) as llm:
-        llm.reply(json.dumps({**VALID_COPY, "headline": "Pipewise 3:\nwarned\u202e early",
-                              "email_subject": "Meet\r\nPipewise\x00 3",
-                              "email_body": "Hi,\r\n\r\nBody\x1b[0m", "social_posts": ["Post\x07 one", "Two"]}))
+        llm.reply(
+            json.dumps(
+                {
+                    **VALID_COPY,
+                    "headline": "Pipewise 3:\nwarned\u202e early",
+                    "email_subject": "Meet\r\nPipewise\x00 3",
+                    "email_body": "Hi,\r\n\r\nBody\x1b[0m",
+                    "social_posts": ["Post\x07 one", "Two"],
+                }
+            )
+        )
         copy = writer(llm).write(brief(channels=["email", "social"]))
     assert copy.headline == "Pipewise 3: warned early"
     assert copy.email_subject == "Meet Pipewise 3"
@@ -327,7 +358,13 @@ def test_an_llm_subject_with_line_breaks_and_controls_is_folded_to_one_line():
 
 
 def test_a_github_review_body_with_controls_decides_with_them_dropped():
-    reviews = [{"user": "dana-gh", "state": "CHANGES_REQUESTED", "body": "Off-brand\x00.\r\nSee \u202ethe guide.",
-                "submitted_at": "2026-11-24T10:00:00Z"}]
+    reviews = [
+        {
+            "user": "dana-gh",
+            "state": "CHANGES_REQUESTED",
+            "body": "Off-brand\x00.\r\nSee \u202ethe guide.",
+            "submitted_at": "2026-11-24T10:00:00Z",
+        }
+    ]
     verdict = github_verdict(["dana-gh"], "open", reviews)
     assert verdict is not None and verdict.reason == "Off-brand. See the guide."

@@ -146,10 +146,43 @@ def test_sentences_and_clauses() -> None:
 # --- properties -----------------------------------------------------------------------------------
 
 _VOCABULARY = [
-    "Pipewise", "pipeline", "pipelines", "data", "teams", "observability", "freshness", "cost", "alerts", "dbt",
-    "lineage", "warehouse", "incident", "a", "the", "of", "and", "every", "3", "2027", "SaaS", "über", "naïve",
-    "数据管道", "🚀", "co-op", "don't", "e.g.", "U.S.", "v3.2", "Dr.", "https://example.com/a", "<script>", "**bold**",
-    "#tag", "{{ page }}", "[link](javascript:x)",
+    "Pipewise",
+    "pipeline",
+    "pipelines",
+    "data",
+    "teams",
+    "observability",
+    "freshness",
+    "cost",
+    "alerts",
+    "dbt",
+    "lineage",
+    "warehouse",
+    "incident",
+    "a",
+    "the",
+    "of",
+    "and",
+    "every",
+    "3",
+    "2027",
+    "SaaS",
+    "über",
+    "naïve",
+    "数据管道",
+    "🚀",
+    "co-op",
+    "don't",
+    "e.g.",
+    "U.S.",
+    "v3.2",
+    "Dr.",
+    "https://example.com/a",
+    "<script>",
+    "**bold**",
+    "#tag",
+    "{{ page }}",
+    "[link](javascript:x)",
 ]
 _WORD = st.one_of(
     st.sampled_from(_VOCABULARY),
@@ -157,8 +190,31 @@ _WORD = st.one_of(
     st.text(st.characters(categories=("L", "N")), min_size=60, max_size=300),  # longer than any short field
 )
 _SEPARATOR = st.sampled_from(
-    [" "] * 12 + [", ", ". ", ": ", "; ", " - ", " — ", "? ", "! ", " (", ") ", '"', "\n", "\n\n", "…", "... ", "\t",
-                  "\x00", "\u202e", "\u2028", "，", "。", "  "]
+    [" "] * 12
+    + [
+        ", ",
+        ". ",
+        ": ",
+        "; ",
+        " - ",
+        " — ",
+        "? ",
+        "! ",
+        " (",
+        ") ",
+        '"',
+        "\n",
+        "\n\n",
+        "…",
+        "... ",
+        "\t",
+        "\x00",
+        "\u202e",
+        "\u2028",
+        "，",
+        "。",
+        "  ",
+    ]
 )
 
 
@@ -194,8 +250,12 @@ _LINE_BREAKS = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029"
 
 def _hidden(c: str) -> bool:
     """Control characters, and format characters but for the joiners and emoji tags."""
-    return unicodedata.category(c) == "Cc" or unicodedata.category(c) == "Cf" and c not in "\u200c\u200d" and not (
-        "\U000e0020" <= c <= "\U000e007f")
+    return (
+        unicodedata.category(c) == "Cc"
+        or unicodedata.category(c) == "Cf"
+        and c not in "\u200c\u200d"
+        and not ("\U000e0020" <= c <= "\U000e007f")
+    )
 
 
 def _seen(text: str) -> bool:

@@ -43,8 +43,11 @@ def world(request, tmp_path_factory):
         campaign = {**base, "slug": f"races-{name}", "name": f"Races {name}"}
         campaign["approval"] = {"approvers": ["dana", "admin"], "approver_roles": ["op"], "timeout": "1h"}
         if name != "race":  # every channel: an approval by a mark must send on none of them, or on all
-            campaign["channels"] = {**base["channels"], "social": {"profiles": ["mastodon-pipewise"]},
-                                    "blog": {"author": "Pipewise team"}}
+            campaign["channels"] = {
+                **base["channels"],
+                "social": {"profiles": ["mastodon-pipewise"]},
+                "blog": {"author": "Pipewise team"},
+            }
         (campaigns / f"races-{name}.yaml").write_text(yaml.safe_dump(campaign))
     with LocalSmtpServer(root / "maildir") as smtp:
         conns["campaign_email"]["port"] = smtp.port
@@ -70,8 +73,11 @@ def waiting(world, name: str) -> tuple[AirflowStack, str, str]:
 
 def audit(stack: AirflowStack, dag_id: str, run_id: str) -> list[dict]:
     """The run's ``campaign_decision_refused`` records in Airflow's audit log."""
-    logs = stack.api("GET", "/api/v2/eventLogs", params={"dag_id": dag_id, "run_id": run_id,
-                                                         "event": "campaign_decision_refused", "limit": 100})
+    logs = stack.api(
+        "GET",
+        "/api/v2/eventLogs",
+        params={"dag_id": dag_id, "run_id": run_id, "event": "campaign_decision_refused", "limit": 100},
+    )
     return [{**e, "extra": json.loads(e["extra"] or "{}")} for e in logs.json()["event_logs"]]
 
 
@@ -121,7 +127,11 @@ def test_a_mark_by_the_user_who_triggered_the_run_publishes_nothing(world):
     assert note.startswith(f"Campaign rolled back: {report['reason']}"), note
     [entry] = audit(stack, dag_id, run_id)
     assert (entry["owner"], entry["task_id"], entry["extra"]["via"], entry["extra"]["status"]) == (
-        "admin", GATE, "mark-success", 403), entry
+        "admin",
+        GATE,
+        "mark-success",
+        403,
+    ), entry
     assert why in entry["extra"]["why"], entry
     # Nothing went out, nothing is left; the closed gate refuses a late decision.
     from include.orchestrator.ledger import Ledger, ledger_url

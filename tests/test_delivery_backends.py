@@ -20,17 +20,29 @@ from include.orchestrator.backends.smtp_email import SmtpDeliveryError, SmtpEmai
 from include.orchestrator.ports import Dashboard, Email, Message, SocialPost
 from include.orchestrator.smtp_server import LocalSmtpServer, free_port
 
-EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email-0001", sender="news@pipewise.example",
-              to=["ana@example.com", "bo@example.com"], subject="Spring launch: ship faster", text="Hello,\n\nIt is here.",
-              unsubscribe="https://pipewise.example/unsubscribe")
+EMAIL = Email(
+    key="spring-launch-3f2a9c1b0d4e-email-0001",
+    sender="news@pipewise.example",
+    to=["ana@example.com", "bo@example.com"],
+    subject="Spring launch: ship faster",
+    text="Hello,\n\nIt is here.",
+    unsubscribe="https://pipewise.example/unsubscribe",
+)
 
 
 def test_notifier_writes_and_undoes_twice(tmp_path: Path) -> None:
     notifier = OutboxNotifier("campaign_notify", tmp_path)
-    effect = notifier.notify(Message(key="spring-review", to=["lead@example.com"], subject="Review", text="Please look", link="http://x/y"))
+    effect = notifier.notify(
+        Message(key="spring-review", to=["lead@example.com"], subject="Review", text="Please look", link="http://x/y")
+    )
     record = json.loads(Path(effect.ref["path"]).read_text())
     assert Path(effect.ref["path"]) == tmp_path / "spring-review.json"
-    assert (effect.kind, record["to"], record["subject"], record["link"]) == ("notification", ["lead@example.com"], "Review", "http://x/y")
+    assert (effect.kind, record["to"], record["subject"], record["link"]) == (
+        "notification",
+        ["lead@example.com"],
+        "Review",
+        "http://x/y",
+    )
     assert record["created_at"]
     assert notifier.undo(effect) is True
     assert notifier.undo(effect) is False
@@ -49,7 +61,11 @@ def test_outbox_email_is_a_parseable_eml_with_deterministic_message_id(tmp_path:
     assert msg["To"] == "undisclosed-recipients:;" and effect.ref["to"] == EMAIL.to
     assert [a for _, a in getaddresses([msg["X-Envelope-To"]])] == EMAIL.to
     assert msg.get_content_type() == "multipart/alternative"
-    assert msg.get_body(("plain",)).get_content().startswith(EMAIL.text + "\n\n-- \nTo unsubscribe: https://pipewise.example/unsubscribe")
+    assert (
+        msg.get_body(("plain",))
+        .get_content()
+        .startswith(EMAIL.text + "\n\n-- \nTo unsubscribe: https://pipewise.example/unsubscribe")
+    )
     assert outbox.undo(effect) is True
     assert outbox.undo(effect) is False
 
@@ -105,9 +121,18 @@ def test_social_queue_two_processes_append_without_losing_lines(tmp_path: Path) 
 
 
 def _smtp_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, port: int) -> None:
-    conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
-            "extra": {"from_email": "airflow@pipewise.example", "disable_ssl": True, "disable_tls": True,
-                      "timeout": 5, "retry_limit": 0}}
+    conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {
+            "from_email": "airflow@pipewise.example",
+            "disable_ssl": True,
+            "disable_tls": True,
+            "timeout": 5,
+            "retry_limit": 0,
+        },
+    }
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 
@@ -144,8 +169,13 @@ def test_local_smtp_server_refuses_non_loopback_addresses(tmp_path: Path) -> Non
 
 
 def test_campaign_dashboard_is_a_well_formed_grafana_model() -> None:
-    model = campaign_dashboard("spring-launch-3f2a9c1b0d4e", "Campaign Spring (3f2a)", "spring-launch",
-                               ["email", "social", "blog"], ["campaign", "launch"])
+    model = campaign_dashboard(
+        "spring-launch-3f2a9c1b0d4e",
+        "Campaign Spring (3f2a)",
+        "spring-launch",
+        ["email", "social", "blog"],
+        ["campaign", "launch"],
+    )
     assert dashboard_problems(model) == []
     assert model["schemaVersion"] >= 39 and model["tags"] == ["campaign", "launch"]
     assert model["__inputs"][0]["name"] == "DS_PROMETHEUS"

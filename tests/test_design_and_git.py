@@ -62,7 +62,9 @@ def test_png_has_the_spec_size(tmp_path, channel):
         assert png.format == "PNG" and png.size == SIZES[channel] and (image.width, image.height) == SIZES[channel]
         assert png.getpixel((5, 5)) == (15, 23, 42)  # the background colour
         assert len(png.getcolors(maxcolors=1 << 16) or []) > 3  # text and accent were drawn
-    assert effect.kind == "stored_image" and effect.backend == "pillow" and effect.ref == {"url": image.url, "sha256": image.sha256}
+    assert (
+        effect.kind == "stored_image" and effect.backend == "pillow" and effect.ref == {"url": image.url, "sha256": image.sha256}
+    )
     assert "url" in image.model_dump() and "data" not in image.model_dump()  # XCom carries the URL, never the bytes
 
 

@@ -108,8 +108,14 @@ def effects(services: dict[str, Any], key: str) -> dict[str, int]:
     }
 
 
-EFFECT_STEPS = ("review.open_review", "review.notify_reviewers", "distribution.publish_blog",
-                "distribution.publish_social", "distribution.publish_email", "analytics.create_dashboard")
+EFFECT_STEPS = (
+    "review.open_review",
+    "review.notify_reviewers",
+    "distribution.publish_blog",
+    "distribution.publish_social",
+    "distribution.publish_email",
+    "analytics.create_dashboard",
+)
 UNKEYED = ("distribution.publish_blog", "distribution.publish_social")  # counted over all runs
 ONE_LAUNCH = {task: 2 if task == "distribution.publish_social" else 1 for task in EFFECT_STEPS}  # two Buffer channels
 
@@ -118,18 +124,22 @@ def test_a_task_killed_after_its_effect_was_made_does_not_make_it_twice(world):
     stack = world["stack"]
     run_id = stack.trigger(DAG_ID)
     stack.wait_task(DAG_ID, run_id, "review.approval", {"awaiting_input", "failed", "upstream_failed"}, timeout=600)
-    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{run_id}", "dana",
-                       json={"decision": "approve", "reason": "ship it"})
+    answer = stack.api(
+        "POST", f"/campaigns/api/v1/approvals/{DAG_ID}/{run_id}", "dana", json={"decision": "approve", "reason": "ship it"}
+    )
     assert answer.status_code == 200, answer.text
     assert stack.wait_run(DAG_ID, run_id, timeout=600) == "success"
     services = world["services"]
     made = effects(services, run_key(DAG_ID, run_id))
-    tries = {task: stack.api("GET", f"{stack.run_path(DAG_ID, run_id)}/taskInstances/{task}").json()["try_number"]
-             for task in made}
+    tries = {
+        task: stack.api("GET", f"{stack.run_path(DAG_ID, run_id)}/taskInstances/{task}").json()["try_number"] for task in made
+    }
     lines = [f"{'step':<30} {'killed':>6} {'tries':>5} {'made':>4} {'duplicates':>10}"]
     for task in made:
-        lines.append(f"{task:<30} {len(world['kills'].get(task, [])):>6} {tries[task]:>5} {made[task]:>4} "
-                     f"{made[task] - ONE_LAUNCH[task]:>10}")
+        lines.append(
+            f"{task:<30} {len(world['kills'].get(task, [])):>6} {tries[task]:>5} {made[task]:>4} "
+            f"{made[task] - ONE_LAUNCH[task]:>10}"
+        )
     print("\nDuplicate delivery after SIGKILL (real Airflow)\n" + "\n".join(lines))
     assert all(world["kills"].get(task) for task in made), world["kills"]  # every step's process was killed once
     assert all(tries[task] == 2 for task in made), tries  # and Airflow retried it
@@ -151,8 +161,12 @@ def test_the_same_launch_triggered_twice_at_once_is_sent_once(world):
     [sender] = [run for run, state in states.items() if state == "success"]
     [refused] = [run for run in states if run != sender]
     stack.wait_task(LAUNCH_DAG_ID, sender, "review.approval", {"awaiting_input"}, timeout=600)
-    answer = stack.api("POST", f"/campaigns/api/v1/approvals/{LAUNCH_DAG_ID}/{sender}", "dana",
-                       json={"decision": "approve", "reason": "second wave"})
+    answer = stack.api(
+        "POST",
+        f"/campaigns/api/v1/approvals/{LAUNCH_DAG_ID}/{sender}",
+        "dana",
+        json={"decision": "approve", "reason": "second wave"},
+    )
     assert answer.status_code == 200, answer.text
     assert stack.wait_run(LAUNCH_DAG_ID, sender, timeout=600) == "success"
     late = stack.trigger(LAUNCH_DAG_ID, conf=conf)

@@ -57,7 +57,10 @@ COPY = Copy.model_construct(
     headline='Pipewise 3: "every" pipeline <on one page>',
     email_subject="Ship faster\nBcc: everyone@evil.example",  # a line break must not make a header
     email_body="Hello <team> & friends,\n\nPipewise 3 is here. <script>alert(1)</script>\nSee you soon.",
-    social_posts=["post"], blog_title="t", blog_body="b", writer="test",
+    social_posts=["post"],
+    blog_title="t",
+    blog_body="b",
+    writer="test",
 )
 
 
@@ -78,8 +81,15 @@ def banner(folder: Path) -> tuple[AssetStore, dict[str, Any]]:
     """The design phase's email image, rendered by Pillow into a file:// asset store."""
     store = AssetStore("campaign_assets", (folder / "assets").resolve().as_uri())
     width, height = steps.IMAGE_SIZES["email"]
-    spec = ImageSpec(key="spring-launch-abc-image-email", channel="email", width=width, height=height, headline=COPY.headline,
-                     background="#0f172a", foreground="#f8fafc")
+    spec = ImageSpec(
+        key="spring-launch-abc-image-email",
+        channel="email",
+        width=width,
+        height=height,
+        headline=COPY.headline,
+        background="#0f172a",
+        foreground="#f8fafc",
+    )
     image, _ = PillowDesign("campaign_design", store).render(spec)
     return store, image.model_dump(mode="json")
 
@@ -91,14 +101,33 @@ def context(folder: Path, the_campaign: Campaign, backend: Any, ledger_url: str 
     results = {"validate_conf": plan, "design.render_image": [image]}
     ledger = Ledger(ledger_url or f"sqlite:///{folder / 'ledger.sqlite3'}")
     recorder = saga.Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: ledger)
-    return steps.StepContext(current=the_campaign, dag_id=DAG_ID, run_id=RUN_ID, run_date=date(2026, 12, 1), conf={},
-                             pull=results.get, open_port=lambda port: recorder.wrap(port, backend), open_assets=lambda: store)
+    return steps.StepContext(
+        current=the_campaign,
+        dag_id=DAG_ID,
+        run_id=RUN_ID,
+        run_date=date(2026, 12, 1),
+        conf={},
+        pull=results.get,
+        open_port=lambda port: recorder.wrap(port, backend),
+        open_assets=lambda: store,
+    )
 
 
 def smtp_conn(port: int) -> str:
-    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
-                       "extra": {"from_email": "airflow@pipewise.example", "disable_ssl": True, "disable_tls": True,
-                                 "timeout": 10, "retry_limit": 0}})
+    return json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {
+                "from_email": "airflow@pipewise.example",
+                "disable_ssl": True,
+                "disable_tls": True,
+                "timeout": 10,
+                "retry_limit": 0,
+            },
+        }
+    )
 
 
 def publish_over_smtp(folder: str, count: int, batch_size: int) -> dict[str, Any]:
@@ -135,8 +164,13 @@ def test_unsubscribe_is_required_and_must_be_https_or_mailto() -> None:
     base = {"sender": "news@pipewise.example.com", "recipients": ["a@b.example"]}
     with pytest.raises(ValidationError, match="unsubscribe\n  Field required"):
         EmailChannel.model_validate(base)
-    for bad in ("http://pipewise.example.com/u", "javascript:alert(1)", "mailto:nobody", 'https://x.example/"><img src=x>',
-                "https://x.example/a b"):
+    for bad in (
+        "http://pipewise.example.com/u",
+        "javascript:alert(1)",
+        "mailto:nobody",
+        'https://x.example/"><img src=x>',
+        "https://x.example/a b",
+    ):
         with pytest.raises(ValidationError, match="unsubscribe"):
             EmailChannel.model_validate({**base, "unsubscribe": bad})
     assert EmailChannel.model_validate({**base, "unsubscribe": "mailto:leave@pipewise.example.com"}).batch_size == 50
@@ -147,7 +181,8 @@ def test_unsubscribe_is_required_and_must_be_https_or_mailto() -> None:
 
 # --- 1,000 recipients over SMTP ----------------------------------------------------------------
 def test_a_thousand_recipients_over_smtp_each_once_undisclosed_with_banner_and_unsubscribe(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with LocalSmtpServer(tmp_path / "maildir") as server:
         monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", smtp_conn(server.port))
         started = time.monotonic()
@@ -230,7 +265,8 @@ class FlakyMailbox(Mailbox):
 
 
 def test_a_batch_refused_for_now_is_sent_on_retry_and_the_others_are_not_sent_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = f"spring-launch-{campaign_plan_key()}-email-0003"
     server = LocalSmtpServer(tmp_path / "maildir")
     server._controller = Controller(FlakyMailbox(server.maildir, {key}), hostname=server.host, port=server.port)
@@ -253,8 +289,19 @@ def test_pivot_is_the_first_batch_out_not_a_refused_one(tmp_path: Path) -> None:
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     recorder = saga.Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: ledger)
     smtp = SmtpEmail("campaign_email")
-    batches = [smtp.plan(steps.Email(key=f"k-email-{n:04d}", sender="a@b.example", to=[f"p{n}@c.example"], subject="s", text="t",
-                                     unsubscribe="https://x.example/u")) for n in (1, 2)]
+    batches = [
+        smtp.plan(
+            steps.Email(
+                key=f"k-email-{n:04d}",
+                sender="a@b.example",
+                to=[f"p{n}@c.example"],
+                subject="s",
+                text="t",
+                unsubscribe="https://x.example/u",
+            )
+        )
+        for n in (1, 2)
+    ]
     recorder.write("planned", batches[0])
     recorder.write("call_failed", batches[0], "SMTPDataError: (554, b'rejected')")  # not delivered
     assert saga.pivot(ledger.entries(DAG_ID, RUN_ID)) is None
@@ -269,10 +316,17 @@ def test_a_batch_left_planned_is_reported_not_resent(tmp_path: Path, monkeypatch
         monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", smtp_conn(server.port))
         ctx = context(tmp_path, campaign(120), SmtpEmail("campaign_email"))
         # An earlier try wrote batch 2 as planned and died in the call (no error recorded): it may have gone out.
-        second = steps.Email(key=ctx.plan.key("email", "0002"), sender="launch@pipewise.example.com",
-                             to=recipients(120)[50:100], subject="s", text="t", unsubscribe="https://x.example/u")
-        earlier = saga.Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1,
-                                lambda: Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+        second = steps.Email(
+            key=ctx.plan.key("email", "0002"),
+            sender="launch@pipewise.example.com",
+            to=recipients(120)[50:100],
+            subject="s",
+            text="t",
+            unsubscribe="https://x.example/u",
+        )
+        earlier = saga.Recorder(
+            DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+        )
         earlier.write("planned", SmtpEmail("campaign_email").plan(second))
         result = steps._publish_email(ctx, COPY)
         received = server.messages()
@@ -304,8 +358,10 @@ class SlowMailbox(Mailbox):
         return answer
 
 
-SEND = ("import json, sys\nfrom tests.test_email_campaign import publish_over_smtp\n"
-        "print(json.dumps(publish_over_smtp(sys.argv[1], 1000, 50)))\n")
+SEND = (
+    "import json, sys\nfrom tests.test_email_campaign import publish_over_smtp\n"
+    "print(json.dumps(publish_over_smtp(sys.argv[1], 1000, 50)))\n"
+)
 
 
 @pytest.mark.parametrize("kept", [False, True], ids=["server-had-not-kept-it", "server-had-kept-it"])
@@ -315,8 +371,9 @@ def test_sigkill_mid_send_then_retry_sends_no_batch_twice(tmp_path: Path, kept: 
     server._controller = Controller(handler, hostname=server.host, port=server.port)
     env = {**os.environ, "AIRFLOW_CONN_CAMPAIGN_EMAIL": smtp_conn(server.port)}
     with server:
-        proc = subprocess.Popen([sys.executable, "-c", SEND, str(tmp_path)], env=env, cwd=PROJECT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SEND, str(tmp_path)], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 120
         # Kill the task once 5 batches are in and the server has read a 6th whose sender waits for its 250: the
         # send is cut off inside the SMTP transaction, the worst moment (the server may take what the task never hears of).
@@ -329,14 +386,17 @@ def test_sigkill_mid_send_then_retry_sends_no_batch_twice(tmp_path: Path, kept: 
         time.sleep(2 * handler.delay)  # whatever the server does with the message it was taking is done by now
         before = server.messages()
         killed = entries(tmp_path)
-        retry = subprocess.run([sys.executable, "-c", SEND, str(tmp_path)], env=env, cwd=PROJECT, capture_output=True,
-                               text=True, timeout=300)
+        retry = subprocess.run(
+            [sys.executable, "-c", SEND, str(tmp_path)], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=300
+        )
         assert retry.returncode == 0, retry.stderr[-3000:]
         after = server.messages()
     result = json.loads(retry.stdout.strip().splitlines()[-1])
     uncertain = [b["key"] for b in result["ref"]["batches"] if b["state"] == "may or may not have been delivered"]
-    print(f"\nSIGKILL with 5 message(s) answered and 1 read but not answered; the server kept {len(before)}; ledger then: "
-          f"{dict(Counter(e.state for e in killed))}; retry: {result['summary']}")
+    print(
+        f"\nSIGKILL with 5 message(s) answered and 1 read but not answered; the server kept {len(before)}; ledger then: "
+        f"{dict(Counter(e.state for e in killed))}; retry: {result['summary']}"
+    )
 
     ids = [m["Message-ID"] for m in after]
     assert len(ids) == len(set(ids))  # no batch the server took was taken twice
@@ -365,12 +425,21 @@ def test_the_outbox_eml_is_the_message_smtp_sends(tmp_path: Path, monkeypatch: p
     for path, sent in zip(files, received, strict=True):
         eml = BytesParser(policy=policy.default).parse(path.open("rb"))
         assert [a for _, a in getaddresses([eml["X-Envelope-To"]])] == envelope(sent)  # the envelope, kept beside it
+
         # Every header alike but the date and the MIME boundary (random per composition); the parts below.
-        same = lambda msg: [(k, str(v)) for k, v in msg.items()  # noqa: E731
-                            if k not in (*SERVER_HEADERS, "X-Envelope-To", "Date", "Content-Type")]
+        def same(msg):
+            return [(k, str(v)) for k, v in msg.items() if k not in (*SERVER_HEADERS, "X-Envelope-To", "Date", "Content-Type")]
+
         assert same(eml) == same(sent)
-        assert [k for k, _ in same(sent)] == ["Message-ID", "From", "To", "Subject", "List-Unsubscribe", "List-Unsubscribe-Post",
-                                              "MIME-Version"]
+        assert [k for k, _ in same(sent)] == [
+            "Message-ID",
+            "From",
+            "To",
+            "Subject",
+            "List-Unsubscribe",
+            "List-Unsubscribe-Post",
+            "MIME-Version",
+        ]
         assert [p.get_content_type() for p in eml.walk()] == [p.get_content_type() for p in sent.walk()]
         for (t1, h1, i1), (t2, h2, i2) in [(parts(eml), parts(sent))]:
             assert (t1, h1, i1.get_content(), i1["Content-ID"]) == (t2, h2, i2.get_content(), i2["Content-ID"])
@@ -384,15 +453,25 @@ def sendgrid_server() -> Any:
 
 
 def sendgrid(double: SendGridDouble, **extra: Any) -> SendGridEmail:
-    settings = {"sender_id": 4321, "suppression_group_id": 77, "public_assets_url": "https://cdn.pipewise.example/assets/",
-                **extra}
-    conn = Connection(conn_id="campaign_email", conn_type="http", host=double.url, password="test-token",
-                      extra=json.dumps({k: v for k, v in settings.items() if v is not None}))
+    settings = {
+        "sender_id": 4321,
+        "suppression_group_id": 77,
+        "public_assets_url": "https://cdn.pipewise.example/assets/",
+        **extra,
+    }
+    conn = Connection(
+        conn_id="campaign_email",
+        conn_type="http",
+        host=double.url,
+        password="test-token",
+        extra=json.dumps({k: v for k, v in settings.items() if v is not None}),
+    )
     return SendGridEmail("campaign_email", conn)
 
 
 def test_sendgrid_carries_the_same_html_with_the_banner_by_its_public_url(
-        tmp_path: Path, sendgrid_server: SendGridDouble) -> None:
+    tmp_path: Path, sendgrid_server: SendGridDouble
+) -> None:
     sendgrid_server.reset()
     result = steps._publish_email(context(tmp_path, campaign(1000), sendgrid(sendgrid_server)), COPY)
     [single] = sendgrid_server.single_sends()
@@ -408,9 +487,15 @@ def test_sendgrid_carries_the_same_html_with_the_banner_by_its_public_url(
     assert config["subject"] == "[Pipewise] Ship faster Bcc: everyone@evil.example"
     # The same HTML as SMTP's, but for the image's address.
     _, image = banner(tmp_path)
-    email = steps.Email(key=single["name"], sender="launch@pipewise.example.com", to=recipients(1000), subject=config["subject"],
-                        text=COPY.email_body, unsubscribe="https://pipewise.example.com/unsubscribe?c=spring",
-                        banner=Banner(**{k: image[k] for k in ("url", "sha256", "width", "height")}, alt=COPY.headline, data=b""))
+    email = steps.Email(
+        key=single["name"],
+        sender="launch@pipewise.example.com",
+        to=recipients(1000),
+        subject=config["subject"],
+        text=COPY.email_body,
+        unsubscribe="https://pipewise.example.com/unsubscribe?c=spring",
+        banner=Banner(**{k: image[k] for k in ("url", "sha256", "width", "height")}, alt=COPY.headline, data=b""),
+    )
     assert html == mail.html_body(email, image_src=src)
     assert sendgrid_server.problems == []
 
@@ -423,23 +508,34 @@ def test_sendgrid_without_a_public_address_for_the_banner_sends_nothing(tmp_path
 
 
 def test_sendgrid_uses_the_campaigns_https_unsubscribe_when_the_connection_has_none(
-        tmp_path: Path, sendgrid_server: SendGridDouble) -> None:
+    tmp_path: Path, sendgrid_server: SendGridDouble
+) -> None:
     sendgrid_server.reset()
     steps._publish_email(context(tmp_path, campaign(10), sendgrid(sendgrid_server, suppression_group_id=None)), COPY)
     [single] = sendgrid_server.single_sends()
     assert single["email_config"]["custom_unsubscribe_url"] == "https://pipewise.example.com/unsubscribe?c=spring"
     sendgrid_server.reset()
     with pytest.raises(ConnectionConfigError, match="suppression_group_id"):  # another run (its own ledger): a mailto: campaign
-        steps._publish_email(context(tmp_path / "mailto", campaign(10, unsubscribe="mailto:leave@pipewise.example.com"),
-                                     sendgrid(sendgrid_server, suppression_group_id=None)), COPY)
+        steps._publish_email(
+            context(
+                tmp_path / "mailto",
+                campaign(10, unsubscribe="mailto:leave@pipewise.example.com"),
+                sendgrid(sendgrid_server, suppression_group_id=None),
+            ),
+            COPY,
+        )
 
 
 def test_the_sendgrid_double_flags_an_image_a_single_send_cannot_carry(sendgrid_server: SendGridDouble) -> None:
     import requests
 
     sendgrid_server.reset()
-    answer = requests.post(f"{sendgrid_server.url}/v3/marketing/singlesends", headers={"Authorization": "Bearer test-token"},
-                           json={"name": "n", "email_config": {"html_content": '<img src="cid:banner@x">'}}, timeout=5)
+    answer = requests.post(
+        f"{sendgrid_server.url}/v3/marketing/singlesends",
+        headers={"Authorization": "Bearer test-token"},
+        json={"name": "n", "email_config": {"html_content": '<img src="cid:banner@x">'}},
+        timeout=5,
+    )
     assert answer.status_code == 201  # SendGrid takes it, and the image would show broken
     assert sendgrid_server.problems and "cid:banner@x" in sendgrid_server.problems[0]
 

@@ -29,8 +29,9 @@ CHANNELS = {"email": "Email header", "social": "Social card", "blog": "Blog bann
 
 
 def spec(channel: str = "email", key: str = "launch-abc123-image-email") -> ImageSpec:
-    return ImageSpec(key=key, channel=channel, width=1200, height=400, headline="Pipewise 3", background="#0f172a",
-                     foreground="#f8fafc")
+    return ImageSpec(
+        key=key, channel=channel, width=1200, height=400, headline="Pipewise 3", background="#0f172a", foreground="#f8fafc"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +78,19 @@ def test_render_exports_the_channel_component_as_png(figma, tmp_path):
         assert png.getpixel((599, 199)) == (15, 23, 42)
     assert (image.channel, image.width, image.height) == ("email", 600, 200)
     assert image.sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
-    assert (effect.port, effect.backend, effect.kind, effect.key) == ("design", "figma", "stored_image", "launch-abc123-image-email")
-    assert effect.ref == {"url": image.url, "file_key": FILE_KEY, "component": "Email header", "node_id": "1:1",
-                          "sha256": image.sha256}
+    assert (effect.port, effect.backend, effect.kind, effect.key) == (
+        "design",
+        "figma",
+        "stored_image",
+        "launch-abc123-image-email",
+    )
+    assert effect.ref == {
+        "url": image.url,
+        "file_key": FILE_KEY,
+        "component": "Email header",
+        "node_id": "1:1",
+        "sha256": image.sha256,
+    }
     assert "test-token" not in effect.model_dump_json()
     assert figma.exports == [(FILE_KEY, "1:1", "png", "2")]
     assert figma.downloads == figma.issued_urls()
@@ -308,6 +319,8 @@ def test_a_timeout_is_retryable(tmp_path):
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        backend = FigmaDesign("campaign_design", conn(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3), store(tmp_path))
+        backend = FigmaDesign(
+            "campaign_design", conn(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3), store(tmp_path)
+        )
         error = failure(lambda: backend.render(spec()))
     assert error.retryable is True and "no answer within 0.3 s" in str(error)

@@ -26,8 +26,12 @@ from include.orchestrator.ports import BlogPost, Image, ReviewBundle
 from tests.doubles.github import GithubDouble, git_blob_sha
 
 BRANCH = "campaign-review/spring-launch-3f2a9c1b0d4e"
-POST = BlogPost(key="spring-launch-3f2a9c1b0d4e-blog", path="_posts/2026-03-02-spring-launch.md", title="Spring launch",
-                markdown="---\ntitle: Spring launch\n---\n\nPipewise 3 is here.\n")
+POST = BlogPost(
+    key="spring-launch-3f2a9c1b0d4e-blog",
+    path="_posts/2026-03-02-spring-launch.md",
+    title="Spring launch",
+    markdown="---\ntitle: Spring launch\n---\n\nPipewise 3 is here.\n",
+)
 
 
 @pytest.fixture
@@ -37,19 +41,35 @@ def double() -> Iterator[GithubDouble]:
 
 
 def github_conn(url: str, password: str = "test-token", conn_id: str = "campaign_review", **extra: Any) -> Connection:
-    return Connection(conn_id=conn_id, conn_type="github", host=url, password=password,
-                      extra=json.dumps({"repository": "acme/campaigns", **extra}))
+    return Connection(
+        conn_id=conn_id,
+        conn_type="github",
+        host=url,
+        password=password,
+        extra=json.dumps({"repository": "acme/campaigns", **extra}),
+    )
 
 
 def png(tmp_path: Path, channel: str, fill: bytes = b"x") -> Image:
     data = b"\x89PNG\r\n\x1a\n" + fill * 64 + channel.encode()  # as read from the asset store
-    return Image(channel=channel, url=f"s3://assets/images/{channel}.png", width=1200, height=630,
-                 sha256=hashlib.sha256(data).hexdigest(), data=data)
+    return Image(
+        channel=channel,
+        url=f"s3://assets/images/{channel}.png",
+        width=1200,
+        height=630,
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+    )
 
 
 def bundle(tmp_path: Path, markdown: str = "# Spring launch\n\nEmail: Ship faster.\n") -> ReviewBundle:
-    return ReviewBundle(key="spring-launch-3f2a9c1b0d4e", campaign_slug="spring-launch", title="Review: Spring Launch 2027",
-                        markdown=markdown, images=[png(tmp_path, "email"), png(tmp_path, "social")])
+    return ReviewBundle(
+        key="spring-launch-3f2a9c1b0d4e",
+        campaign_slug="spring-launch",
+        title="Review: Spring Launch 2027",
+        markdown=markdown,
+        images=[png(tmp_path, "email"), png(tmp_path, "social")],
+    )
 
 
 def review(double: GithubDouble, **extra: Any) -> GithubReview:
@@ -87,8 +107,14 @@ def test_open_review_commits_the_bundle_once_and_opens_a_pull_request(double: Gi
     assert (pull["title"], pull["head"]["ref"], pull["base"]["ref"]) == (b.title, BRANCH, "main")
     assert f"review/{b.key}/README.md" in pull["body"]
     assert (effect.port, effect.backend, effect.kind, effect.key) == ("review", "github", "github_pull_request", b.key)
-    assert effect.ref == {"repository": "acme/campaigns", "branch": BRANCH, "base": "main", "commit": history[0]["sha"],
-                          "number": pull["number"], "url": pull["html_url"]}
+    assert effect.ref == {
+        "repository": "acme/campaigns",
+        "branch": BRANCH,
+        "base": "main",
+        "commit": history[0]["sha"],
+        "number": pull["number"],
+        "url": pull["html_url"],
+    }
     assert all(path.startswith("/api/v3/") for _, path in double.calls)  # GitHub Enterprise base path kept
     assert "test-token" not in json.dumps(effect.model_dump())
     assert double.problems == []
@@ -209,8 +235,10 @@ def test_polling_uses_conditional_requests_and_sees_reviews_and_merges(double: G
     double.add_review(1, "admin", "APPROVED")
     changed = backend.poll_reviews(effect.ref, etag)
     assert not changed.not_modified and changed.pull_state == "open"
-    assert [(r.user, r.state, r.body) for r in changed.reviews] == [("dana", "CHANGES_REQUESTED", "Make the subject shorter"),
-                                                                    ("admin", "APPROVED", "")]
+    assert [(r.user, r.state, r.body) for r in changed.reviews] == [
+        ("dana", "CHANGES_REQUESTED", "Make the subject shorter"),
+        ("admin", "APPROVED", ""),
+    ]
     assert all(r.submitted_at for r in changed.reviews)
 
     double.merge_pull(1)
@@ -252,8 +280,14 @@ def test_publish_commits_the_post_once_and_undo_removes_it(double: GithubDouble)
     head = double.commits("main")[0]
     assert head["message"] == f"Publish {POST.path} ({POST.key})\n\n{POST.title}"  # the subject a person reads, as with git
     assert (effect.kind, effect.key) == ("github_file", POST.key)
-    assert effect.ref == {"repository": "acme/campaigns", "branch": "main", "path": POST.path,
-                          "blob_sha": git_blob_sha(POST.markdown.encode()), "commit": head["sha"], "url": effect.ref["url"]}
+    assert effect.ref == {
+        "repository": "acme/campaigns",
+        "branch": "main",
+        "path": POST.path,
+        "blob_sha": git_blob_sha(POST.markdown.encode()),
+        "commit": head["sha"],
+        "url": effect.ref["url"],
+    }
     assert effect.ref["url"].endswith(POST.path)
 
     one_commit = [("POST", "/git/blobs"), ("POST", "/git/trees"), ("POST", "/git/commits"), ("PATCH", "/git/refs/heads/main")]
@@ -271,8 +305,12 @@ def test_publish_commits_the_post_once_and_undo_removes_it(double: GithubDouble)
 def test_blog_plan_computes_the_blob_sha_without_io() -> None:
     planned = GithubBlog("campaign_blog", github_conn(f"http://127.0.0.1:{closed_port()}", branch="site")).plan(POST)
     data = POST.markdown.encode()
-    assert planned.ref == {"repository": "acme/campaigns", "branch": "site", "path": POST.path,
-                           "blob_sha": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+    assert planned.ref == {
+        "repository": "acme/campaigns",
+        "branch": "site",
+        "path": POST.path,
+        "blob_sha": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+    }
     assert blob_sha(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's id of the empty blob
 
 
@@ -318,7 +356,10 @@ def test_blog_ref_update_race_is_resolved_by_reading_again(double: GithubDouble)
     effect = blog(double).publish(POST)  # first update refused, read again, committed again on the head
     assert double.count("PATCH", r".*/git/refs/heads/main") == 2 and effect.ref["commit"] == double.commits("main")[0]["sha"]
     assert [c["message"].split("\n")[0] for c in double.commits("main")] == [
-        f"Publish {POST.path} ({POST.key})", "Edit by someone else", "Initial commit"]
+        f"Publish {POST.path} ({POST.key})",
+        "Edit by someone else",
+        "Initial commit",
+    ]
     assert double.problems == []
 
 
@@ -341,8 +382,15 @@ def test_unknown_repository_is_a_404_that_fails_fast(double: GithubDouble) -> No
 
 
 def test_validation_failed_fails_fast_with_githubs_details(double: GithubDouble, tmp_path: Path) -> None:
-    double.fail_next("POST", r".*/pulls", 422, {"message": "Validation Failed", "errors": [
-        {"resource": "PullRequest", "code": "custom", "message": "No commits between main and campaign-review/x"}]})
+    double.fail_next(
+        "POST",
+        r".*/pulls",
+        422,
+        {
+            "message": "Validation Failed",
+            "errors": [{"resource": "PullRequest", "code": "custom", "message": "No commits between main and campaign-review/x"}],
+        },
+    )
     with pytest.raises(ServiceError) as failed:
         review(double).open_review(bundle(tmp_path))
     assert (failed.value.status, failed.value.retryable) == (422, False)
@@ -453,8 +501,12 @@ def test_the_double_refuses_what_the_docs_do_not_allow(double: GithubDouble) -> 
     answer = requests.get(f"{double.url}/repos/acme/campaigns", headers={"Authorization": "Bearer test-token"}, timeout=5)
     assert answer.status_code == 415 and double.problems and "Accept" in double.problems[-1]
     headers = {"Authorization": "token test-token", "Accept": "application/vnd.github+json"}
-    answer = requests.post(f"{double.url}/repos/acme/campaigns/git/refs", json={"ref": "campaign-review/x", "sha": "0" * 40},
-                           headers=headers, timeout=5)
+    answer = requests.post(
+        f"{double.url}/repos/acme/campaigns/git/refs",
+        json={"ref": "campaign-review/x", "sha": "0" * 40},
+        headers=headers,
+        timeout=5,
+    )
     assert answer.status_code == 422 and "fully qualified" in double.problems[-1]
     answer = requests.get(f"{double.url}/repos/acme/campaigns", headers={**headers, "If-None-Match": '"nothing"'}, timeout=5)
     etag = answer.headers["ETag"]

@@ -33,8 +33,13 @@ def grafana() -> Iterator[GrafanaDouble]:
 
 def conn(host: str, password: str | None = "test-token", **extra: object) -> Connection:
     settings = {"datasource_uid": "prom-main", "folder_uid": "campaigns", **extra}
-    return Connection(conn_id="grafana_test", conn_type="http", host=host, password=password,
-                      extra=json.dumps({k: v for k, v in settings.items() if v is not None}))
+    return Connection(
+        conn_id="grafana_test",
+        conn_type="http",
+        host=host,
+        password=password,
+        extra=json.dumps({k: v for k, v in settings.items() if v is not None}),
+    )
 
 
 def api(double: GrafanaDouble, **extra: object) -> GrafanaApi:
@@ -50,8 +55,11 @@ def test_create_uploads_the_resolved_model(grafana: GrafanaDouble) -> None:
     effect = api(grafana).create_dashboard(dashboard())
 
     assert effect.kind == "dashboard" and effect.port == "analytics" and effect.backend == "grafana" and effect.key == UID
-    assert effect.ref == {"uid": UID, "folder_uid": "campaigns",
-                          "url": f"{grafana.url}/d/{UID}/campaign-spring-launch-2027-r1a2b3c4"}
+    assert effect.ref == {
+        "uid": UID,
+        "folder_uid": "campaigns",
+        "url": f"{grafana.url}/d/{UID}/campaign-spring-launch-2027-r1a2b3c4",
+    }
     stored = grafana.dashboards()[UID]
     assert stored["title"] == TITLE and stored["version"] == 1 and isinstance(stored["id"], int)
     assert "__inputs" not in stored and "__requires" not in stored and "${DS_PROMETHEUS}" not in json.dumps(stored)
@@ -244,8 +252,15 @@ def test_host_and_token_are_required(host: str, password: str | None, field: str
 
 def test_a_model_with_another_datasource_input_is_refused_before_any_call(grafana: GrafanaDouble) -> None:
     board = dashboard()
-    panels = [*board.model["panels"], {**board.model["panels"][1], "id": 99, "datasource": {"type": "loki", "uid": "${DS_LOKI}"},
-                                        "gridPos": {"h": 8, "w": 24, "x": 0, "y": 100}}]
+    panels = [
+        *board.model["panels"],
+        {
+            **board.model["panels"][1],
+            "id": 99,
+            "datasource": {"type": "loki", "uid": "${DS_LOKI}"},
+            "gridPos": {"h": 8, "w": 24, "x": 0, "y": 100},
+        },
+    ]
     with pytest.raises(ValueError, match="DS_LOKI"):
         api(grafana).create_dashboard(board.model_copy(update={"model": {**board.model, "panels": panels}}))
     assert grafana.calls == []

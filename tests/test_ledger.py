@@ -13,8 +13,16 @@ from include.orchestrator.ports import Effect
 
 
 def _effect(key: str, undoable: bool = True) -> Effect:
-    return Effect(port="design", conn_id="campaign_design", backend="pillow", kind="file", key=key,
-                  ref={"path": f"/x/{key}.png"}, undoable=undoable, summary=key)
+    return Effect(
+        port="design",
+        conn_id="campaign_design",
+        backend="pillow",
+        kind="file",
+        key=key,
+        ref={"path": f"/x/{key}.png"},
+        undoable=undoable,
+        summary=key,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -41,13 +41,15 @@ def test_embeddings_are_unit_length_deterministic_and_batch_independent() -> Non
 
 
 def test_paraphrases_score_much_higher_than_unrelated_sentences() -> None:
-    cat, feline, revenue, sales, dogs = embeddings.embed([
-        "The cat sat on the mat.",
-        "A feline rested on a rug.",
-        "Quarterly revenue grew by ten percent.",
-        "Sales rose 10% this quarter.",
-        "How do I reset my router password?",
-    ])
+    cat, feline, revenue, sales, dogs = embeddings.embed(
+        [
+            "The cat sat on the mat.",
+            "A feline rested on a rug.",
+            "Quarterly revenue grew by ten percent.",
+            "Sales rose 10% this quarter.",
+            "How do I reset my router password?",
+        ]
+    )
     for a, b in ((cat, feline), (revenue, sales)):
         assert a @ b > 0.5
         assert a @ b > max(a @ dogs, b @ dogs, cat @ revenue, feline @ sales) + 0.3
@@ -83,7 +85,12 @@ def memory(tmp_path: Path) -> LocalQdrantMemory:
 
 def test_remember_returns_an_undoable_json_effect(memory: LocalQdrantMemory) -> None:
     effect = memory.remember("research", "pricing", "Competitors cut prices in spring.", {"campaign": "spring"})
-    assert (effect.port, effect.backend, effect.kind, effect.conn_id) == ("memory", "qdrant_local", "memory_points", "campaign_memory")
+    assert (effect.port, effect.backend, effect.kind, effect.conn_id) == (
+        "memory",
+        "qdrant_local",
+        "memory_points",
+        "campaign_memory",
+    )
     assert effect.ref == {
         "collection": "campaign_memory",
         "point_ids": [point_id("research", "pricing")],
@@ -149,14 +156,20 @@ def test_reserved_payload_fields_are_refused(memory: LocalQdrantMemory) -> None:
 def test_seed_from_folder(memory: LocalQdrantMemory, tmp_path: Path) -> None:
     folder = tmp_path / "voices"
     folder.mkdir()
-    (folder / "acme.md").write_text("---\nbrand: Acme\nupdated: 2025-01-31\n---\nWarm, direct, no jargon.\nSign-off: The Acme team\n")
+    (folder / "acme.md").write_text(
+        "---\nbrand: Acme\nupdated: 2025-01-31\n---\nWarm, direct, no jargon.\nSign-off: The Acme team\n"
+    )
     (folder / "globex.md").write_text("Bold and playful. Exclamation marks welcome!\n")
     (folder / "notes.txt").write_text("not markdown, not seeded")
     effects = memory.seed_from_folder("brand_voice", folder)
     assert [e.ref["key"] for e in effects] == ["acme", "globex"]
     assert memory.seed_from_folder("brand_voice", folder) == effects and memory.count() == 2
     [acme] = memory.recall("brand_voice", "warm tone", limit=1, where={"brand": "Acme"})
-    assert acme.text.startswith("Warm, direct") and acme.payload == {"brand": "Acme", "updated": "2025-01-31", "source": "acme.md"}
+    assert acme.text.startswith("Warm, direct") and acme.payload == {
+        "brand": "Acme",
+        "updated": "2025-01-31",
+        "source": "acme.md",
+    }
     with pytest.raises(FileNotFoundError, match="missing"):
         memory.seed_from_folder("brand_voice", tmp_path / "missing")
 

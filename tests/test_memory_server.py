@@ -70,7 +70,10 @@ def test_remember_recall_undo_round_trip(qdrant: QdrantServerDouble, memory: Ser
     assert qdrant.indexes() == {"namespace": "keyword", "key": "keyword"}
     stored = {p["id"]: p["payload"] for p in qdrant.points(namespace="research")}
     assert stored[point_id("research", "pricing")] == {
-        "campaign": "spring", "namespace": "research", "key": "pricing", "text": "Competitors lowered their subscription prices."
+        "campaign": "spring",
+        "namespace": "research",
+        "key": "pricing",
+        "text": "Competitors lowered their subscription prices.",
     }
 
     hits = memory.recall("research", "cheaper plans from competitors", limit=5)  # real scores from the Qdrant engine
@@ -88,8 +91,14 @@ def test_remember_recall_undo_round_trip(qdrant: QdrantServerDouble, memory: Ser
 
 def test_built_from_a_qdrant_connection(qdrant: QdrantServerDouble) -> None:
     host, port = qdrant.url.removeprefix("http://").split(":")
-    conn = Connection(conn_id="mem", conn_type="qdrant", host=host, port=int(port), password=KEY,
-                      extra=json.dumps({"https": False, "collection": "team_memory"}))
+    conn = Connection(
+        conn_id="mem",
+        conn_type="qdrant",
+        host=host,
+        port=int(port),
+        password=KEY,
+        extra=json.dumps({"https": False, "collection": "team_memory"}),
+    )
     memory = connections.backend_for("memory", "mem", conn)
     assert isinstance(memory, ServerQdrantMemory) and qdrant.calls == []  # building it does no I/O
     effect = memory.remember("drafts", "run-1", "A draft.", {})
@@ -124,8 +133,16 @@ def test_undo_from_the_planned_effect_after_a_crash(qdrant: QdrantServerDouble, 
     assert memory.undo(planned) is False
     assert memory.undo(memory.plan("research", "never", "")) is False  # collection there, point never made
     with pytest.raises(ValueError, match="cannot undo"):
-        memory.undo(Effect(port="memory", conn_id="campaign_memory", backend="qdrant_local", kind="memory_points", key="k",
-                           ref={"collection": "campaign_memory", "point_ids": []}))
+        memory.undo(
+            Effect(
+                port="memory",
+                conn_id="campaign_memory",
+                backend="qdrant_local",
+                kind="memory_points",
+                key="k",
+                ref={"collection": "campaign_memory", "point_ids": []},
+            )
+        )
     assert qdrant.problems == []
 
 

@@ -108,14 +108,19 @@ def test_the_page_fetch_stops_at_its_deadline(mode: str) -> None:
 
 def grafana(url: str) -> GrafanaApi:
     extra = {"datasource_uid": "prom-main", "timeout": DEADLINE}
-    return GrafanaApi("grafana_test", Connection(conn_id="grafana_test", conn_type="http", host=url, password="test-token",
-                                                  extra=json.dumps(extra)))
+    return GrafanaApi(
+        "grafana_test",
+        Connection(conn_id="grafana_test", conn_type="http", host=url, password="test-token", extra=json.dumps(extra)),
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_production_client_through_http_api_stops_at_its_deadline(mode: str) -> None:
-    dashboard = Dashboard(uid="spring-launch-r1", title="Spring launch",
-                          model=campaign_dashboard("spring-launch-r1", "Spring launch", "spring-launch", ["email"], ["campaign"]))
+    dashboard = Dashboard(
+        uid="spring-launch-r1",
+        title="Spring launch",
+        model=campaign_dashboard("spring-launch-r1", "Spring launch", "spring-launch", ["email"], ["campaign"]),
+    )
     with misbehaving_server(mode, "application/json") as url:
         elapsed, error = timed(lambda: grafana(url).create_dashboard(dashboard), ServiceError)
     assert_stopped_at_the_deadline(elapsed, error, "Grafana")
@@ -124,8 +129,12 @@ def test_a_production_client_through_http_api_stops_at_its_deadline(mode: str) -
 def test_slack_over_urllib_stops_at_its_deadline() -> None:
     """slack_sdk sends with urllib (http.client): a client we cannot hand a transport, bounded all the same."""
     with misbehaving_server("headers", "application/json") as url:
-        conn = Connection(conn_id="slack_test", conn_type="slack", password="xoxb-test-token",
-                          extra=json.dumps({"channel": "C0REVIEWS1", "base_url": url + "/api/", "timeout": DEADLINE}))
+        conn = Connection(
+            conn_id="slack_test",
+            conn_type="slack",
+            password="xoxb-test-token",
+            extra=json.dumps({"channel": "C0REVIEWS1", "base_url": url + "/api/", "timeout": DEADLINE}),
+        )
         message = Message(key="spring-launch-r1-review", to=["dana"], subject="Review needed", text="Please review.")
         elapsed, error = timed(lambda: SlackNotifier("slack_test", conn).notify(message), ServiceError)
     assert_stopped_at_the_deadline(elapsed, error, "Slack")
@@ -133,10 +142,16 @@ def test_slack_over_urllib_stops_at_its_deadline() -> None:
 
 def test_github_over_pygithub_stops_at_its_deadline() -> None:
     with misbehaving_server("body", "application/json") as url:
-        conn = Connection(conn_id="campaign_review", conn_type="github", host=url + "/api/v3", password="test-token",
-                          extra=json.dumps({"repository": "acme/campaigns", "timeout": DEADLINE}))
-        elapsed, error = timed(lambda: GithubApi("campaign_review", conn).request("GET", "/repos/acme/campaigns", "read"),
-                               ServiceError)
+        conn = Connection(
+            conn_id="campaign_review",
+            conn_type="github",
+            host=url + "/api/v3",
+            password="test-token",
+            extra=json.dumps({"repository": "acme/campaigns", "timeout": DEADLINE}),
+        )
+        elapsed, error = timed(
+            lambda: GithubApi("campaign_review", conn).request("GET", "/repos/acme/campaigns", "read"), ServiceError
+        )
     assert_stopped_at_the_deadline(elapsed, error, "github")
 
 

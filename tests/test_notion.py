@@ -55,8 +55,9 @@ def source(notion: NotionDouble) -> str:
 
 
 def conn(url: str, ds: str, token: str = "test-token", **extra) -> Connection:
-    return Connection(conn_id="campaign_notes", conn_type="http", host=url, password=token,
-                      extra=json.dumps({"data_source_id": ds, **extra}))
+    return Connection(
+        conn_id="campaign_notes", conn_type="http", host=url, password=token, extra=json.dumps({"data_source_id": ds, **extra})
+    )
 
 
 def notes(double: NotionDouble, ds: str, **kwargs) -> NotionNotes:
@@ -85,11 +86,13 @@ def test_search_returns_matching_pages_with_their_text(notion, source):
     ]
     assert found[1] == Note(title="Observability buyers survey", text="Buyers want one page.", source=found[1].source)
     assert all(n.source.startswith("https://www.notion.so/") and n.source.endswith(n.source[-32:]) for n in found)
-    assert notion.queries == [{
-        "filter": {"or": [{"property": "Name", "title": {"contains": w}} for w in ("data", "pipeline", "observability")]},
-        "sorts": [{"timestamp": "last_edited_time", "direction": "descending"}],
-        "page_size": 25,
-    }]
+    assert notion.queries == [
+        {
+            "filter": {"or": [{"property": "Name", "title": {"contains": w}} for w in ("data", "pipeline", "observability")]},
+            "sorts": [{"timestamp": "last_edited_time", "direction": "descending"}],
+            "page_size": 25,
+        }
+    ]
     assert notion.count("GET", r"/v1/data_sources/[^/]+") == 1  # the schema, for the title property
     assert notion.problems == []
 
@@ -284,7 +287,8 @@ def test_a_timeout_is_retryable():
     ],
 )
 def test_bad_settings_name_the_field(extra, password, field):
-    connection = Connection(conn_id="campaign_notes", conn_type="http", host="https://api.notion.com", password=password,
-                            extra=json.dumps(extra))
+    connection = Connection(
+        conn_id="campaign_notes", conn_type="http", host="https://api.notion.com", password=password, extra=json.dumps(extra)
+    )
     with pytest.raises(ConnectionConfigError, match=field):
         NotionNotes("campaign_notes", connection)

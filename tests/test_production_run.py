@@ -61,23 +61,31 @@ def production_world(root: Path) -> Iterator[dict[str, Any]]:
         llm = stack.enter_context(OpenAICompatDouble(api_key=TOKEN))
         qdrant = stack.enter_context(QdrantServerDouble(api_key=TOKEN))
 
-        figma.add_file(FIGMA_FILE, {"Email header": (600, 200, "#0f172a"), "Social card": (1200, 675, "#22d3ee"),
-                                    "Blog hero": (1600, 900, "#f8fafc")})
+        figma.add_file(
+            FIGMA_FILE,
+            {"Email header": (600, 200, "#0f172a"), "Social card": (1200, 675, "#22d3ee"), "Blog hero": (1600, 900, "#f8fafc")},
+        )
         source = notion.add_data_source()
-        notion.add_page(source, "Data pipeline observability interviews",
-                        ["Teams learn about broken pipelines from their stakeholders.", "Freshness alerts matter most."])
+        notion.add_page(
+            source,
+            "Data pipeline observability interviews",
+            ["Teams learn about broken pipelines from their stakeholders.", "Freshness alerts matter most."],
+        )
         s3 = stack.enter_context(S3Server())
         bucket = s3.new_bucket()
 
-        world["conns"].update({
-            "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
-            "campaign_notes": http_connection(notion.url, data_source_id=source),
-            "campaign_writer": http_connection(llm.base_url, model="gpt-4o-mini"),
-            "campaign_design": http_connection(figma.url, file_key=FIGMA_FILE, components=COMPONENTS,
-                                               allow_private_network=True),
-            "campaign_assets": s3.connection(bucket),  # object storage over real HTTP (moto in server mode)
-            **delivery_connections(services),
-        })
+        world["conns"].update(
+            {
+                "campaign_memory": {"conn_type": "qdrant", "host": qdrant.url, "password": TOKEN},
+                "campaign_notes": http_connection(notion.url, data_source_id=source),
+                "campaign_writer": http_connection(llm.base_url, model="gpt-4o-mini"),
+                "campaign_design": http_connection(
+                    figma.url, file_key=FIGMA_FILE, components=COMPONENTS, allow_private_network=True
+                ),
+                "campaign_assets": s3.connection(bucket),  # object storage over real HTTP (moto in server mode)
+                **delivery_connections(services),
+            }
+        )
         world["services"] = {**services, "figma": figma, "notion": notion, "llm": llm, "qdrant": qdrant}
         world["images"] = lambda: [key.rsplit("/", 1)[-1] for key in s3.objects(bucket)]
         yield world
@@ -86,8 +94,9 @@ def production_world(root: Path) -> Iterator[dict[str, Any]]:
 def live(world: dict[str, Any], key: str) -> dict[str, list[str]]:
     """What the run with this run key still has in each service (the saga alert aside)."""
     s = world["services"]
-    messages = [m for m in s["slack"].live_messages()
-                if key in str(m.get("metadata")) and "saga-alert" not in str(m.get("metadata"))]
+    messages = [
+        m for m in s["slack"].live_messages() if key in str(m.get("metadata")) and "saga-alert" not in str(m.get("metadata"))
+    ]
     return {
         "slack messages": [m["ts"] for m in messages],
         "review pull requests": [str(p["number"]) for p in s["github review"].open_pulls()],
@@ -122,8 +131,14 @@ def watch_in_process() -> review_watch.WatchReport:
         with create_session() as session:
             return decisions.decide_from_github(session, dag_id=dag_id, run_id=run_id)
 
-    return review_watch.watch(open_ledger(), since=datetime.now(UTC) - timedelta(days=1), campaign_of=campaign_of,
-                              waiting=waiting, open_backend=open_backend, apply=apply)
+    return review_watch.watch(
+        open_ledger(),
+        since=datetime.now(UTC) - timedelta(days=1),
+        campaign_of=campaign_of,
+        waiting=waiting,
+        open_backend=open_backend,
+        apply=apply,
+    )
 
 
 def github_reviewer(world: dict[str, Any]):

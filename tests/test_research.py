@@ -117,10 +117,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, site: Site) -> dict[str, Callable[
     def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list[tuple]:
         if host not in names:
             return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
-        return [
-            (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
-            for ip in names[host]()
-        ]
+        return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in names[host]()]
 
     def create_connection(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
         if address[0] == PUBLIC_IP:

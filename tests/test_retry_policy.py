@@ -18,15 +18,17 @@ def policy() -> RetryAfterPolicy:
 
 
 def test_a_retry_waits_what_the_service_asked_when_that_is_longer_than_the_backoff():
-    decision = policy().evaluate(ServiceError("SendGrid", "send", "HTTP 429", status=429, retryable=True, retry_after=95),
-                                 try_number=1, max_tries=3)
+    decision = policy().evaluate(
+        ServiceError("SendGrid", "send", "HTTP 429", status=429, retryable=True, retry_after=95), try_number=1, max_tries=3
+    )
     assert decision.action == RetryAction.RETRY and decision.retry_delay == timedelta(seconds=95)
     assert "next try in 95 s" in decision.reason
 
 
 def test_the_backoff_wins_when_the_service_asked_for_less():
-    decision = policy().evaluate(ServiceError("Slack", "post", "HTTP 503", status=503, retryable=True, retry_after=1),
-                                 try_number=3, max_tries=4)
+    decision = policy().evaluate(
+        ServiceError("Slack", "post", "HTTP 503", status=503, retryable=True, retry_after=1), try_number=3, max_tries=4
+    )
     assert decision.retry_delay == timedelta(seconds=40)  # 10 s doubled twice
 
 

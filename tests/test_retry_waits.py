@@ -75,16 +75,22 @@ def world(tmp_path_factory):
         # No pages: a successful query answers none, so every try makes exactly one call (no block reads).
         source = notion.add_data_source()
         # title_property spares the schema read: the query is the only call of a try.
-        conns["campaign_notes"] = http_connection(notion.url, data_source_id=source, title_property="Name",
-                                                  timeout=CLIENT_TIMEOUT)
+        conns["campaign_notes"] = http_connection(
+            notion.url, data_source_id=source, title_property="Name", timeout=CLIENT_TIMEOUT
+        )
         conns["campaign_breakers"]["extra"]["services"] = {"Notion": {"fail_max": 5, "reset_timeout": RESET_TIMEOUT}}
         env = {**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(root / "campaigns")}
         airflow = AirflowStack(root / "airflow", env=env)
         try:
             airflow.start()
             airflow.wait_for_dags([WAITS_DAG, BOUNDS_DAG])
-            yield {"stack": airflow, "notion": notion, "query": f"/v1/data_sources/{source}/query",
-                   "sources": dict(notion.data_sources), "breakers": conns["campaign_breakers"]}
+            yield {
+                "stack": airflow,
+                "notion": notion,
+                "query": f"/v1/data_sources/{source}/query",
+                "sources": dict(notion.data_sources),
+                "breakers": conns["campaign_breakers"],
+            }
         finally:
             airflow.stop()
 
@@ -99,8 +105,9 @@ def fresh(world):
     notion.reset()
     notion.data_sources.update(world["sources"])  # reset() forgets them; the connection names this one
     spec = world["breakers"]
-    registry = build_breakers("campaign_breakers", Connection(conn_id="campaign_breakers", conn_type=spec["conn_type"],
-                                                              extra=json.dumps(spec["extra"])))
+    registry = build_breakers(
+        "campaign_breakers", Connection(conn_id="campaign_breakers", conn_type=spec["conn_type"], extra=json.dumps(spec["extra"]))
+    )
     registry.breaker("Notion").close()
     registry.store.db.conn.close()
     yield
@@ -144,11 +151,23 @@ def test_every_retry_waits_at_least_what_notion_asked(world):
 
     times = list(notion.times)
     gaps = [later - earlier for earlier, later in pairwise(times)]
-    said = [f"429 Retry-After: {ASKED}", "429 Retry-After: <HTTP-date>", "503, no Retry-After", "connection reset",
-            f"no answer in {CLIENT_TIMEOUT} s: breaker opens", "(breaker open: not called)", "200"]
+    said = [
+        f"429 Retry-After: {ASKED}",
+        "429 Retry-After: <HTTP-date>",
+        "503, no Retry-After",
+        "connection reset",
+        f"no answer in {CLIENT_TIMEOUT} s: breaker opens",
+        "(breaker open: not called)",
+        "200",
+    ]
     delay, max_delay = 1, 3
-    asked = [float(ASKED), dates[0] - times[1] if dates and len(times) > 1 else math.nan,
-             airflow_least_backoff(3, delay, max_delay), airflow_least_backoff(4, delay, max_delay), float(RESET_TIMEOUT)]
+    asked = [
+        float(ASKED),
+        dates[0] - times[1] if dates and len(times) > 1 else math.nan,
+        airflow_least_backoff(3, delay, max_delay),
+        airflow_least_backoff(4, delay, max_delay),
+        float(RESET_TIMEOUT),
+    ]
     why = ["Retry-After", "the date - answer time", "Airflow backoff", "Airflow backoff", "breaker reset_timeout"]
     started = {t["try_number"]: _stamp(t["start_date"]) for t in tries if t.get("start_date")}
     call_of = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 5}  # try -> its call (try 6 made none: shown without one)
@@ -164,8 +183,10 @@ def test_every_retry_waits_at_least_what_notion_asked(world):
         else:
             wait, reason, gap = f"{'-':>10}", "", f"{'-':>12}"
         lines.append(f"{number:>3} {start} {at} {said[number - 1]:<34} {wait} {reason:<22} {gap}")
-    print("\nRetry waits on a real Airflow (s since the first call; a gap runs to the next call that reached Notion)\n"
-          + "\n".join(lines))
+    print(
+        "\nRetry waits on a real Airflow (s since the first call; a gap runs to the next call that reached Notion)\n"
+        + "\n".join(lines)
+    )
 
     assert state == "success" and ti["try_number"] == 7, (state, ti.get("try_number"), stack.home)
     assert len(notion.calls) == 6, notion.calls  # try 6 was refused by the open breaker without a call

@@ -30,25 +30,42 @@ RUNS = 20
 
 def _bundle(tmp_path: Path, n: int) -> ReviewBundle:
     data = b"\x89PNG\r\n\x1a\n" + b"x" * 64  # as read from the asset store
-    png = Image(channel="email", url="s3://assets/images/email.png", width=10, height=10, sha256=hashlib.sha256(data).hexdigest(),
-                data=data)
-    return ReviewBundle(key=f"spring-launch-run{n:04d}-review", campaign_slug="spring-launch", title=f"Review run {n}",
-                        markdown=f"# Run {n}\n", images=[png])
+    png = Image(
+        channel="email",
+        url="s3://assets/images/email.png",
+        width=10,
+        height=10,
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+    )
+    return ReviewBundle(
+        key=f"spring-launch-run{n:04d}-review",
+        campaign_slug="spring-launch",
+        title=f"Review run {n}",
+        markdown=f"# Run {n}\n",
+        images=[png],
+    )
 
 
 @pytest.fixture
 def setup(tmp_path):
     with GithubDouble() as github:
-        conn = Connection(conn_id="campaign_review", conn_type="github", host=github.url, password="test-token",
-                          extra=json.dumps({"repository": github.full_name}))
+        conn = Connection(
+            conn_id="campaign_review",
+            conn_type="github",
+            host=github.url,
+            password="test-token",
+            extra=json.dumps({"repository": github.full_name}),
+        )
         review = GithubReview("campaign_review", conn)
         ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
         for n in range(RUNS):  # every run opened its review pull request, as the review step does
             effect = review.open_review(_bundle(tmp_path, n))
             ledger.planned(DAG_ID, f"run-{n}", "review.open_review", -1, review.plan(_bundle(tmp_path, n)))
             ledger.made(DAG_ID, f"run-{n}", "review.open_review", -1, effect)
-        state = SimpleNamespace(github=github, ledger=ledger, waiting=set(f"run-{n}" for n in range(RUNS)), applied=[],
-                                refuse=None)
+        state = SimpleNamespace(
+            github=github, ledger=ledger, waiting=set(f"run-{n}" for n in range(RUNS)), applied=[], refuse=None
+        )
 
         def apply(dag_id: str, run_id: str) -> None:
             if state.refuse:
@@ -58,8 +75,12 @@ def setup(tmp_path):
 
         campaign = SimpleNamespace(approval=Approval(approvers=["dana"], github_approvers=["dana-gh"]))
         state.round = lambda: watch(
-            ledger, since=datetime.now(UTC) - timedelta(days=1), campaign_of=lambda d: campaign,
-            waiting=lambda d, runs: state.waiting & set(runs), open_backend=lambda port, conn_id: review, apply=apply,
+            ledger,
+            since=datetime.now(UTC) - timedelta(days=1),
+            campaign_of=lambda d: campaign,
+            waiting=lambda d, runs: state.waiting & set(runs),
+            open_backend=lambda port, conn_id: review,
+            apply=apply,
         )
         yield state
         assert github.problems == []
@@ -73,8 +94,10 @@ def test_unchanged_pull_requests_cost_no_rate_limit(setup):
     assert [r.unchanged for r in later] == [RUNS] * 5
     # Only the first round's answers counted (two per pull request); the 304s after it did not.
     assert setup.github.rate_limit - setup.github.rate_remaining == spent
-    print(f"\n{RUNS} waiting pull requests, 6 rounds: {spent} requests counted against the rate limit, "
-          f"{5 * RUNS * 2} conditional requests answered 304 for free")
+    print(
+        f"\n{RUNS} waiting pull requests, 6 rounds: {spent} requests counted against the rate limit, "
+        f"{5 * RUNS * 2} conditional requests answered 304 for free"
+    )
 
 
 def test_an_allowed_review_is_applied_once_and_others_are_not(setup):

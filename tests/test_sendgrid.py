@@ -20,9 +20,14 @@ from include.orchestrator.connections import ConnectionConfigError
 from include.orchestrator.ports import Email
 from tests.doubles.sendgrid import SendGridDouble
 
-EMAIL = Email(key="spring-launch-3f2a9c1b0d4e-email-0001", sender="news@pipewise.example",
-              to=["ana@example.com", "bo@example.com"], subject="Spring launch: ship faster",
-              text="Hello <team>,\n\nIt is here & it is fast.", unsubscribe="mailto:leave@pipewise.example")
+EMAIL = Email(
+    key="spring-launch-3f2a9c1b0d4e-email-0001",
+    sender="news@pipewise.example",
+    to=["ana@example.com", "bo@example.com"],
+    subject="Spring launch: ship faster",
+    text="Hello <team>,\n\nIt is here & it is fast.",
+    unsubscribe="mailto:leave@pipewise.example",
+)
 EXTRA = {"sender_id": 4321, "suppression_group_id": 77}
 
 
@@ -50,9 +55,19 @@ def test_send_makes_a_list_and_schedules_a_single_send_in_the_undo_window(double
     [send] = double.single_sends()
     [made_list] = double.lists()
     assert (effect.kind, effect.backend, effect.port, effect.key, effect.undoable) == (
-        "sendgrid_single_send", "sendgrid", "email", EMAIL.key, True)
-    assert effect.ref == {"single_send_id": send["id"], "list_id": made_list["id"], "send_at": send["send_at"], "name": EMAIL.key,
-                          "to": EMAIL.to}
+        "sendgrid_single_send",
+        "sendgrid",
+        "email",
+        EMAIL.key,
+        True,
+    )
+    assert effect.ref == {
+        "single_send_id": send["id"],
+        "list_id": made_list["id"],
+        "send_at": send["send_at"],
+        "name": EMAIL.key,
+        "to": EMAIL.to,
+    }
     assert made_list["name"] == EMAIL.key and made_list["emails"] == EMAIL.to
     assert send["name"] == EMAIL.key and send["status"] == "scheduled" and send["send_to"]["list_ids"] == [made_list["id"]]
     config = send["email_config"]
@@ -68,8 +83,9 @@ def test_send_makes_a_list_and_schedules_a_single_send_in_the_undo_window(double
 
 
 def test_custom_unsubscribe_url_and_send_delay_are_used(double: SendGridDouble) -> None:
-    sendgrid = backend(double, suppression_group_id=None, custom_unsubscribe_url="https://pipewise.example/unsubscribe",
-                       send_delay_seconds=3600)
+    sendgrid = backend(
+        double, suppression_group_id=None, custom_unsubscribe_url="https://pipewise.example/unsubscribe", send_delay_seconds=3600
+    )
     sendgrid.now = lambda: datetime(2031, 5, 1, 9, 0, tzinfo=UTC)
     effect = sendgrid.send(EMAIL)
     [send] = double.scheduled()
@@ -108,7 +124,11 @@ def test_plan_matches_the_made_effect_and_does_no_io(double: SendGridDouble) -> 
     planned = sendgrid.plan(EMAIL)
     assert planned == sendgrid.plan(EMAIL)
     assert (planned.kind, planned.key, planned.ref, planned.undoable) == (
-        "sendgrid_single_send", EMAIL.key, {"name": EMAIL.key, "to": EMAIL.to}, True)
+        "sendgrid_single_send",
+        EMAIL.key,
+        {"name": EMAIL.key, "to": EMAIL.to},
+        True,
+    )
     made = backend(double).send(EMAIL)
     assert (made.kind, made.key, made.ref["name"]) == (planned.kind, planned.key, planned.ref["name"])
     assert double.problems == []
@@ -154,8 +174,12 @@ def test_undo_of_a_list_made_before_the_crash_removes_it(double: SendGridDouble)
 def test_undo_removes_every_single_send_of_the_name_two_racing_tries_made(double: SendGridDouble) -> None:
     sendgrid = backend(double)
     effect = sendgrid.send(EMAIL)
-    racing = requests.post(f"{double.url}/v3/marketing/singlesends", headers={"Authorization": "Bearer test-token"}, timeout=5,
-                           json={"name": EMAIL.key, "send_to": {"list_ids": [effect.ref["list_id"]]}})
+    racing = requests.post(
+        f"{double.url}/v3/marketing/singlesends",
+        headers={"Authorization": "Bearer test-token"},
+        timeout=5,
+        json={"name": EMAIL.key, "send_to": {"list_ids": [effect.ref["list_id"]]}},
+    )
     assert racing.status_code == 201 and len(double.single_sends()) == 2
     assert sendgrid.undo(sendgrid.plan(EMAIL)) is True
     assert double.single_sends() == [] and double.lists() == []
@@ -220,11 +244,14 @@ def test_through_backend_for(double: SendGridDouble) -> None:
     assert double.problems == []
 
 
-@pytest.mark.parametrize(("extra", "field"), [
-    ({"sender_id": None}, "sender_id"),
-    ({"sender_id": "abc"}, "sender_id"),
-    ({"suppression_group_id": None}, "suppression_group_id"),
-])
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"sender_id": None}, "sender_id"),
+        ({"sender_id": "abc"}, "sender_id"),
+        ({"suppression_group_id": None}, "suppression_group_id"),
+    ],
+)
 def test_missing_settings_name_the_connection_and_field(double: SendGridDouble, extra: dict[str, Any], field: str) -> None:
     with pytest.raises(ConnectionConfigError, match=rf"campaign_email.*{field}"):
         backend(double, **extra).send(EMAIL)

@@ -43,9 +43,13 @@ def notifier(double: SlackDouble, **kwargs: object) -> SlackNotifier:
 
 
 def message(key: str = "spring-launch-r1a2b3-review-request") -> Message:
-    return Message(key=key, to=["dana", "admin"], subject="Review needed: Spring <Launch> & more",
-                   text="Copy says <!channel> and <https://evil.example|click>.\nDecide within 1 day.",
-                   link="http://localhost:8080/dags/campaign_spring-launch/runs/r1?tab=details&x=1")
+    return Message(
+        key=key,
+        to=["dana", "admin"],
+        subject="Review needed: Spring <Launch> & more",
+        text="Copy says <!channel> and <https://evil.example|click>.\nDecide within 1 day.",
+        link="http://localhost:8080/dags/campaign_spring-launch/runs/r1?tab=details&x=1",
+    )
 
 
 def posts(double: SlackDouble) -> int:
@@ -144,8 +148,12 @@ def test_undo_when_never_posted(slack: SlackDouble) -> None:
 
 def test_undo_refuses_someone_elses_message(slack: SlackDouble) -> None:
     # Another app's message carrying our key: the bot may not delete it, and a retry cannot change that.
-    slack.add_message(CHANNEL, "not ours", user="U0OTHER001",
-                      metadata={"event_type": "campaign_notification", "event_payload": {"key": message().key}})
+    slack.add_message(
+        CHANNEL,
+        "not ours",
+        user="U0OTHER001",
+        metadata={"event_type": "campaign_notification", "event_payload": {"key": message().key}},
+    )
     backend = notifier(slack)
 
     with pytest.raises(ServiceError) as raised:

@@ -27,8 +27,9 @@ def local_connections(data: Path) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def campaign_world(root: Path, edit: Callable[[dict[str, Any]], None] = lambda campaign: None,
-                   slug: str = "spring-launch") -> Iterator[dict[str, Any]]:
+def campaign_world(
+    root: Path, edit: Callable[[dict[str, Any]], None] = lambda campaign: None, slug: str = "spring-launch"
+) -> Iterator[dict[str, Any]]:
     """The sample campaign ``slug`` (changed by ``edit``) with all connections under ``root``.
 
     Yields the connections, the data folder, the SMTP server and the campaigns folder; the
@@ -88,8 +89,12 @@ def decide_when_waiting(dag_id: str, decision: str, done: threading.Event, by: s
     return thread
 
 
-def run_campaign(conf: dict, decision: str = "approve", slug: str = "spring-launch",
-                 reviewer: Callable[[str, threading.Event], threading.Thread] | None = None):
+def run_campaign(
+    conf: dict,
+    decision: str = "approve",
+    slug: str = "spring-launch",
+    reviewer: Callable[[str, threading.Event], threading.Thread] | None = None,
+):
     """Run the campaign with ``dag.test``; ``reviewer(dag_id, done)`` decides (default: in-process ``decision``)."""
     from airflow.dag_processing.dagbag import DagBag
 
@@ -134,7 +139,9 @@ def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[
 
     def blog_posts() -> list[str]:  # a post and its hero
         blog = ["--git-dir", str(data / "blog.git")]
-        paths = [p for p in _git(*blog, "ls-tree", "-r", "--name-only", "main") if p.startswith("_posts/") or p.endswith("-hero.png")]
+        paths = [
+            p for p in _git(*blog, "ls-tree", "-r", "--name-only", "main") if p.startswith("_posts/") or p.endswith("-hero.png")
+        ]
         # Their names carry the campaign, not the run: the commit that published them names the run's key.
         return [p for p in paths if run_keys is None or mine(" ".join(_git(*blog, "log", "-1", "--format=%s", "main", "--", p)))]
 
@@ -143,8 +150,9 @@ def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[
         "memory points": points(),
         "images": files("assets/images", "*.png"),
         "notifications": files("notifications", "*.json"),
-        "review branches": [b for b in _git("-C", str(data / "review-repo"), "branch", "--format=%(refname:short)")
-                            if b != "main" and mine(b)],
+        "review branches": [
+            b for b in _git("-C", str(data / "review-repo"), "branch", "--format=%(refname:short)") if b != "main" and mine(b)
+        ],
         "blog posts": blog_posts(),
         "queued posts": [line for line in (queue.read_text().splitlines() if queue.exists() else []) if mine(line)],
         "dashboards": files("grafana-dashboards", "*.json"),
@@ -188,16 +196,32 @@ def delivery_connections(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The review, notify, channel and analytics connections, pointed at ``delivery_doubles``."""
     slack, review, website = services["slack"], services["github review"], services["github blog"]
     return {
-        "campaign_review": {"conn_type": "github", "host": review.url, "password": TOKEN,
-                            "extra": {"repository": review.full_name}},
-        "campaign_notify": {"conn_type": "slack", "password": slack.token,
-                            "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url}},
-        "campaign_email": http_connection(services["sendgrid"].url, sender_id=4321, suppression_group_id=77,
-                                          send_delay_seconds=900, public_assets_url="https://cdn.pipewise.example/campaign-assets"),
-        "campaign_social": http_connection(services["buffer"].url, channels=SOCIAL_CHANNELS,
-                                           organization_id=services["buffer"].organization_id),
-        "campaign_blog": {"conn_type": "github", "host": website.url, "password": TOKEN,
-                          "extra": {"repository": website.full_name, "branch": "main"}},
-        "campaign_analytics": http_connection(services["grafana"].url, datasource_uid="prometheus-main",
-                                              folder_uid="campaigns"),
+        "campaign_review": {
+            "conn_type": "github",
+            "host": review.url,
+            "password": TOKEN,
+            "extra": {"repository": review.full_name},
+        },
+        "campaign_notify": {
+            "conn_type": "slack",
+            "password": slack.token,
+            "extra": {"channel": "C0REVIEWS1", "base_url": slack.api_url},
+        },
+        "campaign_email": http_connection(
+            services["sendgrid"].url,
+            sender_id=4321,
+            suppression_group_id=77,
+            send_delay_seconds=900,
+            public_assets_url="https://cdn.pipewise.example/campaign-assets",
+        ),
+        "campaign_social": http_connection(
+            services["buffer"].url, channels=SOCIAL_CHANNELS, organization_id=services["buffer"].organization_id
+        ),
+        "campaign_blog": {
+            "conn_type": "github",
+            "host": website.url,
+            "password": TOKEN,
+            "extra": {"repository": website.full_name, "branch": "main"},
+        },
+        "campaign_analytics": http_connection(services["grafana"].url, datasource_uid="prometheus-main", folder_uid="campaigns"),
     }

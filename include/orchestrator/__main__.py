@@ -89,8 +89,10 @@ def decide(args: argparse.Namespace) -> int:
     path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(args.run_id, safe='')}"
     password = os.environ.get("AIRFLOW_PASSWORD") or ask_password(args.user)
     if not password:
-        print(f"error: no password for Airflow user {args.user!r}: set AIRFLOW_PASSWORD, or run in a terminal to be "
-              "asked for it", file=sys.stderr)
+        print(
+            f"error: no password for Airflow user {args.user!r}: set AIRFLOW_PASSWORD, or run in a terminal to be asked for it",
+            file=sys.stderr,
+        )
         return 2
     body = None
     if args.command != "approval-status":

@@ -149,7 +149,7 @@ def copy_pin(copy: Copy, channel: str) -> dict[str, str]:
     fields = {}
     for name, (owner, attr, index) in EDITABLE.items():
         if owner in (None, channel):
-            value = data[attr] if index is None else (data[attr][index:index + 1] or [""])[0]
+            value = data[attr] if index is None else (data[attr][index : index + 1] or [""])[0]
             fields[f"copy.{name}"] = _digest(value)
     return fields
 

@@ -60,7 +60,7 @@ class AssetStore:
 
     def _checked(self, url: str) -> str:
         """``url`` if it names an object of this store; refused otherwise (URLs come from XCom and the ledger)."""
-        if not url.startswith(self.root_url + "/") or ".." in url[len(self.root_url):].split("/"):
+        if not url.startswith(self.root_url + "/") or ".." in url[len(self.root_url) :].split("/"):
             raise ValueError(f"{url!r} is not in the asset store {self.root_url} (connection {self.conn_id!r})")
         return url
 

@@ -54,8 +54,17 @@ _SAFE_PATH = re.compile(r"^[a-z0-9_][a-z0-9/_.-]*$")  # our own paths only (date
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # C0 (but tab, LF), DEL, C1, lone surrogates
 _BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # every other line break Python or YAML knows
 _YAML_RAW = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")  # not printable raw in YAML 1.1: escape them
-_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "{": "&#123;", "}": "&#125;",
-            "\\": "\\\\", "[": "\\[", "]": "\\]", "$": "\\$"}
+_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "{": "&#123;",
+    "}": "&#125;",
+    "\\": "\\\\",
+    "[": "\\[",
+    "]": "\\]",
+    "$": "\\$",
+}
 _SPECIAL = re.compile("[" + re.escape("".join(_ESCAPES)) + "]")
 # An inline link the writer may keep: text without brackets or line breaks, an http(s) URL of plain URL
 # characters (no parentheses, quotes, braces or spaces: nothing that could end it early or reach Liquid).
@@ -103,7 +112,7 @@ def body_text(text: str) -> str:
     for link in _LINK.finditer(text):
         bang, label, url = link.groups()
         # "!" before a kept link would make it an image the writer chose (a tracking pixel): show the "!".
-        out += [escaped(text[pos:link.start()]), "\\!" if bang else "", f"[{escaped(label)}]({url})"]
+        out += [escaped(text[pos : link.start()]), "\\!" if bang else "", f"[{escaped(label)}]({url})"]
         pos = link.end()
     out.append(escaped(text[pos:]))
     return "".join(out).strip("\n")
@@ -125,8 +134,12 @@ def blog_markdown(campaign: Campaign, copy: Copy, day: date, hero: Image | None 
     settings = campaign.channels.blog
     assert settings is not None
     front: dict[str, object] = {
-        "layout": "post", "title": single_line(copy.blog_title), "date": day.isoformat(),
-        "author": single_line(settings.author), "categories": [single_line(settings.category)], "campaign": campaign.slug,
+        "layout": "post",
+        "title": single_line(copy.blog_title),
+        "date": day.isoformat(),
+        "author": single_line(settings.author),
+        "categories": [single_line(settings.category)],
+        "campaign": campaign.slug,
     }
     body = body_text(copy.blog_body)
     if hero is not None:
@@ -140,6 +153,11 @@ def blog_markdown(campaign: Campaign, copy: Copy, day: date, hero: Image | None 
 
 def blog_post(campaign: Campaign, copy: Copy, day: date, key: str, hero: Image | None) -> BlogPost:
     """The post and its hero image, to commit together (``hero`` read with its bytes from the asset store)."""
-    return BlogPost(key=key, path=post_path(day, campaign.slug), title=single_line(copy.blog_title),
-                    markdown=blog_markdown(campaign, copy, day, hero),
-                    hero=hero, hero_path=hero_path(day, campaign.slug) if hero is not None else "")
+    return BlogPost(
+        key=key,
+        path=post_path(day, campaign.slug),
+        title=single_line(copy.blog_title),
+        markdown=blog_markdown(campaign, copy, day, hero),
+        hero=hero,
+        hero_path=hero_path(day, campaign.slug) if hero is not None else "",
+    )

@@ -188,8 +188,9 @@ class SqliteBreakerStorage(pybreaker.CircuitBreakerStorage):
         try:
             value = self._db.one(sql, (self._service,))
         except sqlite3.Error as exc:
-            log.warning("circuit breaker store %s: reading %s failed (%s); assuming %r", self._db.path, self._service, exc,
-                        fallback)
+            log.warning(
+                "circuit breaker store %s: reading %s failed (%s); assuming %r", self._db.path, self._service, exc, fallback
+            )
             return fallback
         return fallback if value is None else value
 
@@ -302,7 +303,9 @@ class _RedisStore:
         except RedisError as exc:
             log.warning(
                 "circuit breaker store %s unreachable (%s): the %s breaker counts in this process only",
-                self.where, type(exc).__name__, key,
+                self.where,
+                type(exc).__name__,
+                key,
             )
             return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
 
@@ -372,7 +375,11 @@ class _Telemetry(pybreaker.CircuitBreakerListener):
             self._failed = False
             log.warning(
                 "circuit breaker %s: %s -> open (%s); calls fail at once for %g s [%s]",
-                self.service, old_name, why, self.settings.reset_timeout, self.where,
+                self.service,
+                old_name,
+                why,
+                self.settings.reset_timeout,
+                self.where,
             )
         elif new.name == pybreaker.STATE_HALF_OPEN:
             log.info("circuit breaker %s: %s -> half-open: trial calls go through [%s]", self.service, old_name, self.where)
@@ -470,8 +477,7 @@ class Guarded:
 # --------------------------------------------------------------------------------------------
 
 _SUPPORTED = (
-    f"fs (a SQLite file {DB_FILE} in the folder given by extra.path) or "
-    "redis (a Redis server: host, port, password, extra.db)"
+    f"fs (a SQLite file {DB_FILE} in the folder given by extra.path) or redis (a Redis server: host, port, password, extra.db)"
 )
 
 

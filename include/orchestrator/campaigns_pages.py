@@ -262,8 +262,14 @@ def _version(review: Review) -> str:
     """Which version of the campaign file the run uses, and whether the file has moved on since."""
     if not review.campaign_version:
         return ""
-    changed = (' <span class="muted">(the file has been edited since this run started: this run keeps the version it '
-               "started with; new runs use the edit)</span>") if review.file_changed else ""
+    changed = (
+        (
+            ' <span class="muted">(the file has been edited since this run started: this run keeps the version it '
+            "started with; new runs use the edit)</span>"
+        )
+        if review.file_changed
+        else ""
+    )
     return f'<dt>Campaign version</dt><dd id="campaign-version"><code>{_e(review.campaign_version)}</code>{changed}</dd>'
 
 

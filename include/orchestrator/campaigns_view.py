@@ -427,7 +427,8 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
         sender=str(email.sender) if email and "email" in channels else "",
         review_where=str(bundle.get("url") or bundle.get("branch") or bundle.get("key") or ""),
         campaign_version=plan.get("campaign_version", ""),
-        file_changed=bool(plan.get("campaign_version")) and current is not None
+        file_changed=bool(plan.get("campaign_version"))
+        and current is not None
         and campaign_version(current) != plan.get("campaign_version"),
     )
     if draft:

@@ -3,8 +3,9 @@
 Every port has a default connection id (``campaign_<port>``; a campaign file may name another).
 The connection's type picks the backend: ``fs`` means a local backend living in the folder given
 by the ``path`` extra (relative paths are under ``$AIRFLOW_HOME``, or under the project folder
-with ``"relative_to": "project"``), ``smtp`` an SMTP server, and so on. A missing connection or an unsupported type is an error naming the connection and what
-would work, never a silent fallback. Connections are read at execute time only, never at parse.
+with ``"relative_to": "project"``), ``smtp`` an SMTP server, and so on. A missing connection or
+an unsupported type is an error naming the connection and what would work, never a silent fallback.
+Connections are read at execute time only, never at parse.
 """
 
 from __future__ import annotations

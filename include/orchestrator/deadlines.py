@@ -119,9 +119,7 @@ class Deadline:
             except OSError:  # not connected (yet), or closed meanwhile
                 pass
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
         self._timer.cancel()
         _local.scope = self._outer
         if isinstance(exc, DeadlineExceeded) or (exc is not None and not isinstance(exc, Exception)):

@@ -236,8 +236,12 @@ def _end(session: Session, ti: Any, detail: Any, record: Decision, params_input:
     # starts (measured: p95 40 s with 1,000 runs waiting). First write of the transaction: see end_waiting.
     if not end_waiting(session, type(ti), ti, TaskInstanceState.SUCCESS if record.approved else TaskInstanceState.FAILED):
         earlier = _xcom(session, ti, "return_value")  # committed by the winner, whom the update waited for
-        raise DecisionRefused(409, f"already decided: {Decision.model_validate(earlier).summary()}" if earlier
-                              else "the approval gate was ended by someone else meanwhile: the run no longer waits")
+        raise DecisionRefused(
+            409,
+            f"already decided: {Decision.model_validate(earlier).summary()}"
+            if earlier
+            else "the approval gate was ended by someone else meanwhile: the run no longer waits",
+        )
     _close(detail, record.by_id or record.by, record.by, record.at, record.approved, params_input)
     _keep(session, ti, record, record.summary() if record.approved else f"{record.summary()} -> {record.failure()}", user_id)
 
@@ -259,8 +263,15 @@ def end_waiting(session: Session, model: Any, row: Any, state: str) -> bool:
     done = session.execute(
         update(model)
         .where(model.id == row.id, model.state == "awaiting_input")
-        .values(state=state, start_date=started, end_date=ended, duration=(ended - started).total_seconds(),
-                next_method=None, next_kwargs=None, trigger_timeout=None)
+        .values(
+            state=state,
+            start_date=started,
+            end_date=ended,
+            duration=(ended - started).total_seconds(),
+            next_method=None,
+            next_kwargs=None,
+            trigger_timeout=None,
+        )
         .execution_options(synchronize_session="evaluate")  # the row read before; no RETURNING: rowcount stays exact
     )
     return done.rowcount == 1
@@ -344,8 +355,11 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
     # is the task's row (the gate marked), or the run's (the whole run marked: a cancellation).
     entry = session.scalar(
         select(Log)
-        .where(Log.dag_id == ti.dag_id, Log.run_id == ti.run_id,
-               or_(and_(Log.task_id == ti.task_id, Log.event.like("%task_instance%")), Log.event == "patch_dag_run"))
+        .where(
+            Log.dag_id == ti.dag_id,
+            Log.run_id == ti.run_id,
+            or_(and_(Log.task_id == ti.task_id, Log.event.like("%task_instance%")), Log.event == "patch_dag_run"),
+        )
         .order_by(Log.dttm.desc(), Log.id.desc())
         .limit(1)
     )
@@ -403,8 +417,10 @@ def _refuse_mark(session: Session, ti: Any, detail: Any, by: str, why: str) -> N
     refused answer in the form). The request is closed, and the refusal is in Airflow's audit log."""
     from airflow.utils.state import TaskInstanceState
 
-    message = (f"refused the approval by {by}, who marked the approval task success: {why}. "
-               "Nothing is published: the campaign is rolled back")
+    message = (
+        f"refused the approval by {by}, who marked the approval task success: {why}. "
+        "Nothing is published: the campaign is rolled back"
+    )
     ti.set_state(TaskInstanceState.FAILED, session=session)  # same transaction: nobody ever sees it succeeded
     _set_xcom(session, ti, "error", message)
     if detail is not None and not detail.response_received:

@@ -48,12 +48,22 @@ SHA256 = {
 
 # numpy has no erf and the model uses the exact (erf) GELU, not the tanh approximation: a
 # rational approximation of erf on [-4, 4] (Eigen's float erf), |error| < 5e-7.
-_ERF_P = tuple(np.float32(c) for c in (
-    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
-_ERF_Q = tuple(np.float32(c) for c in (
-    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-    -1.42647390514189e-02))
+_ERF_P = tuple(
+    np.float32(c)
+    for c in (
+        -2.72614225801306e-10,
+        2.77068142495902e-08,
+        -2.10102402082508e-06,
+        -5.69250639462346e-05,
+        -7.34990630326855e-04,
+        -2.95459980854025e-03,
+        -1.60960333262415e-02,
+    )
+)
+_ERF_Q = tuple(
+    np.float32(c)
+    for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02)
+)
 _GELU_CHUNK = 1 << 16  # elements per step: the ~25 passes over a chunk stay in the CPU cache
 
 
@@ -118,7 +128,9 @@ def _read_verified(folder: Path) -> dict[str, np.ndarray]:
 
     missing = [n for n in (*SHA256, "config.json", "sentence_bert_config.json") if not (folder / n).is_file()]
     if missing:
-        raise EmbeddingModelError(f"{PACKAGE} is incomplete ({', '.join(missing)} missing in {folder}); reinstall: {INSTALL_HINT}")
+        raise EmbeddingModelError(
+            f"{PACKAGE} is incomplete ({', '.join(missing)} missing in {folder}); reinstall: {INSTALL_HINT}"
+        )
     with ThreadPoolExecutor(len(SHA256)) as pool:
         digests = {name: pool.submit(_sha256, folder / name) for name in SHA256}
         try:
@@ -156,14 +168,16 @@ def _load(folder: Path) -> _Model:
     for i in range(config["num_hidden_layers"]):
         p = f"encoder.layer.{i}"
         (qw, qb), (kw, kb), (vw, vb) = (pair(f"{p}.attention.self.{n}", "weight", "bias") for n in ("query", "key", "value"))
-        layers.append(_Layer(
-            qkv=(np.concatenate([qw * scale, kw, vw]), np.concatenate([qb * scale, kb, vb])),
-            attention_out=pair(f"{p}.attention.output.dense", "weight", "bias"),
-            attention_norm=pair(f"{p}.attention.output.LayerNorm", "weight", "bias"),
-            up=pair(f"{p}.intermediate.dense", "weight", "bias"),
-            down=pair(f"{p}.output.dense", "weight", "bias"),
-            output_norm=pair(f"{p}.output.LayerNorm", "weight", "bias"),
-        ))
+        layers.append(
+            _Layer(
+                qkv=(np.concatenate([qw * scale, kw, vw]), np.concatenate([qb * scale, kb, vb])),
+                attention_out=pair(f"{p}.attention.output.dense", "weight", "bias"),
+                attention_norm=pair(f"{p}.attention.output.LayerNorm", "weight", "bias"),
+                up=pair(f"{p}.intermediate.dense", "weight", "bias"),
+                down=pair(f"{p}.output.dense", "weight", "bias"),
+                output_norm=pair(f"{p}.output.LayerNorm", "weight", "bias"),
+            )
+        )
     return _Model(
         tokenizer=tokenizer,
         words=tensors["embeddings.word_embeddings.weight"],

@@ -153,8 +153,13 @@ class Ledger:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
 
-    def _upsert(self, values: dict[str, Any], on_conflict: dict[str, Any], table: Table = entries_table,
-                keys: tuple[str, ...] = ("dag_id", "run_id", "port", "conn_id", "key")) -> None:
+    def _upsert(
+        self,
+        values: dict[str, Any],
+        on_conflict: dict[str, Any],
+        table: Table = entries_table,
+        keys: tuple[str, ...] = ("dag_id", "run_id", "port", "conn_id", "key"),
+    ) -> None:
         stmt = self._insert(table).values(**values).on_conflict_do_update(index_elements=list(keys), set_=on_conflict)
         with self.engine.begin() as conn:
             conn.execute(stmt)
@@ -168,11 +173,23 @@ class Ledger:
         now, t = _now(), launches_table.c
         where = (t.dag_id == dag_id, t.launch == launch)
         with self.engine.begin() as conn:
-            conn.execute(self._insert(launches_table).values(
-                dag_id=dag_id, launch=launch, run_id=run_id, state="held", created_at=now, updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["dag_id", "launch"]))
-            conn.execute(update(launches_table).where(*where, t.state == "released")
-                         .values(run_id=run_id, state="held", created_at=now, updated_at=now))
+            conn.execute(
+                self._insert(launches_table)
+                .values(
+                    dag_id=dag_id,
+                    launch=launch,
+                    run_id=run_id,
+                    state="held",
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["dag_id", "launch"])
+            )
+            conn.execute(
+                update(launches_table)
+                .where(*where, t.state == "released")
+                .values(run_id=run_id, state="held", created_at=now, updated_at=now)
+            )
             holder, since = conn.execute(select(t.run_id, t.created_at).where(*where)).one()
         return None if holder == run_id else (holder, since)
 
@@ -180,8 +197,11 @@ class Ledger:
         """Give up the launches this run holds (it sent nothing that stays out); how many."""
         t = launches_table.c
         with self.engine.begin() as conn:
-            done = conn.execute(update(launches_table).where(t.dag_id == dag_id, t.run_id == run_id, t.state == "held")
-                                .values(state="released", updated_at=_now()))
+            done = conn.execute(
+                update(launches_table)
+                .where(t.dag_id == dag_id, t.run_id == run_id, t.state == "held")
+                .values(state="released", updated_at=_now())
+            )
         return done.rowcount
 
     def planned(self, dag_id: str, run_id: str, task_id: str, map_index: int, effect: Effect) -> None:
@@ -190,9 +210,21 @@ class Ledger:
         now = _now()
         state = entries_table.c.state
         self._upsert(
-            {"dag_id": dag_id, "run_id": run_id, "port": effect.port, "conn_id": effect.conn_id, "key": _key(effect),
-             "task_id": task_id, "map_index": map_index, "state": "planned", "effect": effect.model_dump_json(),
-             "error": "", "attempts": 0, "created_at": now, "updated_at": now},
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "port": effect.port,
+                "conn_id": effect.conn_id,
+                "key": _key(effect),
+                "task_id": task_id,
+                "map_index": map_index,
+                "state": "planned",
+                "effect": effect.model_dump_json(),
+                "error": "",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
             {"state": case((state.in_(("undone", "absent")), "planned"), else_=state), "error": "", "updated_at": now},
         )
 
@@ -201,8 +233,14 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(
                 update(entries_table)
-                .where(t.dag_id == dag_id, t.run_id == run_id, t.port == effect.port, t.conn_id == effect.conn_id,
-                       t.key == _key(effect), t.state == "planned")
+                .where(
+                    t.dag_id == dag_id,
+                    t.run_id == run_id,
+                    t.port == effect.port,
+                    t.conn_id == effect.conn_id,
+                    t.key == _key(effect),
+                    t.state == "planned",
+                )
                 .values(**values, updated_at=_now())
             )
 
@@ -219,9 +257,21 @@ class Ledger:
         """The call returned: keep its answer (a commit id, a message id) for the undo."""
         now = _now()
         self._upsert(
-            {"dag_id": dag_id, "run_id": run_id, "port": effect.port, "conn_id": effect.conn_id, "key": _key(effect),
-             "task_id": task_id, "map_index": map_index, "state": "made", "effect": effect.model_dump_json(),
-             "error": "", "attempts": 0, "created_at": now, "updated_at": now},
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "port": effect.port,
+                "conn_id": effect.conn_id,
+                "key": _key(effect),
+                "task_id": task_id,
+                "map_index": map_index,
+                "state": "made",
+                "effect": effect.model_dump_json(),
+                "error": "",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
             {"state": "made", "effect": effect.model_dump_json(), "error": "", "updated_at": now},
         )
 
@@ -232,16 +282,24 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            Entry(id=r["id"], task_id=r["task_id"], map_index=r["map_index"], state=r["state"],
-                  effect=Effect.model_validate(json.loads(r["effect"])), error=r["error"], attempts=r["attempts"])
+            Entry(
+                id=r["id"],
+                task_id=r["task_id"],
+                map_index=r["map_index"],
+                state=r["state"],
+                effect=Effect.model_validate(json.loads(r["effect"])),
+                error=r["error"],
+                attempts=r["attempts"],
+            )
             for r in rows
         ]
 
     def made_effects(self, port: str, kind: str, since: datetime) -> list[tuple[str, str, Effect]]:
         """``(dag_id, run_id, effect)`` of every made effect of this port and kind planned since ``since``."""
         t = entries_table.c
-        query = (select(t.dag_id, t.run_id, t.effect)
-                 .where(t.port == port, t.state == "made", t.created_at >= since).order_by(t.id))
+        query = (
+            select(t.dag_id, t.run_id, t.effect).where(t.port == port, t.state == "made", t.created_at >= since).order_by(t.id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         found = [(d, r, Effect.model_validate(json.loads(e))) for d, r, e in rows]
@@ -254,8 +312,12 @@ class Ledger:
 
     def set_poll_tag(self, dag_id: str, run_id: str, etag: str) -> None:
         now = _now()
-        self._upsert({"dag_id": dag_id, "run_id": run_id, "etag": etag, "updated_at": now},
-                     {"etag": etag, "updated_at": now}, polls_table, ("dag_id", "run_id"))
+        self._upsert(
+            {"dag_id": dag_id, "run_id": run_id, "etag": etag, "updated_at": now},
+            {"etag": etag, "updated_at": now},
+            polls_table,
+            ("dag_id", "run_id"),
+        )
 
     def settle(self, entry: Entry, state: str, error: str = "") -> None:
         """Record what compensation did with an entry."""
@@ -278,8 +340,12 @@ def ledger_url(conn: Any) -> str:
         return f"sqlite:///{folder / 'ledger.sqlite3'}"
     if kind in ("postgres", "postgresql"):
         return URL.create(
-            "postgresql+psycopg2", username=conn.login or None, password=conn.password or None,
-            host=conn.host or "localhost", port=conn.port or 5432, database=conn.schema or "airflow",
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or "localhost",
+            port=conn.port or 5432,
+            database=conn.schema or "airflow",
         ).render_as_string(hide_password=False)
     raise ConnectionConfigError(
         f"connection {LEDGER_CONN_ID!r} has type {kind or '(none)'!r}, which the saga ledger cannot use. "

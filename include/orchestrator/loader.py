@@ -51,8 +51,11 @@ class CampaignFilesInvalid(Exception):
     def __init__(self, errors: list[CampaignFileError]):
         self.errors = errors
         count = len(errors)
-        tail = ("1 campaign file is invalid: its DAG is not loaded" if count == 1 else
-                f"{count} campaign files are invalid: their DAGs are not loaded")
+        tail = (
+            "1 campaign file is invalid: its DAG is not loaded"
+            if count == 1
+            else f"{count} campaign files are invalid: their DAGs are not loaded"
+        )
         super().__init__("\n".join(str(e) for e in errors) + f"\n({tail}; the other campaigns are.)")
 
 
@@ -139,8 +142,10 @@ def _structure_problems(text: str) -> list[str]:
                 key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
                 where = f"{parent.path}.{key}" if parent.path else key
                 if key in parent.keys:
-                    problems.append(f"{where}: given twice in one mapping (lines {parent.keys[key]} and {line}); "
-                                    "YAML would silently keep only the last: merge them into one")
+                    problems.append(
+                        f"{where}: given twice in one mapping (lines {parent.keys[key]} and {line}); "
+                        "YAML would silently keep only the last: merge them into one"
+                    )
                 parent.keys[key] = line
                 parent.key = key
             else:
@@ -155,8 +160,10 @@ def _structure_problems(text: str) -> list[str]:
         else:
             values += 1
         if values > MAX_VALUES:
-            return [f"{where}: more than {MAX_VALUES:,} values once the aliases (*name) are expanded (line {line}): "
-                    "a campaign file is far smaller"]
+            return [
+                f"{where}: more than {MAX_VALUES:,} values once the aliases (*name) are expanded (line {line}): "
+                "a campaign file is far smaller"
+            ]
         if isinstance(event, yaml.CollectionStartEvent):
             stack.append(_Open(where if stack else "", isinstance(event, yaml.MappingStartEvent), values - 1, event.anchor))
             if len(stack) > MAX_DEPTH:
@@ -170,8 +177,9 @@ def _read(path: Path) -> str:
     with path.open("rb") as file:
         data = file.read(MAX_FILE_BYTES + 1)  # never more, whatever the file is
     if len(data) > MAX_FILE_BYTES:
-        raise CampaignFilesInvalid([CampaignFileError(path, (
-            f"the file is larger than {MAX_FILE_BYTES // 1024} KB: a campaign file is a few KB",))])
+        raise CampaignFilesInvalid(
+            [CampaignFileError(path, (f"the file is larger than {MAX_FILE_BYTES // 1024} KB: a campaign file is a few KB",))]
+        )
     return data.decode("utf-8")
 
 
@@ -197,8 +205,10 @@ def parse_campaign(path: Path) -> Campaign:
         raise CampaignFilesInvalid([CampaignFileError(path, _describe(exc))]) from None
     if path.stem != campaign.slug:
         # One file per campaign, named by its slug: a DAG id leads straight to its file.
-        problem = (f"slug: {campaign.slug!r} must match the file name: rename the file to {campaign.slug}{path.suffix} "
-                   "or change the slug")
+        problem = (
+            f"slug: {campaign.slug!r} must match the file name: rename the file to {campaign.slug}{path.suffix} "
+            "or change the slug"
+        )
         raise CampaignFilesInvalid([CampaignFileError(path, (problem,))])
     return campaign
 

@@ -54,8 +54,10 @@ def settings_connections(path: Path = SETTINGS) -> dict[str, dict[str, Any]]:
 def import_pools(env: dict[str, str], path: Path = SETTINGS) -> None:
     """Create (or resize) the pools of airflow_settings.yaml in the Airflow of ``env``: a task in a
     pool that does not exist is never scheduled."""
-    pools = {p["pool_name"]: {"slots": p["pool_slot"], "description": p.get("pool_description", ""), "include_deferred": False}
-             for p in yaml.safe_load(path.read_text())["airflow"].get("pools") or []}
+    pools = {
+        p["pool_name"]: {"slots": p["pool_slot"], "description": p.get("pool_description", ""), "include_deferred": False}
+        for p in yaml.safe_load(path.read_text())["airflow"].get("pools") or []
+    }
     target = Path(env.get("AIRFLOW_HOME", airflow_home())) / "campaign-pools.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(pools))
@@ -148,8 +150,14 @@ def record_decision(dag_id: str, run_id: str, decision: str, by: str, reason: st
 
     with create_session() as session:
         record = decide(
-            session, dag_id=dag_id, run_id=run_id, user_id=by, user_name=by, roles=[],
-            request=DecisionRequest(decision=decision, reason=reason), means="in-process",
+            session,
+            dag_id=dag_id,
+            run_id=run_id,
+            user_id=by,
+            user_name=by,
+            roles=[],
+            request=DecisionRequest(decision=decision, reason=reason),
+            means="in-process",
         )
     return record.summary()
 
@@ -223,7 +231,9 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         with log_path.open("w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "airflow", "dags", "test", "--conf", json.dumps({"launch": launch}), dag_id],
-                stdout=log, stderr=subprocess.STDOUT, env=_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_env(),
             )
             run_id, decided = None, False
             while proc.poll() is None:

@@ -77,7 +77,7 @@ def batches(recipients: list[str], size: int) -> list[list[str]]:
     """The recipients in batches of at most ``size`` (one SMTP transaction each)."""
     if size < 1:
         raise ValueError(f"batch size must be at least 1, got {size}")
-    return [recipients[i:i + size] for i in range(0, len(recipients), size)]
+    return [recipients[i : i + size] for i in range(0, len(recipients), size)]
 
 
 def unsubscribe_headers(unsubscribe: str) -> dict[str, str]:
@@ -123,8 +123,10 @@ def html_body(email: Email, image_src: str | None = None) -> str:
     if email.banner is not None:
         src = image_src or f"cid:{banner_cid(email)}"
         height = round(HTML_WIDTH * email.banner.height / email.banner.width)
-        parts.append(f'<img src="{esc(src)}" alt="{esc(one_line(email.banner.alt))}" width="{HTML_WIDTH}" height="{height}" '
-                     'style="display:block;width:100%;max-width:100%;height:auto;border:0;">')
+        parts.append(
+            f'<img src="{esc(src)}" alt="{esc(one_line(email.banner.alt))}" width="{HTML_WIDTH}" height="{height}" '
+            'style="display:block;width:100%;max-width:100%;height:auto;border:0;">'
+        )
     parts += [f"<p>{p}</p>" for p in _paragraphs(email.text)]
     link = email.unsubscribe
     shown = link.removeprefix("mailto:").partition("?")[0] if link.startswith("mailto:") else link
@@ -156,8 +158,9 @@ def mime_message(email: Email, now: datetime | None = None) -> EmailMessage:
     if email.banner is not None:
         html_part = msg.get_payload()[1]
         # add_related turns the HTML part into multipart/related: [text/html, image/png]
-        html_part.add_related(email.banner.data, "image", "png", cid=f"<{banner_cid(email)}>", disposition="inline",
-                              filename="banner.png")
+        html_part.add_related(
+            email.banner.data, "image", "png", cid=f"<{banner_cid(email)}>", disposition="inline", filename="banner.png"
+        )
     return msg
 
 

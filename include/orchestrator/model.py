@@ -90,8 +90,17 @@ MULTI_LINE_PATTERN = f"^[^{_CONTROLS_BUT_LINES}]*$"
 _NOT_SINGLE_LINE = re.compile(f"[{_CONTROLS}{_SEPARATORS}{_BIDI}]")
 _NOT_MULTI_LINE = re.compile(f"[{_CONTROLS_BUT_LINES}]")
 _BREAKS = "\n\r\x0b\x0c\x85\u2028\u2029"
-_CONTROL_NAMES = {"\x00": "null", "\t": "tab", "\n": "line feed", "\r": "carriage return", "\x0b": "vertical tab",
-                  "\x0c": "form feed", "\x1b": "escape", "\x7f": "delete", "\x85": "next line"}
+_CONTROL_NAMES = {
+    "\x00": "null",
+    "\t": "tab",
+    "\n": "line feed",
+    "\r": "carriage return",
+    "\x0b": "vertical tab",
+    "\x0c": "form feed",
+    "\x1b": "escape",
+    "\x7f": "delete",
+    "\x85": "next line",
+}
 
 
 def _refusal(value: str, refused: re.Pattern[str]) -> str | None:
@@ -186,7 +195,9 @@ def _check_schedule(value: str) -> str:
 
 
 Schedule = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(one_line),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(one_line),
     AfterValidator(_check_schedule),
 ]
 
@@ -255,16 +266,26 @@ def plain_words(item: dict) -> str:
         return f"needs at least {count} item{'' if count == 1 else 's'}"
     if kind == "too_long":
         return f"may have at most {ctx.get('max_length')} items"
-    words = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
-             "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}
+    words = {
+        "greater_than_equal": ("at least", "ge"),
+        "less_than_equal": ("at most", "le"),
+        "greater_than": ("more than", "gt"),
+        "less_than": ("less than", "lt"),
+    }
     if kind in words:
         return f"must be {words[kind][0]} {ctx.get(words[kind][1])}"
-    fixed = {"int_parsing": "must be a whole number", "int_type": "must be a whole number",
-             "int_from_float": "must be a whole number", "bool_parsing": "must be true or false",
-             "bool_type": "must be true or false", "string_type": "must be text",
-             "list_type": "must be a list (one item per line, each starting with - )",
-             "model_type": "must be a mapping of fields (key: value lines)", "dict_type": "must be a mapping (key: value lines)",
-             "model_attributes_type": "must be a mapping of fields (key: value lines)"}
+    fixed = {
+        "int_parsing": "must be a whole number",
+        "int_type": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "bool_parsing": "must be true or false",
+        "bool_type": "must be true or false",
+        "string_type": "must be text",
+        "list_type": "must be a list (one item per line, each starting with - )",
+        "model_type": "must be a mapping of fields (key: value lines)",
+        "dict_type": "must be a mapping (key: value lines)",
+        "model_attributes_type": "must be a mapping of fields (key: value lines)",
+    }
     if kind in fixed:
         return fixed[kind]
     message = item["msg"]
@@ -373,7 +394,9 @@ class EmailChannel(Strict):
         "to the big mailbox providers)."
     )
     batch_size: int = Field(
-        50, ge=1, le=BATCH_SIZE_MAX,
+        50,
+        ge=1,
+        le=BATCH_SIZE_MAX,
         description="Recipients per message: each batch is one SMTP transaction (envelope recipients only, never in a "
         "header) and one entry in the saga ledger, so a retry resends no batch that went out.",
     )
@@ -453,9 +476,7 @@ class Campaign(Strict):
     approval: Approval
     retries: Retries = Retries()
     schedule: Schedule | None = Field(None, description="Cron expression or preset (@daily, ...); none = triggered by hand.")
-    tags: list[Annotated[str, StringConstraints(pattern=TAG_PATTERN)]] = Field(
-        default_factory=list, max_length=10
-    )
+    tags: list[Annotated[str, StringConstraints(pattern=TAG_PATTERN)]] = Field(default_factory=list, max_length=10)
     connections: dict[Port, Annotated[str, StringConstraints(pattern=CONN_ID_PATTERN)]] = Field(
         default_factory=dict, description="Per-port Airflow connection ids replacing the defaults."
     )
@@ -566,8 +587,7 @@ def plan_run(
     missing = [c for c in channels if c not in campaign.channels.enabled]
     if missing:
         raise ValueError(
-            f"conf.channels asks for {missing}, but campaign {campaign.slug!r} configures only "
-            f"{campaign.channels.enabled}"
+            f"conf.channels asks for {missing}, but campaign {campaign.slug!r} configures only {campaign.channels.enabled}"
         )
     audience, channels = overrides.audience or campaign.audience, [c for c in CHANNELS if c in channels]
     return RunPlan(

@@ -93,6 +93,7 @@ def default_args(campaign: Campaign) -> dict[str, Any]:
         "execution_timeout": timedelta(minutes=15),
     }
 
+
 # Errors that retrying cannot fix: fail at once with the message.
 _PERMANENT = (ValueError, ConnectionConfigError)
 
@@ -163,8 +164,15 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
     campaign = CAMPAIGNS[task.dag_id]
     # Every effect the step makes goes through the saga ledger, planned first, then made, by the
     # run that holds the run's launch.
-    recorder = saga.Recorder(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1, open_ledger,
-                             launch=lambda: ctx.plan.launch, slug=campaign.slug)
+    recorder = saga.Recorder(
+        ti.dag_id,
+        ti.run_id,
+        ti.task_id,
+        ti.map_index if ti.map_index is not None else -1,
+        open_ledger,
+        launch=lambda: ctx.plan.launch,
+        slug=campaign.slug,
+    )
     ctx = StepContext(
         current=campaign,
         dag_id=ti.dag_id,
@@ -303,15 +311,27 @@ class ApprovalGate(HITLOperator):
         # Nullable, no minLength: the form then neither requires a reason to approve nor shows an
         # error before anyone typed. A rejection's reason and non-empty copy are checked when the
         # answer comes back (``_record``).
-        reason = Param(None, type=["null", "string"], maxLength=2000, pattern=MULTI_LINE_PATTERN, title="Reason",
-                       description="Why. Optional to approve; a rejection needs one.")
+        reason = Param(
+            None,
+            type=["null", "string"],
+            maxLength=2000,
+            pattern=MULTI_LINE_PATTERN,
+            title="Reason",
+            description="Why. Optional to approve; a rejection needs one.",
+        )
         fields = {"reason": reason}
         for name, value in gate_rules.form_values(draft, channels).items():
             extra: dict[str, Any] = {"format": "multiline"} if name in gate_rules.MULTILINE else {}
             if pattern := gate_rules.form_pattern(name):  # the form refuses, as one types, what the gate would
                 extra["pattern"] = pattern
-            fields[name] = Param(value, type="string", maxLength=20_000, title=name.replace("_", " ").capitalize(),
-                                 description="Published as written here when you approve; may not be empty.", **extra)
+            fields[name] = Param(
+                value,
+                type="string",
+                maxLength=20_000,
+                title=name.replace("_", " ").capitalize(),
+                description="Published as written here when you approve; may not be empty.",
+                **extra,
+            )
         return fields
 
     @staticmethod
@@ -377,18 +397,30 @@ class ApprovalGate(HITLOperator):
         try:
             reason = gate_rules.checked_reason(str(params_input.pop("reason", "") or ""))
         except DecisionRefused as exc:
-            raise self._refuse(ti, f"refused the decision by {user['name']} in the Required Actions form: {exc}. "
-                                   "Nothing is published: the campaign is rolled back") from None
+            raise self._refuse(
+                ti,
+                f"refused the decision by {user['name']} in the Required Actions form: {exc}. "
+                "Nothing is published: the campaign is rolled back",
+            ) from None
         approved, edited = Copy.model_validate(state.draft), []
         if decision == "rejected" and not reason:
-            raise self._refuse(ti, f"refused the rejection by {user['name']} in the Required Actions form: it gives no "
-                                   "reason, and a rejection needs one. Nothing is published: the campaign is rolled back")
+            raise self._refuse(
+                ti,
+                f"refused the rejection by {user['name']} in the Required Actions form: it gives no "
+                "reason, and a rejection needs one. Nothing is published: the campaign is rolled back",
+            )
         if decision == "approved":  # a rejection publishes nothing: the form's copy fields do not matter
-            emptied = [name for name in gate_rules.editable_fields(state.channels)
-                       if name in params_input and not str(params_input[name] or "").strip()]
+            emptied = [
+                name
+                for name in gate_rules.editable_fields(state.channels)
+                if name in params_input and not str(params_input[name] or "").strip()
+            ]
             if emptied:
-                raise self._refuse(ti, f"refused the approval by {user['name']}: it leaves {', '.join(emptied)} empty, "
-                                       "and empty copy is never published. The campaign is rolled back")
+                raise self._refuse(
+                    ti,
+                    f"refused the approval by {user['name']}: it leaves {', '.join(emptied)} empty, "
+                    "and empty copy is never published. The campaign is rolled back",
+                )
             try:
                 approved, edited = gate_rules.apply_edits(approved, state.channels, params_input, state.limits())
             except DecisionRefused as exc:
@@ -536,9 +568,15 @@ def _params(campaign: Campaign) -> dict[str, Param]:
     return {
         # Refused when the run is created (REST answers 400 naming the param): a NUL would otherwise reach
         # PostgreSQL's jsonb conf column, which answers a 422 naming no field, before validate_conf can.
-        "audience": Param(campaign.audience, type="string", minLength=1, maxLength=200, title="Audience",
-                          pattern=text_pattern(RunOverrides, "audience"),
-                          description="Who the copy speaks to, in one line. Defaults to the campaign's audience."),
+        "audience": Param(
+            campaign.audience,
+            type="string",
+            minLength=1,
+            maxLength=200,
+            title="Audience",
+            pattern=text_pattern(RunOverrides, "audience"),
+            description="Who the copy speaks to, in one line. Defaults to the campaign's audience.",
+        ),
         "channels": Param(
             campaign.channels.enabled,
             type="array",
@@ -549,11 +587,21 @@ def _params(campaign: Campaign) -> dict[str, Param]:
             title="Channels",
             description="Where this run publishes: some or all of the campaign's channels. Channels left out are skipped.",
         ),
-        "writer_notes": Param(None, type=["null", "string"], maxLength=2000, title="Writer notes",
-                              pattern=text_pattern(RunOverrides, "writer_notes"),
-                              description=overrides["writer_notes"].description),
-        "launch": Param(None, type=["null", "string"], pattern=LAUNCH_PATTERN, title="Launch",
-                        description="Optional. " + overrides["launch"].description),
+        "writer_notes": Param(
+            None,
+            type=["null", "string"],
+            maxLength=2000,
+            title="Writer notes",
+            pattern=text_pattern(RunOverrides, "writer_notes"),
+            description=overrides["writer_notes"].description,
+        ),
+        "launch": Param(
+            None,
+            type=["null", "string"],
+            pattern=LAUNCH_PATTERN,
+            title="Launch",
+            description="Optional. " + overrides["launch"].description,
+        ),
     }
 
 
@@ -575,8 +623,13 @@ def check_schedule(schedule: str | None) -> None:
     """Raise naming ``schedule`` when Airflow's own timetable code refuses it for a campaign DAG: the
     DAG processor makes the same checks, and would otherwise drop the DAG with an error naming no file."""
     try:
-        probe = DAG(dag_id="schedule_check", schedule=schedule, start_date=START_DATE, max_active_runs=MAX_ACTIVE_RUNS,
-                    auto_register=False)
+        probe = DAG(
+            dag_id="schedule_check",
+            schedule=schedule,
+            start_date=START_DATE,
+            max_active_runs=MAX_ACTIVE_RUNS,
+            auto_register=False,
+        )
         probe.timetable.validate()
     except Exception as exc:
         raise CampaignFieldError(
@@ -618,7 +671,11 @@ def build_dag(campaign: Campaign) -> DAG:
         # Retried like every step: bad conf and a taken launch fail at once (ValueError), a ledger blip does not.
         plan = task("validate_conf")
         with TaskGroup("research") as research:
-            [task("search_notes"), fan_out("scrape_competitor", [str(u) for u in campaign.research.competitor_urls]), task("recall_research")]
+            [
+                task("search_notes"),
+                fan_out("scrape_competitor", [str(u) for u in campaign.research.competitor_urls]),
+                task("recall_research"),
+            ]
         with TaskGroup("content") as content:
             task("load_brand_voice") >> task("write_copy") >> task("store_draft")
         # Every channel has its tasks, also one the campaign does not configure (skipped then): a

@@ -41,8 +41,10 @@ class WatchReport:
     rate_remaining: int | None = None
 
     def summary(self) -> str:
-        return (f"{self.waiting} waiting, {self.unchanged} unchanged, {len(self.decided)} decided, "
-                f"{len(self.skipped)} skipped, {len(self.errors)} errors; GitHub rate limit left: {self.rate_remaining}")
+        return (
+            f"{self.waiting} waiting, {self.unchanged} unchanged, {len(self.decided)} decided, "
+            f"{len(self.skipped)} skipped, {len(self.errors)} errors; GitHub rate limit left: {self.rate_remaining}"
+        )
 
 
 def watch(

@@ -103,8 +103,13 @@ class LaunchTaken(ValueError):
     """Another run of the campaign holds this launch: this run must make nothing (a retry cannot fix it)."""
 
     def __init__(self, slug: str, launch: str, holder: str, since: datetime) -> None:
-        how = ("a run with the same conf" if launch.startswith("conf ") else
-               f"launch {launch.removeprefix('named ')!r}" if launch.startswith("named ") else launch)
+        how = (
+            "a run with the same conf"
+            if launch.startswith("conf ")
+            else f"launch {launch.removeprefix('named ')!r}"
+            if launch.startswith("named ")
+            else launch
+        )
         super().__init__(
             f"campaign {slug!r}: {how} is already taken by run {holder!r} (since {since:%Y-%m-%d %H:%M} UTC), so this "
             "run would send the same email, posts and blog post again; it made nothing. The launch is free again "
@@ -147,8 +152,14 @@ class Recorder:
         """This run's ledger entry of ``effect`` (same port, connection, key and disk), or None: what an
         earlier try of the step did with it (made, planned and cut off, failed, ...). Read-only."""
         same = (effect.port, effect.conn_id, effect.key, effect.disk)
-        return next((e for e in self.ledger.entries(self.dag_id, self.run_id)
-                     if (e.effect.port, e.effect.conn_id, e.effect.key, e.effect.disk) == same), None)
+        return next(
+            (
+                e
+                for e in self.ledger.entries(self.dag_id, self.run_id)
+                if (e.effect.port, e.effect.conn_id, e.effect.key, e.effect.disk) == same
+            ),
+            None,
+        )
 
     def wrap(self, port: str, backend: Any) -> Any:
         return Journaled(backend, port, self) if port in CHANGING_CALLS else backend
@@ -185,8 +196,11 @@ def compensate(ledger: Ledger, dag_id: str, run_id: str, open_backend: Callable[
     entries = ledger.entries(dag_id, run_id)
     live = pivot(entries)
     if live is not None:
-        log.warning("not undoing anything: %s (%s) cannot be undone, so the campaign only moves forward",
-                    live.effect.summary or live.effect.key, live.where)
+        log.warning(
+            "not undoing anything: %s (%s) cannot be undone, so the campaign only moves forward",
+            live.effect.summary or live.effect.key,
+            live.where,
+        )
         return entries
     for entry in reversed(entries):
         if entry.state not in OPEN_STATES:
@@ -269,9 +283,13 @@ class Report(BaseModel):
 
     def summary(self) -> str:
         """A few lines for the run's note and the logs."""
-        head = {"completed": "Campaign completed", "partially distributed": "Campaign partially distributed",
-                "rolled back": "Campaign rolled back", "cleanup needed": "Campaign rolled back INCOMPLETELY",
-                "failed after going live": "Campaign failed after going live"}[self.status]
+        head = {
+            "completed": "Campaign completed",
+            "partially distributed": "Campaign partially distributed",
+            "rolled back": "Campaign rolled back",
+            "cleanup needed": "Campaign rolled back INCOMPLETELY",
+            "failed after going live": "Campaign failed after going live",
+        }[self.status]
         lines = [f"{head}: {self.reason}" if self.reason else head]
         if not self.ok:
             counts = (len(self.undone), len(self.absent), len(self.kept), len(self.left))
@@ -282,8 +300,11 @@ class Report(BaseModel):
             emails = [line for line in out if line.port == "email"]
             if len(emails) > 1:  # an email sent in batches: one line, not one per batch
                 lines.append(_emails_out(emails))
-            lines += [line.out() for line in sorted(out, key=lambda line: OUTWARD_PORTS.index(line.port))
-                      if line.port != "email" or len(emails) == 1]
+            lines += [
+                line.out()
+                for line in sorted(out, key=lambda line: OUTWARD_PORTS.index(line.port))
+                if line.port != "email" or len(emails) == 1
+            ]
         lines += [f"- left to clean up by hand: {line.text()}" for line in self.left]
         if self.status == "failed after going live":
             lines += [f"- live: {line.text()}" for line in self.kept]
@@ -298,8 +319,10 @@ def _emails_out(batches: list[Line]) -> str:
     line = f"- email: {len(batches)} batches to {sum(b.recipients for b in batches)} recipient(s); first: {batches[0].summary}"
     unsure = [b for b in batches if b.state == "planned"]
     if unsure:
-        line += (f"; {len(unsure)} batch(es), {sum(b.recipients for b in unsure)} recipient(s), may or may not have been "
-                 f"delivered (their try died during the send; not sent again): {', '.join(b.key for b in unsure)}")
+        line += (
+            f"; {len(unsure)} batch(es), {sum(b.recipients for b in unsure)} recipient(s), may or may not have been "
+            f"delivered (their try died during the send; not sent again): {', '.join(b.key for b in unsure)}"
+        )
     return line
 
 
@@ -307,8 +330,17 @@ def _line(entry: Entry) -> Line:
     e = entry.effect
     link = e.ref.get("url") if isinstance(e.ref.get("url"), str) else ""
     to = e.ref.get("to")
-    return Line(where=entry.where, port=e.port, kind=e.kind, key=e.key, summary=e.summary, state=entry.state, error=entry.error,
-                link=link, recipients=len(to) if isinstance(to, list) else 0)
+    return Line(
+        where=entry.where,
+        port=e.port,
+        kind=e.kind,
+        key=e.key,
+        summary=e.summary,
+        state=entry.state,
+        error=entry.error,
+        link=link,
+        recipients=len(to) if isinstance(to, list) else 0,
+    )
 
 
 def states_by_task(states: dict[str, str | None], task_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -379,21 +411,33 @@ def report(dag_id: str, run_id: str, status: Status, reason: str, entries: list[
         return Report(dag_id=dag_id, run_id=run_id, status=status, reason=reason, kept=lines, compensation_seconds=seconds)
     if pivot(entries) is not None:
         live = [line for line in lines if line.state in (*OPEN_STATES, "kept")]
-        return Report(dag_id=dag_id, run_id=run_id, status="failed after going live", reason=reason, kept=live,
-                      compensation_seconds=seconds)
+        return Report(
+            dag_id=dag_id, run_id=run_id, status="failed after going live", reason=reason, kept=live, compensation_seconds=seconds
+        )
     left = [_line(e) for e in left_open(entries)]
     return Report(
-        dag_id=dag_id, run_id=run_id, status="cleanup needed" if left else status, reason=reason,
-        undone=[line for line in lines if line.state == "undone"], absent=[line for line in lines if line.state == "absent"],
-        kept=[line for line in lines if line.state == "kept"], left=left, compensation_seconds=seconds,
+        dag_id=dag_id,
+        run_id=run_id,
+        status="cleanup needed" if left else status,
+        reason=reason,
+        undone=[line for line in lines if line.state == "undone"],
+        absent=[line for line in lines if line.state == "absent"],
+        kept=[line for line in lines if line.state == "kept"],
+        left=left,
+        compensation_seconds=seconds,
     )
 
 
 def cleanup_alert(campaign: Campaign, run_key: str, result: Report) -> Message:
     """The message naming exactly what is left to clean up (or finish) by hand."""
     items = result.left or result.kept
-    what = ("left to clean up by hand" if result.left else "live; finish the run by clearing the failed task"
-            if result.status == "failed after going live" else "out for good: they could not be taken back")
+    what = (
+        "left to clean up by hand"
+        if result.left
+        else "live; finish the run by clearing the failed task"
+        if result.status == "failed after going live"
+        else "out for good: they could not be taken back"
+    )
     return Message(
         key=f"{campaign.slug}-{run_key}-saga-alert",
         to=sorted({*campaign.approval.approvers, campaign.owner}),

@@ -91,9 +91,16 @@ STEPS: dict[str, Step] = {}
 # The port each step calls (a channel's publish step: the channel's own port). Every task gets its
 # port's Airflow pool, so all campaigns together call one service at most that pool's slots at once.
 STEP_PORTS = {
-    "search_notes": "notes", "scrape_competitor": "web", "recall_research": "memory", "load_brand_voice": "memory",
-    "write_copy": "writer", "store_draft": "memory", "render_image": "design", "open_review": "review",
-    "notify_reviewers": "notify", "create_dashboard": "analytics",
+    "search_notes": "notes",
+    "scrape_competitor": "web",
+    "recall_research": "memory",
+    "load_brand_voice": "memory",
+    "write_copy": "writer",
+    "store_draft": "memory",
+    "render_image": "design",
+    "open_review": "review",
+    "notify_reviewers": "notify",
+    "create_dashboard": "analytics",
 }
 
 
@@ -306,8 +313,9 @@ def _email_banner(ctx: StepContext, copy: Copy) -> Banner:
     """The "email" channel's rendered image with its bytes, checked against its hash: the banner."""
     missing = "email: the design phase rendered no email image (design.render_image[email] has no result)"
     image = channel_image(ctx, "email", missing)
-    return Banner(url=image.url, sha256=image.sha256, width=image.width, height=image.height, alt=copy.headline,
-                  data=checked_bytes(image))
+    return Banner(
+        url=image.url, sha256=image.sha256, width=image.width, height=image.height, alt=copy.headline, data=checked_bytes(image)
+    )
 
 
 def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
@@ -325,9 +333,18 @@ def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
     # SMTP and the outbox send one transaction per batch; SendGrid sends each contact its own copy of one Single Send.
     size = settings.batch_size if getattr(port, "batches", True) else len(recipients)
     subject, banner = mail.one_line(f"{settings.subject_prefix}{copy.email_subject}"), _email_banner(ctx, copy)
-    emails = [Email(key=ctx.plan.key("email", f"{n:04d}"), sender=settings.sender, to=batch, subject=subject,
-                    text=copy.email_body, unsubscribe=settings.unsubscribe, banner=banner)
-              for n, batch in enumerate(mail.batches(recipients, size), start=1)]
+    emails = [
+        Email(
+            key=ctx.plan.key("email", f"{n:04d}"),
+            sender=settings.sender,
+            to=batch,
+            subject=subject,
+            text=copy.email_body,
+            unsubscribe=settings.unsubscribe,
+            banner=banner,
+        )
+        for n, batch in enumerate(mail.batches(recipients, size), start=1)
+    ]
     ask = getattr(port, "recorded", None)  # the saga ledger, when the port is journaled (always, in a DAG run)
     adopts = bool(getattr(port, "adopts", False))
     done: list[tuple[str, Email, Effect]] = []  # what happened to each batch, the batch, its effect
@@ -336,8 +353,12 @@ def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
         if entry is not None and entry.state in ("made", "kept", "failed"):  # out already ("failed": an undo that failed)
             done.append((SENT_EARLIER, email, entry.effect))
         elif entry is not None and entry.state == "planned" and not entry.error and not adopts:
-            log.warning("email batch %s (%d recipient(s)) %s: an earlier try died during its send; not sent again",
-                        email.key, len(email.to), UNCERTAIN)
+            log.warning(
+                "email batch %s (%d recipient(s)) %s: an earlier try died during its send; not sent again",
+                email.key,
+                len(email.to),
+                UNCERTAIN,
+            )
             done.append((UNCERTAIN, email, entry.effect))
         else:  # never tried, or its call answered with an error (so nothing was delivered)
             done.append((SENT, email, port.send(email)))
@@ -345,15 +366,26 @@ def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
     for how, email, _ in done:
         groups.setdefault(how, []).append(email)
     summary = f"email {subject!r} to {len(recipients)} recipient(s) in {len(emails)} batch(es) of at most {size}: " + "; ".join(
-        f"{len(batch)} batch(es), {sum(len(e.to) for e in batch)} recipient(s) {how}" for how, batch in groups.items())
+        f"{len(batch)} batch(es), {sum(len(e.to) for e in batch)} recipient(s) {how}" for how, batch in groups.items()
+    )
     if UNCERTAIN in groups:
         summary += f" ({', '.join(e.key for e in groups[UNCERTAIN])}: not sent again, so nobody gets it twice)"
-    batches = [{"key": email.key, "recipients": len(email.to), "state": how, "message_id": effect.ref.get("message_id", "")}
-               for how, email, effect in done]
+    batches = [
+        {"key": email.key, "recipients": len(email.to), "state": how, "message_id": effect.ref.get("message_id", "")}
+        for how, email, effect in done
+    ]
     first = done[0][2]
     # The whole send, for the step's result and the run's view; the ledger has each batch (its recipients, its state).
-    return Effect(port=first.port, conn_id=first.conn_id, backend=first.backend, kind=first.kind, key=ctx.plan.key("email"),
-                  undoable=all(effect.undoable for _, _, effect in done), summary=summary, ref={"batches": batches})
+    return Effect(
+        port=first.port,
+        conn_id=first.conn_id,
+        backend=first.backend,
+        kind=first.kind,
+        key=ctx.plan.key("email"),
+        undoable=all(effect.undoable for _, _, effect in done),
+        summary=summary,
+        ref={"batches": batches},
+    )
 
 
 def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
@@ -369,8 +401,13 @@ def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
 
 def _publish_blog(ctx: StepContext, copy: Copy) -> Effect:
     # The hero is the design phase's "blog" image, committed with the post.
-    post = blog_post(ctx.campaign, copy, ctx.run_date, ctx.plan.key("blog"), channel_image(
-        ctx, "blog", "blog: no rendered blog image (design.render_image[blog]) to publish as the post's hero"))
+    post = blog_post(
+        ctx.campaign,
+        copy,
+        ctx.run_date,
+        ctx.plan.key("blog"),
+        channel_image(ctx, "blog", "blog: no rendered blog image (design.render_image[blog]) to publish as the post's hero"),
+    )
     return ctx.open_port("blog").publish(post)
 
 

@@ -190,8 +190,10 @@ class ServiceDouble:
         response = self._answer(request)
         method, path = request.method.upper(), request.path
         for hold in list(self._holds):
-            if hold.method == method and hold.pattern.match(path) and (
-                hold.body_contains is None or hold.body_contains in request.get_data(as_text=True)
+            if (
+                hold.method == method
+                and hold.pattern.match(path)
+                and (hold.body_contains is None or hold.body_contains in request.get_data(as_text=True))
             ):
                 self._holds.remove(hold)
                 hold.held.set()

@@ -36,14 +36,44 @@ FIELDS = {
     "posts": ("query", {"input": "PostsInput!", "first": "Int", "after": "String"}),
     "post": ("query", {"input": "PostInput!"}),
 }
-POST_FIELDS = {"id", "ideaId", "status", "via", "schedulingType", "isCustomScheduled", "createdAt", "updatedAt", "dueAt",
-               "sentAt", "text", "externalLink", "channelId", "channelService", "sharedNow", "shareMode", "__typename"}
+POST_FIELDS = {
+    "id",
+    "ideaId",
+    "status",
+    "via",
+    "schedulingType",
+    "isCustomScheduled",
+    "createdAt",
+    "updatedAt",
+    "dueAt",
+    "sentAt",
+    "text",
+    "externalLink",
+    "channelId",
+    "channelService",
+    "sharedNow",
+    "shareMode",
+    "__typename",
+}
 STATUSES = ("draft", "needs_approval", "scheduled", "sending", "sent", "error")
 QUEUED = ("draft", "needs_approval", "scheduled")
 SHARE_MODES = ("addToQueue", "shareNow", "shareNext", "customScheduled")
 SCHEDULING_TYPES = ("automatic", "notification")
-CREATE_FIELDS = {"ideaId", "draftId", "schedulingType", "dueAt", "text", "metadata", "channelId", "tagIds", "assets", "mode",
-                 "source", "aiAssisted", "saveToDraft"}
+CREATE_FIELDS = {
+    "ideaId",
+    "draftId",
+    "schedulingType",
+    "dueAt",
+    "text",
+    "metadata",
+    "channelId",
+    "tagIds",
+    "assets",
+    "mode",
+    "source",
+    "aiAssisted",
+    "saveToDraft",
+}
 
 
 def _iso(moment: datetime) -> str:
@@ -74,8 +104,13 @@ class BufferDouble(ServiceDouble):
     in the Buffer app), ``rate_limited(retry_after)`` (the documented 429 answer for the next call), ``reset()``.
     """
 
-    def __init__(self, token: str = "test-token", organization_id: str = "org-1",
-                 channels: dict[str, int] | None = None, page_cap: int | None = None) -> None:
+    def __init__(
+        self,
+        token: str = "test-token",
+        organization_id: str = "org-1",
+        channels: dict[str, int] | None = None,
+        page_cap: int | None = None,
+    ) -> None:
         self.token, self.organization_id = token, organization_id
         self.channels = dict(channels or {"chan-x": 280, "chan-li": 3000})  # channel id -> text limit of its network
         self.page_cap = page_cap
@@ -106,9 +141,14 @@ class BufferDouble(ServiceDouble):
             return self._new_post(channel_id, text, via=via, status=status, created=created)["id"]
 
     def rate_limited(self, retry_after: int = 900, header: bool = True) -> None:
-        body = {"errors": [{"message": "Too many requests from this client. Please try again later.",
-                            "extensions": {"code": "RATE_LIMIT_EXCEEDED", "limitType": "CLIENT_ACCOUNT",
-                                           "retryAfter": retry_after}}]}
+        body = {
+            "errors": [
+                {
+                    "message": "Too many requests from this client. Please try again later.",
+                    "extensions": {"code": "RATE_LIMIT_EXCEEDED", "limitType": "CLIENT_ACCOUNT", "retryAfter": retry_after},
+                }
+            ]
+        }
         self.fail_next("POST", "/", 429, json_response(body, 429, {"Retry-After": str(retry_after)} if header else None))
 
     # --- shapes -------------------------------------------------------------------------------------
@@ -127,23 +167,47 @@ class BufferDouble(ServiceDouble):
     def routes(self) -> None:
         self.route("POST", r"/", self._graphql)
 
-    def _new_post(self, channel_id: str, text: str, *, via: str, status: str, created: datetime, mode: str = "addToQueue",
-                  scheduling: str = "automatic", due: str | None = None) -> dict[str, Any]:
+    def _new_post(
+        self,
+        channel_id: str,
+        text: str,
+        *,
+        via: str,
+        status: str,
+        created: datetime,
+        mode: str = "addToQueue",
+        scheduling: str = "automatic",
+        due: str | None = None,
+    ) -> dict[str, Any]:
         queued = sum(1 for p in self._posts.values() if p["channelId"] == channel_id and p["status"] == "scheduled")
-        post = {"id": uuid.uuid4().hex[:24], "text": text, "status": status, "via": via, "channelId": channel_id,
-                "channelService": "twitter" if self.channels.get(channel_id, 0) <= 280 else "linkedin",
-                "schedulingType": scheduling, "shareMode": mode, "isCustomScheduled": mode == "customScheduled",
-                "sharedNow": False,
-                "createdAt": _iso(created), "updatedAt": _iso(created),
-                "dueAt": due or _iso(created + timedelta(hours=queued + 1)), "sentAt": None, "ideaId": None, "externalLink": None}
+        post = {
+            "id": uuid.uuid4().hex[:24],
+            "text": text,
+            "status": status,
+            "via": via,
+            "channelId": channel_id,
+            "channelService": "twitter" if self.channels.get(channel_id, 0) <= 280 else "linkedin",
+            "schedulingType": scheduling,
+            "shareMode": mode,
+            "isCustomScheduled": mode == "customScheduled",
+            "sharedNow": False,
+            "createdAt": _iso(created),
+            "updatedAt": _iso(created),
+            "dueAt": due or _iso(created + timedelta(hours=queued + 1)),
+            "sentAt": None,
+            "ideaId": None,
+            "externalLink": None,
+        }
         self._posts[post["id"]] = post
         return post
 
     # --- the endpoint ------------------------------------------------------------------------------
     def _graphql(self, request: Request, groups: dict[str, str]) -> Response:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            raise self.refuse("missing or invalid API key", self._errors("An authentication JWT or Access Token is required",
-                                                                         "UNAUTHENTICATED", 401))
+            raise self.refuse(
+                "missing or invalid API key",
+                self._errors("An authentication JWT or Access Token is required", "UNAUTHENTICATED", 401),
+            )
         body = json_body(self, request)
         shape = isinstance(body, dict) and isinstance(body.get("query"), str)
         if not shape or set(body) - {"query", "variables", "operationName"}:
@@ -188,8 +252,12 @@ class BufferDouble(ServiceDouble):
         sees_errors = re.search(r"\b__typename\b", selection) and re.search(MUTATION_ERROR, selection)
         if kind == "mutation" and not sees_errors:
             raise self._invalid("mutations must select __typename and `... on MutationError { message }` (error-handling guide)")
-        handlers = {"createPost": self._create_post, "deletePost": self._delete_post,
-                    "post": self._post, "posts": self._posts_query}
+        handlers = {
+            "createPost": self._create_post,
+            "deletePost": self._delete_post,
+            "post": self._post,
+            "posts": self._posts_query,
+        }
         handler = handlers[field]
         return handler(values, selection)
 
@@ -228,12 +296,24 @@ class BufferDouble(ServiceDouble):
         if not text.strip():
             return self._payload("createPost", {"__typename": "InvalidInputError", "message": "Text is required"})
         if len(text) > self.channels[channel]:
-            return self._payload("createPost", {"__typename": "InvalidInputError",
-                                                "message": f"Text is too long: {len(text)} characters, "
-                                                           f"at most {self.channels[channel]}"})
+            return self._payload(
+                "createPost",
+                {
+                    "__typename": "InvalidInputError",
+                    "message": f"Text is too long: {len(text)} characters, at most {self.channels[channel]}",
+                },
+            )
         status = "draft" if data.get("saveToDraft") else ("sent" if data["mode"] == "shareNow" else "scheduled")
-        post = self._new_post(channel, text, via="api", status=status, created=datetime.now(UTC), mode=data["mode"],
-                              scheduling=data["schedulingType"], due=data.get("dueAt"))
+        post = self._new_post(
+            channel,
+            text,
+            via="api",
+            status=status,
+            created=datetime.now(UTC),
+            mode=data["mode"],
+            scheduling=data["schedulingType"],
+            due=data.get("dueAt"),
+        )
         return self._payload("createPost", {"__typename": "PostActionSuccess", "post": {f: post.get(f) for f in fields}})
 
     def _delete_post(self, values: dict[str, Any], selection: str) -> Response:
@@ -265,8 +345,10 @@ class BufferDouble(ServiceDouble):
             raise self._invalid('"after" must be a String', "BAD_USER_INPUT")
         if any(s not in STATUSES for s in filters.get("status") or []):
             raise self._invalid(f'"filter.status" takes {", ".join(STATUSES)}', "BAD_USER_INPUT")
-        if not all(isinstance(s, dict) and s.get("field") in ("dueAt", "createdAt") and s.get("direction") in ("asc", "desc")
-                   for s in sort):
+        if not all(
+            isinstance(s, dict) and s.get("field") in ("dueAt", "createdAt") and s.get("direction") in ("asc", "desc")
+            for s in sort
+        ):
             raise self._invalid('"sort" takes [{field: dueAt|createdAt, direction: asc|desc}]', "BAD_USER_INPUT")
         window = filters.get("createdAt") or {}
         self._check(window, {"start", "end"}, "DateTimeComparator")
@@ -275,19 +357,26 @@ class BufferDouble(ServiceDouble):
         fields = self._selected(selection, "node")
         if data.get("organizationId") != self.organization_id:
             return self._errors("You do not have access to this organization", "FORBIDDEN")
-        found = [p for p in self._posts.values()
-                 if (filters.get("channelIds") is None or p["channelId"] in filters["channelIds"])
-                 and (filters.get("status") is None or p["status"] in filters["status"])
-                 and (window.get("start") is None or _time(p["createdAt"]) >= _time(window["start"]))
-                 and (window.get("end") is None or _time(p["createdAt"]) <= _time(window["end"]))]
+        found = [
+            p
+            for p in self._posts.values()
+            if (filters.get("channelIds") is None or p["channelId"] in filters["channelIds"])
+            and (filters.get("status") is None or p["status"] in filters["status"])
+            and (window.get("start") is None or _time(p["createdAt"]) >= _time(window["start"]))
+            and (window.get("end") is None or _time(p["createdAt"]) <= _time(window["end"]))
+        ]
         for rule in reversed(sort):
             found.sort(key=lambda p, f=rule["field"]: p[f] or "", reverse=rule["direction"] == "desc")
         start = int(after) if after and after.isdigit() else 0
         size = min(first or 20, self.page_cap or first or 20)
-        page = found[start:start + size]
+        page = found[start : start + size]
         edges = [{"node": {f: p.get(f) for f in fields}, "cursor": str(start + i + 1)} for i, p in enumerate(page)]
-        info = {"hasNextPage": start + size < len(found), "endCursor": edges[-1]["cursor"] if edges else None,
-                "startCursor": edges[0]["cursor"] if edges else None, "hasPreviousPage": False}
+        info = {
+            "hasNextPage": start + size < len(found),
+            "endCursor": edges[-1]["cursor"] if edges else None,
+            "startCursor": edges[0]["cursor"] if edges else None,
+            "hasPreviousPage": False,
+        }
         return json_response({"data": {"posts": {"edges": edges, "pageInfo": info}}})
 
     def _payload(self, field: str, value: Any) -> Response:

@@ -42,8 +42,18 @@ from tests.doubles import ServiceDouble, json_response
 
 TOKEN = "test-token"
 IMAGE_PARAMS = frozenset(
-    {"ids", "version", "scale", "format", "svg_outline_text", "svg_include_id", "svg_include_node_id",
-     "svg_simplify_stroke", "contents_only", "use_absolute_bounds"}
+    {
+        "ids",
+        "version",
+        "scale",
+        "format",
+        "svg_outline_text",
+        "svg_include_id",
+        "svg_include_node_id",
+        "svg_simplify_stroke",
+        "contents_only",
+        "use_absolute_bounds",
+    }
 )
 FORMATS = frozenset({"jpg", "png", "svg", "pdf"})
 NODE_ID = re.compile(r"^I?\d+:\d+(;\d+:\d+)*$")
@@ -90,9 +100,7 @@ class FigmaDouble(ServiceDouble):
         self.expire_on_issue: int | None = None  # set to a status: URLs are expired as soon as they are issued
 
     # --- test set-up and inspection ------------------------------------------------------------
-    def add_file(
-        self, file_key: str, components: dict[str, Size], unpublished: dict[str, Size] | None = None
-    ) -> dict[str, str]:
+    def add_file(self, file_key: str, components: dict[str, Size], unpublished: dict[str, Size] | None = None) -> dict[str, str]:
         ids = {name: self.add_component(file_key, name, size) for name, size in components.items()}
         for name, size in (unpublished or {}).items():
             ids[name] = self.add_component(file_key, name, size, published=False)
@@ -139,7 +147,8 @@ class FigmaDouble(ServiceDouble):
             # Not a problem of the request's shape: the file is unknown (a test may ask for this).
             raise _NotFound(
                 json_response({"error": True, "status": 404, "message": "Not found"}, 404)
-                if boolean_404 else self.error(404, {"err": "Not found"})
+                if boolean_404
+                else self.error(404, {"err": "Not found"})
             )
         return self.files[key]
 
@@ -164,7 +173,8 @@ class FigmaDouble(ServiceDouble):
                 "user": {"id": "1", "handle": "Designer", "img_url": ""},
                 "containing_frame": {"nodeId": "0:1", "name": "Campaign", "pageName": "Page 1"},
             }
-            for node in file.nodes.values() if node.published
+            for node in file.nodes.values()
+            if node.published
         ]
         return json_response({"status": 200, "error": False, "meta": {"components": components}})
 

@@ -146,10 +146,16 @@ class GithubDouble(ServiceDouble):
         with self._lock:
             if self.rate_remaining <= 0 and time.time() < self.rate_reset:
                 self.calls.append((request.method.upper(), request.path))
-                return self._with_rate(self.error(403, {
-                    "message": "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, "
-                               "please include the request ID.",
-                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}))
+                return self._with_rate(
+                    self.error(
+                        403,
+                        {
+                            "message": "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, "
+                            "please include the request ID.",
+                            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+                        },
+                    )
+                )
         response = super()._dispatch(request)
         with self._lock:
             if response.status_code != 304:  # a 304 does not count against the primary rate limit
@@ -158,11 +164,15 @@ class GithubDouble(ServiceDouble):
 
     def _with_rate(self, response: Response) -> Response:
         if "x-ratelimit-remaining" not in response.headers:  # an injected answer keeps the headers it was given
-            response.headers.update({
-                "x-ratelimit-limit": str(self.rate_limit), "x-ratelimit-remaining": str(self.rate_remaining),
-                "x-ratelimit-reset": str(self.rate_reset), "x-ratelimit-used": str(self.rate_limit - self.rate_remaining),
-                "x-ratelimit-resource": "core",
-            })
+            response.headers.update(
+                {
+                    "x-ratelimit-limit": str(self.rate_limit),
+                    "x-ratelimit-remaining": str(self.rate_remaining),
+                    "x-ratelimit-reset": str(self.rate_reset),
+                    "x-ratelimit-used": str(self.rate_limit - self.rate_remaining),
+                    "x-ratelimit-resource": "core",
+                }
+            )
         return response
 
     # --- request checks ----------------------------------------------------------------------------------
@@ -172,21 +182,35 @@ class GithubDouble(ServiceDouble):
         match = re.fullmatch(r"(Bearer|token) (\S+)", auth)
         if not match:
             got = "nothing" if not auth else "another form"
-            raise self.refuse(f"Authorization must be 'Bearer <token>' or 'token <token>', got {got}",
-                              self.error(401, {"message": "Requires authentication"}))
+            raise self.refuse(
+                f"Authorization must be 'Bearer <token>' or 'token <token>', got {got}",
+                self.error(401, {"message": "Requires authentication"}),
+            )
         if match.group(2) != self.token:
             return self.error(401, {"message": "Bad credentials"})  # a wrong token is the caller's setting, not a malformed call
         if not request.headers.get("User-Agent"):
-            raise self.refuse("User-Agent is required", self.error(403, {
-                "message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"}))
+            raise self.refuse(
+                "User-Agent is required",
+                self.error(
+                    403,
+                    {
+                        "message": "Request forbidden by administrative rules. "
+                        "Please make sure your request has a User-Agent header"
+                    },
+                ),
+            )
         accept = [part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")]
         if not any(media in ACCEPTED_MEDIA for media in accept):
-            raise self.refuse(f"Accept should be application/vnd.github+json, got {request.headers.get('Accept')!r}",
-                              self.error(415, {"message": "Unsupported 'Accept' header"}))
+            raise self.refuse(
+                f"Accept should be application/vnd.github+json, got {request.headers.get('Accept')!r}",
+                self.error(415, {"message": "Unsupported 'Accept' header"}),
+            )
         version = request.headers.get("X-GitHub-Api-Version")
         if version is not None and version not in API_VERSIONS:
-            raise self.refuse(f"unknown X-GitHub-Api-Version {version!r}",
-                              self.error(400, {"message": f"API version {version} is not supported."}))
+            raise self.refuse(
+                f"unknown X-GitHub-Api-Version {version!r}",
+                self.error(400, {"message": f"API version {version} is not supported."}),
+            )
         if (groups.get("owner"), groups.get("repo")) != (self.owner, self.repo):
             return self.not_found()  # an unknown repository (or one the token cannot see): GitHub's 404
         return None
@@ -200,8 +224,9 @@ class GithubDouble(ServiceDouble):
             if name in required and name not in body:
                 raise self.refuse(f"{name!r} is required", self.invalid(f'"{name}" wasn\'t supplied.'))
             if name in body and body[name] is not None and not isinstance(body[name], kind):
-                raise self.refuse(f"{name!r} has the wrong type",
-                                  self.invalid(f"For '{name}', {body[name]!r} is not of the documented type."))
+                raise self.refuse(
+                    f"{name!r} has the wrong type", self.invalid(f"For '{name}', {body[name]!r} is not of the documented type.")
+                )
         unknown = set(body) - set(allowed)
         if unknown:
             raise self.refuse(f"fields the docs do not define: {sorted(unknown)}")
@@ -242,6 +267,7 @@ class GithubDouble(ServiceDouble):
 
     def _tree_sha(self, files: dict[str, str]) -> str:
         """The git tree id of a flat {path: blob sha} map (subtrees hashed as git does)."""
+
         def write(node: dict[str, Any]) -> str:
             entries = []
             for name, value in node.items():
@@ -279,18 +305,30 @@ class GithubDouble(ServiceDouble):
     def _commit_json(self, sha: str) -> dict[str, Any]:
         commit = self.commit_objects[sha]
         person = {"name": "Campaign Bot", "email": "bot@example.com", "date": commit["date"]}
-        return {"sha": sha, "node_id": f"C_{sha[:12]}", "url": self._api(f"/git/commits/{sha}"),
-                "html_url": self._html(f"/commit/{sha}"),
-                "author": person, "committer": person, "message": commit["message"],
-                "tree": {"sha": commit["tree"], "url": self._api(f"/git/trees/{commit['tree']}")},
-                "parents": [{"sha": p, "url": self._api(f"/git/commits/{p}"), "html_url": self._html(f"/commit/{p}")}
-                            for p in commit["parents"]],
-                "verification": {"verified": False, "reason": "unsigned", "signature": None, "payload": None}}
+        return {
+            "sha": sha,
+            "node_id": f"C_{sha[:12]}",
+            "url": self._api(f"/git/commits/{sha}"),
+            "html_url": self._html(f"/commit/{sha}"),
+            "author": person,
+            "committer": person,
+            "message": commit["message"],
+            "tree": {"sha": commit["tree"], "url": self._api(f"/git/trees/{commit['tree']}")},
+            "parents": [
+                {"sha": p, "url": self._api(f"/git/commits/{p}"), "html_url": self._html(f"/commit/{p}")}
+                for p in commit["parents"]
+            ],
+            "verification": {"verified": False, "reason": "unsigned", "signature": None, "payload": None},
+        }
 
     def _ref_json(self, branch: str) -> dict[str, Any]:
         sha = self.refs[branch]
-        return {"ref": f"refs/heads/{branch}", "node_id": f"REF_{branch}", "url": self._api(f"/git/refs/heads/{branch}"),
-                "object": {"type": "commit", "sha": sha, "url": self._api(f"/git/commits/{sha}")}}
+        return {
+            "ref": f"refs/heads/{branch}",
+            "node_id": f"REF_{branch}",
+            "url": self._api(f"/git/refs/heads/{branch}"),
+            "object": {"type": "commit", "sha": sha, "url": self._api(f"/git/commits/{sha}")},
+        }
 
     def _ancestors(self, sha: str) -> set[str]:
         seen, todo = set(), [sha]
@@ -306,10 +344,21 @@ class GithubDouble(ServiceDouble):
         if (answer := self._check(request, groups)) is not None:
             return answer
         self._params(request, {})
-        return self._get_answer(request, {
-            "id": 1, "node_id": "R_1", "name": self.repo, "full_name": self.full_name, "private": True,
-            "owner": {"login": self.owner, "id": 1, "type": "Organization"}, "html_url": self._html(""),
-            "url": self._api(""), "default_branch": self.default_branch, "visibility": "private"})
+        return self._get_answer(
+            request,
+            {
+                "id": 1,
+                "node_id": "R_1",
+                "name": self.repo,
+                "full_name": self.full_name,
+                "private": True,
+                "owner": {"login": self.owner, "id": 1, "type": "Organization"},
+                "html_url": self._html(""),
+                "url": self._api(""),
+                "default_branch": self.default_branch,
+                "visibility": "private",
+            },
+        )
 
     def _get_ref(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
@@ -324,8 +373,9 @@ class GithubDouble(ServiceDouble):
         body = self._body(request, {"ref": str, "sha": str})
         ref: str = body["ref"]
         if not ref.startswith("refs/") or ref.count("/") < 2:
-            raise self.refuse(f"ref {ref!r} must be fully qualified (refs/heads/...)",
-                              self.error(422, {"message": "Reference name is invalid"}))
+            raise self.refuse(
+                f"ref {ref!r} must be fully qualified (refs/heads/...)", self.error(422, {"message": "Reference name is invalid"})
+            )
         if not ref.startswith("refs/heads/"):
             raise self.refuse(f"this double keeps branches only, got {ref!r}")
         if body["sha"] not in self.commit_objects:
@@ -369,8 +419,9 @@ class GithubDouble(ServiceDouble):
         body = self._body(request, {"content": str}, {"encoding": str})
         encoding = body.get("encoding", "utf-8")
         if encoding not in ("utf-8", "base64"):
-            raise self.refuse(f"encoding {encoding!r} is not utf-8 or base64",
-                              self.validation_failed("Blob", "invalid", "encoding"))
+            raise self.refuse(
+                f"encoding {encoding!r} is not utf-8 or base64", self.validation_failed("Blob", "invalid", "encoding")
+            )
         try:
             data = base64.b64decode(body["content"], validate=True) if encoding == "base64" else body["content"].encode()
         except binascii.Error:
@@ -381,12 +432,22 @@ class GithubDouble(ServiceDouble):
 
     def _tree_entries(self, files: dict[str, str], recursive: bool) -> list[dict[str, Any]]:
         folders = sorted({"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)})
+
         def inside(folder: str) -> dict[str, str]:
-            return {p[len(folder) + 1:]: s for p, s in files.items() if p.startswith(folder + "/")}
+            return {p[len(folder) + 1 :]: s for p, s in files.items() if p.startswith(folder + "/")}
 
         entries = [{"path": f, "mode": "040000", "type": "tree", "sha": self._tree_sha(inside(f))} for f in folders]
-        entries += [{"path": p, "mode": "100644", "type": "blob", "sha": s, "size": len(self.blobs[s]),
-                     "url": self._api(f"/git/blobs/{s}")} for p, s in files.items()]
+        entries += [
+            {
+                "path": p,
+                "mode": "100644",
+                "type": "blob",
+                "sha": s,
+                "size": len(self.blobs[s]),
+                "url": self._api(f"/git/blobs/{s}"),
+            }
+            for p, s in files.items()
+        ]
         if not recursive:
             entries = [e for e in entries if "/" not in e["path"]]
         return sorted(entries, key=lambda e: e["path"])
@@ -401,8 +462,15 @@ class GithubDouble(ServiceDouble):
         if sha not in self.trees:
             return self.not_found()
         recursive = params.get("recursive") not in (None, "", "0", "false")
-        return self._get_answer(request, {"sha": sha, "url": self._api(f"/git/trees/{sha}"),
-                                          "tree": self._tree_entries(self.trees[sha], recursive), "truncated": False})
+        return self._get_answer(
+            request,
+            {
+                "sha": sha,
+                "url": self._api(f"/git/trees/{sha}"),
+                "tree": self._tree_entries(self.trees[sha], recursive),
+                "truncated": False,
+            },
+        )
 
     def _create_tree(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
@@ -415,29 +483,37 @@ class GithubDouble(ServiceDouble):
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
                 raise self.refuse(f"tree entry {entry!r} needs a path", self.validation_failed("Tree", "missing_field", "path"))
             if entry.get("mode") not in ("100644", "100755", "040000", "160000", "120000"):
-                raise self.refuse(f"tree entry mode {entry.get('mode')!r} is not a documented mode",
-                                  self.validation_failed("Tree", "invalid", "mode"))
+                raise self.refuse(
+                    f"tree entry mode {entry.get('mode')!r} is not a documented mode",
+                    self.validation_failed("Tree", "invalid", "mode"),
+                )
             if entry.get("type") != "blob" or entry.get("mode") != "100644":
                 raise self.refuse("this double keeps regular files (type blob, mode 100644) only")
             if ("sha" in entry) == ("content" in entry):
-                raise self.refuse("a tree entry takes exactly one of sha and content",
-                                  self.validation_failed("Tree", "invalid", "sha"))
+                raise self.refuse(
+                    "a tree entry takes exactly one of sha and content", self.validation_failed("Tree", "invalid", "sha")
+                )
             if extra := set(entry) - {"path", "mode", "type", "sha", "content"}:
                 raise self.refuse(f"tree entry fields the docs do not define: {sorted(extra)}")
             if "content" in entry:
                 files[entry["path"]] = git_blob_sha(self._store(str(entry["content"]).encode()))
             elif entry["sha"] is None:  # the docs: "If the value is null then the file will be deleted."
                 if entry["path"] not in files:  # the docs: "Returns an error if you try to delete a file that does not exist."
-                    raise self.refuse(f"deleting {entry['path']!r}, which is not in the base tree",
-                                      self.error(422, {"message": "GitRPC::BadObjectState"}))
+                    raise self.refuse(
+                        f"deleting {entry['path']!r}, which is not in the base tree",
+                        self.error(422, {"message": "GitRPC::BadObjectState"}),
+                    )
                 del files[entry["path"]]
             elif entry["sha"] not in self.blobs:
                 return self.validation_failed("Tree", "invalid", "sha", f"tree.sha {entry['sha']} is not a valid blob")
             else:
                 files[entry["path"]] = entry["sha"]
         sha = self._tree_sha(files)
-        return json_response({"sha": sha, "url": self._api(f"/git/trees/{sha}"), "tree": self._tree_entries(files, False),
-                              "truncated": False}, 201, {"Location": self._api(f"/git/trees/{sha}")})
+        return json_response(
+            {"sha": sha, "url": self._api(f"/git/trees/{sha}"), "tree": self._tree_entries(files, False), "truncated": False},
+            201,
+            {"Location": self._api(f"/git/trees/{sha}")},
+        )
 
     def _get_commit(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
@@ -449,8 +525,9 @@ class GithubDouble(ServiceDouble):
     def _create_commit(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
             return answer
-        body = self._body(request, {"message": str, "tree": str},
-                          {"parents": list, "author": dict, "committer": dict, "signature": str})
+        body = self._body(
+            request, {"message": str, "tree": str}, {"parents": list, "author": dict, "committer": dict, "signature": str}
+        )
         if body["tree"] not in self.trees:
             return self.validation_failed("Commit", "invalid", "tree", "Tree SHA does not exist")
         parents = body.get("parents") or []
@@ -475,12 +552,21 @@ class GithubDouble(ServiceDouble):
 
     def _file_json(self, path: str, sha: str, with_content: bool = True) -> dict[str, Any]:
         data = self.blobs[sha]
-        item = {"type": "file", "encoding": "base64", "size": len(data), "name": path.rsplit("/", 1)[-1], "path": path,
-                "sha": sha, "url": self._api(f"/contents/{path}"), "git_url": self._api(f"/git/blobs/{sha}"),
-                "html_url": self._html(f"/blob/{path}"), "download_url": f"{self.root_url}/raw/{self.full_name}/{path}"}
+        item = {
+            "type": "file",
+            "encoding": "base64",
+            "size": len(data),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "url": self._api(f"/contents/{path}"),
+            "git_url": self._api(f"/git/blobs/{sha}"),
+            "html_url": self._html(f"/blob/{path}"),
+            "download_url": f"{self.root_url}/raw/{self.full_name}/{path}",
+        }
         if with_content:  # GitHub wraps the base64 text at 60 characters
             encoded = base64.b64encode(data).decode()
-            item["content"] = "".join(encoded[i:i + 60] + "\n" for i in range(0, len(encoded), 60))
+            item["content"] = "".join(encoded[i : i + 60] + "\n" for i in range(0, len(encoded), 60))
         item["_links"] = {"self": item["url"], "git": item["git_url"], "html": item["html_url"]}
         return item
 
@@ -496,16 +582,21 @@ class GithubDouble(ServiceDouble):
         inside = {p: s for p, s in files.items() if p.startswith(path + "/")}
         if not inside:
             return self.not_found()
-        names = sorted({p[len(path) + 1:].split("/")[0] for p in inside})
-        listing = [self._file_json(f"{path}/{n}", files[f"{path}/{n}"], False) if f"{path}/{n}" in files
-                   else {"type": "dir", "name": n, "path": f"{path}/{n}"} for n in names]
+        names = sorted({p[len(path) + 1 :].split("/")[0] for p in inside})
+        listing = [
+            self._file_json(f"{path}/{n}", files[f"{path}/{n}"], False)
+            if f"{path}/{n}" in files
+            else {"type": "dir", "name": n, "path": f"{path}/{n}"}
+            for n in names
+        ]
         return self._get_answer(request, listing)
 
     def _put_contents(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
             return answer
-        body = self._body(request, {"message": str, "content": str},
-                          {"sha": str, "branch": str, "committer": dict, "author": dict})
+        body = self._body(
+            request, {"message": str, "content": str}, {"sha": str, "branch": str, "committer": dict, "author": dict}
+        )
         try:
             data = base64.b64decode(body["content"], validate=True)
         except binascii.Error:
@@ -522,8 +613,9 @@ class GithubDouble(ServiceDouble):
         files[path] = git_blob_sha(self._store(data))
         commit = self._make_commit(files, [self.refs[branch]], body["message"])
         self.refs[branch] = commit
-        return json_response({"content": self._file_json(path, files[path], False), "commit": self._commit_json(commit)},
-                             201 if created else 200)
+        return json_response(
+            {"content": self._file_json(path, files[path], False), "commit": self._commit_json(commit)}, 201 if created else 200
+        )
 
     def _delete_contents(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
@@ -546,8 +638,13 @@ class GithubDouble(ServiceDouble):
     def _pull_json(self, pull: dict[str, Any], full: bool = True) -> dict[str, Any]:
         number = pull["number"]
         item = {k: v for k, v in pull.items() if k not in ("merged",)}
-        item.update({"url": self._api(f"/pulls/{number}"), "html_url": self._html(f"/pull/{number}"),
-                     "head": {**pull["head"], "sha": self.refs.get(pull["head"]["ref"], pull["head"]["sha"])}})
+        item.update(
+            {
+                "url": self._api(f"/pulls/{number}"),
+                "html_url": self._html(f"/pull/{number}"),
+                "head": {**pull["head"], "sha": self.refs.get(pull["head"]["ref"], pull["head"]["sha"])},
+            }
+        )
         if full:
             item.update(merged=pull["merged"], mergeable=None, comments=0, review_comments=0, commits=1)
         return item
@@ -555,48 +652,84 @@ class GithubDouble(ServiceDouble):
     def _list_pulls(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
             return answer
-        params = self._params(request, {"state": ("open", "closed", "all"), "head": None, "base": None, "sort": None,
-                                        "direction": ("asc", "desc"), "per_page": None, "page": None})
+        params = self._params(
+            request,
+            {
+                "state": ("open", "closed", "all"),
+                "head": None,
+                "base": None,
+                "sort": None,
+                "direction": ("asc", "desc"),
+                "per_page": None,
+                "page": None,
+            },
+        )
         head = params.get("head")
         if head is not None and ":" not in head:
             raise self.refuse(f"head must be 'user:ref-name' or 'organization:ref-name', got {head!r}")
         state = params.get("state", "open")
-        found = [p for p in sorted(self.pull_requests.values(), key=lambda p: -p["number"])
-                 if (state == "all" or p["state"] == state)
-                 and (head is None or head == f"{self.owner}:{p['head']['ref']}")
-                 and (params.get("base") is None or params["base"] == p["base"]["ref"])]
+        found = [
+            p
+            for p in sorted(self.pull_requests.values(), key=lambda p: -p["number"])
+            if (state == "all" or p["state"] == state)
+            and (head is None or head == f"{self.owner}:{p['head']['ref']}")
+            and (params.get("base") is None or params["base"] == p["base"]["ref"])
+        ]
         per_page, page = int(params.get("per_page", 30)), int(params.get("page", 1))
-        return self._get_answer(request, [self._pull_json(p, False) for p in found[(page - 1) * per_page: page * per_page]])
+        return self._get_answer(request, [self._pull_json(p, False) for p in found[(page - 1) * per_page : page * per_page]])
 
     def _create_pull(self, request: Request, groups: dict[str, str]) -> Response:
         if (answer := self._check(request, groups)) is not None:
             return answer
-        body = self._body(request, {"head": str, "base": str}, {"title": str, "body": str, "draft": bool,
-                                                               "maintainer_can_modify": bool, "issue": int, "head_repo": str})
+        body = self._body(
+            request,
+            {"head": str, "base": str},
+            {"title": str, "body": str, "draft": bool, "maintainer_can_modify": bool, "issue": int, "head_repo": str},
+        )
         if "title" not in body and "issue" not in body:
-            raise self.refuse("title is required unless issue is given",
-                              self.validation_failed("PullRequest", "missing_field", "title"))
+            raise self.refuse(
+                "title is required unless issue is given", self.validation_failed("PullRequest", "missing_field", "title")
+            )
         head = body["head"].split(":", 1)[-1] if body["head"].startswith(f"{self.owner}:") else body["head"]
         if head not in self.refs:
             return self.validation_failed("PullRequest", "invalid", "head")
         if body["base"] not in self.refs:
             return self.validation_failed("PullRequest", "invalid", "base")
-        if any(p["head"]["ref"] == head and p["base"]["ref"] == body["base"] and p["state"] == "open"
-               for p in self.pull_requests.values()):
-            return self.validation_failed("PullRequest", "custom",
-                                          message=f"A pull request already exists for {self.owner}:{head}.")
+        if any(
+            p["head"]["ref"] == head and p["base"]["ref"] == body["base"] and p["state"] == "open"
+            for p in self.pull_requests.values()
+        ):
+            return self.validation_failed(
+                "PullRequest", "custom", message=f"A pull request already exists for {self.owner}:{head}."
+            )
         if self.refs[head] in self._ancestors(self.refs[body["base"]]):
             return self.validation_failed("PullRequest", "custom", message=f"No commits between {body['base']} and {head}")
         number = max(self.pull_requests, default=0) + 1
         now = self._now()
         self.pull_requests[number] = {
-            "id": 1000 + number, "node_id": f"PR_{number}", "number": number, "state": "open", "locked": False,
-            "title": body["title"], "body": body.get("body"), "user": {"login": "campaign-bot", "id": 7, "type": "User"},
-            "created_at": now, "updated_at": now, "closed_at": None, "merged_at": None, "merge_commit_sha": None,
-            "draft": bool(body.get("draft", False)), "merged": False,
+            "id": 1000 + number,
+            "node_id": f"PR_{number}",
+            "number": number,
+            "state": "open",
+            "locked": False,
+            "title": body["title"],
+            "body": body.get("body"),
+            "user": {"login": "campaign-bot", "id": 7, "type": "User"},
+            "created_at": now,
+            "updated_at": now,
+            "closed_at": None,
+            "merged_at": None,
+            "merge_commit_sha": None,
+            "draft": bool(body.get("draft", False)),
+            "merged": False,
             "head": {"label": f"{self.owner}:{head}", "ref": head, "sha": self.refs[head], "repo": {"full_name": self.full_name}},
-            "base": {"label": f"{self.owner}:{body['base']}", "ref": body["base"], "sha": self.refs[body["base"]],
-                     "repo": {"full_name": self.full_name}}}
+            "base": {
+                "label": f"{self.owner}:{body['base']}",
+                "ref": body["base"],
+                "sha": self.refs[body["base"]],
+                "repo": {"full_name": self.full_name},
+            },
+        }
         self.pull_reviews[number] = []
         return json_response(self._pull_json(self.pull_requests[number]), 201, {"Location": self._api(f"/pulls/{number}")})
 
@@ -614,11 +747,13 @@ class GithubDouble(ServiceDouble):
         if pull is None:
             return self.not_found()
         if body.get("state") not in (None, "open", "closed"):
-            raise self.refuse(f"state {body['state']!r} is not open or closed",
-                              self.validation_failed("PullRequest", "invalid", "state"))
+            raise self.refuse(
+                f"state {body['state']!r} is not open or closed", self.validation_failed("PullRequest", "invalid", "state")
+            )
         if body.get("state") == "open" and (pull["merged"] or pull["head"]["ref"] not in self.refs):
-            return self.validation_failed("PullRequest", "custom",
-                                          message="state cannot be changed. The head branch was deleted.")
+            return self.validation_failed(
+                "PullRequest", "custom", message="state cannot be changed. The head branch was deleted."
+            )
         for name in ("title", "body"):
             if name in body:
                 pull[name] = body[name]
@@ -636,7 +771,7 @@ class GithubDouble(ServiceDouble):
             return self.not_found()
         per_page, page = int(params.get("per_page", 30)), int(params.get("page", 1))
         reviews = self.pull_reviews[number]
-        answer = self._get_answer(request, reviews[(page - 1) * per_page: page * per_page])
+        answer = self._get_answer(request, reviews[(page - 1) * per_page : page * per_page])
         if page * per_page < len(reviews):
             answer.headers["Link"] = f'<{self._api(f"/pulls/{number}/reviews")}?per_page={per_page}&page={page + 1}>; rel="next"'
         return answer
@@ -674,11 +809,18 @@ class GithubDouble(ServiceDouble):
         with self._lock:
             pull = self.pull_requests[number]
             review_id = 80000 + sum(len(r) for r in self.pull_reviews.values()) + 1
-            review = {"id": review_id, "node_id": f"PRR_{review_id}",
-                      "user": {"login": user, "id": 9000 + len(user), "type": "User"},
-                      "body": body, "state": state, "html_url": self._html(f"/pull/{number}#pullrequestreview-{review_id}"),
-                      "pull_request_url": self._api(f"/pulls/{number}"), "author_association": "MEMBER",
-                      "submitted_at": self._now(), "commit_id": self.refs.get(pull["head"]["ref"], pull["head"]["sha"])}
+            review = {
+                "id": review_id,
+                "node_id": f"PRR_{review_id}",
+                "user": {"login": user, "id": 9000 + len(user), "type": "User"},
+                "body": body,
+                "state": state,
+                "html_url": self._html(f"/pull/{number}#pullrequestreview-{review_id}"),
+                "pull_request_url": self._api(f"/pulls/{number}"),
+                "author_association": "MEMBER",
+                "submitted_at": self._now(),
+                "commit_id": self.refs.get(pull["head"]["ref"], pull["head"]["sha"]),
+            }
             self.pull_reviews[number].append(review)
             pull["updated_at"] = self._now()
             return review
@@ -687,8 +829,11 @@ class GithubDouble(ServiceDouble):
         with self._lock:
             pull = self.pull_requests[number]
             base, head = pull["base"]["ref"], pull["head"]["ref"]
-            merged = self._commit_object(self.commit_objects[self.refs[head]]["tree"], [self.refs[base], self.refs[head]],
-                                         f"Merge pull request #{number} from {self.owner}/{head}")
+            merged = self._commit_object(
+                self.commit_objects[self.refs[head]]["tree"],
+                [self.refs[base], self.refs[head]],
+                f"Merge pull request #{number} from {self.owner}/{head}",
+            )
             self.refs[base] = merged
             now = self._now()
             pull.update(state="closed", merged=True, merged_at=now, closed_at=now, updated_at=now, merge_commit_sha=merged)

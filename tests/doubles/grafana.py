@@ -69,8 +69,9 @@ class GrafanaDouble(ServiceDouble):
     def _auth(self, request: Request) -> Response | None:
         auth = request.headers.get("Authorization")
         if not auth or not auth.startswith("Bearer "):
-            raise self.refuse(f"Authorization header is {'missing' if not auth else 'not Bearer'}",
-                              self.error(401, {"message": "Unauthorized"}))
+            raise self.refuse(
+                f"Authorization header is {'missing' if not auth else 'not Bearer'}", self.error(401, {"message": "Unauthorized"})
+            )
         if auth != f"Bearer {self.token}":
             return self.error(401, {"message": "Unauthorized"})
         return None
@@ -116,8 +117,11 @@ class GrafanaDouble(ServiceDouble):
         overwrite = body.get("overwrite", False)
         if existing is not None and not overwrite and int(model.get("version") or 0) != existing["version"]:
             return self.error(412, {"message": "The dashboard has been changed by someone else", "status": "version-mismatch"})
-        same_title = [u for u, d in self._stored.items()
-                      if u != uid and d["folder_uid"] == folder and d["model"]["title"].lower() == title.lower()]
+        same_title = [
+            u
+            for u, d in self._stored.items()
+            if u != uid and d["folder_uid"] == folder and d["model"]["title"].lower() == title.lower()
+        ]
         if same_title and not overwrite:
             message = "A dashboard with the same name in the folder already exists"
             return self.error(412, {"message": message, "status": "name-exists"})
@@ -130,8 +134,16 @@ class GrafanaDouble(ServiceDouble):
             dashboard_id, version = existing["id"], existing["version"] + 1
         stored = {**copy.deepcopy(model), "id": dashboard_id, "uid": uid, "version": version}
         self._stored[uid] = {"model": stored, "id": dashboard_id, "version": version, "folder_uid": folder}
-        return json_response({"id": dashboard_id, "uid": uid, "url": self._url(uid, title), "status": "success",
-                              "version": version, "slug": slugify(title)})
+        return json_response(
+            {
+                "id": dashboard_id,
+                "uid": uid,
+                "url": self._url(uid, title),
+                "status": "success",
+                "version": version,
+                "slug": slugify(title),
+            }
+        )
 
     def _get(self, request: Request, groups: dict[str, str]) -> Response:
         if (denied := self._auth(request)) is not None:
@@ -140,8 +152,15 @@ class GrafanaDouble(ServiceDouble):
         if found is None:
             return self.error(404, {"message": "Dashboard not found"})
         model = found["model"]
-        meta = {"isStarred": False, "url": self._url(model["uid"], model["title"]), "folderUid": found["folder_uid"] or "",
-                "slug": slugify(model["title"]), "version": found["version"], "canSave": True, "canEdit": True}
+        meta = {
+            "isStarred": False,
+            "url": self._url(model["uid"], model["title"]),
+            "folderUid": found["folder_uid"] or "",
+            "slug": slugify(model["title"]),
+            "version": found["version"],
+            "canSave": True,
+            "canEdit": True,
+        }
         return json_response({"dashboard": copy.deepcopy(model), "meta": meta})
 
     def _delete(self, request: Request, groups: dict[str, str]) -> Response:
@@ -166,6 +185,10 @@ class GrafanaDouble(ServiceDouble):
     def add_dashboard(self, uid: str, title: str, folder_uid: str | None = None) -> None:
         """Seed a dashboard made by someone else (e.g. one holding a title we want)."""
         with self._lock:
-            self._stored[uid] = {"model": {"uid": uid, "title": title, "id": self._next_id, "version": 1, "panels": []},
-                                 "id": self._next_id, "version": 1, "folder_uid": folder_uid}
+            self._stored[uid] = {
+                "model": {"uid": uid, "title": title, "id": self._next_id, "version": 1, "panels": []},
+                "id": self._next_id,
+                "version": 1,
+                "folder_uid": folder_uid,
+            }
             self._next_id += 1

@@ -44,9 +44,18 @@ from tests.doubles import ServiceDouble, json_body, json_response
 
 TOKEN = "test-token"
 VERSIONS = frozenset({"2025-09-03", "2026-03-11"})  # the versions that have data sources
-CODES = {400: "validation_error", 401: "unauthorized", 403: "restricted_resource", 404: "object_not_found",
-         409: "conflict_error", 429: "rate_limited", 500: "internal_server_error", 502: "bad_gateway",
-         503: "service_unavailable", 504: "gateway_timeout"}
+CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "restricted_resource",
+    404: "object_not_found",
+    409: "conflict_error",
+    429: "rate_limited",
+    500: "internal_server_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
 QUERY_KEYS = frozenset({"filter", "sorts", "start_cursor", "page_size", "archived", "in_trash", "result_type"})
 TEXT_CONDITIONS = frozenset({"equals", "does_not_equal", "contains", "does_not_contain", "starts_with", "ends_with"})
 EMPTY_CONDITIONS = frozenset({"is_empty", "is_not_empty"})
@@ -82,21 +91,35 @@ class NotionDouble(ServiceDouble):
     def add_data_source(self, title_property: str = "Name", name: str = "Research notes") -> str:
         ds_id, db_id = str(uuid.uuid4()), str(uuid.uuid4())
         self.data_sources[_norm(ds_id)] = {
-            "object": "data_source", "id": ds_id, "created_time": "2026-01-01T00:00:00.000Z",
-            "last_edited_time": "2026-01-01T00:00:00.000Z", "created_by": USER, "last_edited_by": USER,
-            "title": rich_text(name), "description": [], "icon": None, "cover": None,
+            "object": "data_source",
+            "id": ds_id,
+            "created_time": "2026-01-01T00:00:00.000Z",
+            "last_edited_time": "2026-01-01T00:00:00.000Z",
+            "created_by": USER,
+            "last_edited_by": USER,
+            "title": rich_text(name),
+            "description": [],
+            "icon": None,
+            "cover": None,
             "properties": {
                 title_property: {"id": "title", "name": title_property, "type": "title", "title": {}},
                 "Tags": {"id": "tG%3D%3D", "name": "Tags", "type": "multi_select", "multi_select": {"options": []}},
             },
             "parent": {"type": "database_id", "database_id": db_id},
             "database_parent": {"type": "workspace", "workspace": True},
-            "is_inline": False, "in_trash": False, "url": f"https://www.notion.so/{_norm(db_id)}", "public_url": None,
+            "is_inline": False,
+            "in_trash": False,
+            "url": f"https://www.notion.so/{_norm(db_id)}",
+            "public_url": None,
         }
         return ds_id
 
     def add_page(
-        self, ds_id: str, title: str, blocks: Sequence[str | tuple[str, str]] = (), edited: str = "2026-01-01T00:00:00.000Z",
+        self,
+        ds_id: str,
+        title: str,
+        blocks: Sequence[str | tuple[str, str]] = (),
+        edited: str = "2026-01-01T00:00:00.000Z",
         in_trash: bool = False,
     ) -> str:
         source = self.data_sources[_norm(ds_id)]
@@ -104,15 +127,23 @@ class NotionDouble(ServiceDouble):
         page_id = str(uuid.uuid4())
         slug = "-".join(title.split()) or "Untitled"
         self.pages[_norm(page_id)] = {
-            "object": "page", "id": page_id, "created_time": "2026-01-01T00:00:00.000Z", "last_edited_time": edited,
-            "created_by": USER, "last_edited_by": USER, "cover": None, "icon": None,
+            "object": "page",
+            "id": page_id,
+            "created_time": "2026-01-01T00:00:00.000Z",
+            "last_edited_time": edited,
+            "created_by": USER,
+            "last_edited_by": USER,
+            "cover": None,
+            "icon": None,
             "parent": {"type": "data_source_id", "data_source_id": source["id"], "database_id": source["parent"]["database_id"]},
-            "in_trash": in_trash, "is_locked": False,
+            "in_trash": in_trash,
+            "is_locked": False,
             "properties": {
                 title_property: {"id": "title", "type": "title", "title": rich_text(title)},
                 "Tags": {"id": "tG%3D%3D", "type": "multi_select", "multi_select": []},
             },
-            "url": f"https://www.notion.so/{slug}-{_norm(page_id)}", "public_url": None,
+            "url": f"https://www.notion.so/{slug}-{_norm(page_id)}",
+            "public_url": None,
         }
         self.children[_norm(page_id)] = [self._block(page_id, b if isinstance(b, tuple) else ("paragraph", b)) for b in blocks]
         return page_id
@@ -129,16 +160,29 @@ class NotionDouble(ServiceDouble):
             image = {"type": "external", "external": {"url": "https://example.com/x.png"}, "caption": []}
             data = {} if kind == "divider" else image
         return {
-            "object": "block", "id": str(uuid.uuid4()), "parent": {"type": "page_id", "page_id": parent_id},
-            "created_time": "2026-01-01T00:00:00.000Z", "last_edited_time": "2026-01-01T00:00:00.000Z",
-            "created_by": USER, "last_edited_by": USER, "has_children": False, "in_trash": False, "type": kind, kind: data,
+            "object": "block",
+            "id": str(uuid.uuid4()),
+            "parent": {"type": "page_id", "page_id": parent_id},
+            "created_time": "2026-01-01T00:00:00.000Z",
+            "last_edited_time": "2026-01-01T00:00:00.000Z",
+            "created_by": USER,
+            "last_edited_by": USER,
+            "has_children": False,
+            "in_trash": False,
+            "type": kind,
+            kind: data,
         }
 
     # --- the service's answers ------------------------------------------------------------------
     def error(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
         body = body if isinstance(body, dict) else {"message": str(body)}
-        answer = {"object": "error", "status": status, "code": body.get("code") or CODES.get(status, "internal_server_error"),
-                  "message": body.get("message") or "error", "request_id": str(uuid.uuid4())}
+        answer = {
+            "object": "error",
+            "status": status,
+            "code": body.get("code") or CODES.get(status, "internal_server_error"),
+            "message": body.get("message") or "error",
+            "request_id": str(uuid.uuid4()),
+        }
         return json_response(answer, status, headers)
 
     def routes(self) -> None:
@@ -159,8 +203,10 @@ class NotionDouble(ServiceDouble):
         return version
 
     def _not_found(self, kind: str, object_id: str) -> Response:
-        message = (f"Could not find {kind} with ID: {object_id}. "
-                   "Make sure the relevant pages and databases are shared with your integration.")
+        message = (
+            f"Could not find {kind} with ID: {object_id}. "
+            "Make sure the relevant pages and databases are shared with your integration."
+        )
         return self.error(404, {"message": message})
 
     def _retrieve(self, request: Request, groups: dict[str, str]) -> Response:
@@ -185,15 +231,24 @@ class NotionDouble(ServiceDouble):
         self._check_sorts(sorts, source)
         if "filter" in body:
             self._check_filter(body["filter"], source, depth=0)
-        pages = [p for p in self.pages.values() if p["parent"]["data_source_id"] == source["id"]
-                 and p["in_trash"] == bool(body.get("in_trash", False))]
+        pages = [
+            p
+            for p in self.pages.values()
+            if p["parent"]["data_source_id"] == source["id"] and p["in_trash"] == bool(body.get("in_trash", False))
+        ]
         if "filter" in body:
             pages = [p for p in pages if self._matches(body["filter"], p)]
         for sort in reversed(sorts or [{"timestamp": "created_time", "direction": "descending"}]):
             pages.sort(key=lambda p, s=sort: self._sort_value(p, s), reverse=sort["direction"] == "descending")
         results = [self._versioned(p, version) for p in pages]
-        return json_response({**self._paginate(results, body.get("start_cursor"), size), "type": "page_or_data_source",
-                              "page_or_data_source": {}, "request_id": str(uuid.uuid4())})
+        return json_response(
+            {
+                **self._paginate(results, body.get("start_cursor"), size),
+                "type": "page_or_data_source",
+                "page_or_data_source": {},
+                "request_id": str(uuid.uuid4()),
+            }
+        )
 
     def _children(self, request: Request, groups: dict[str, str]) -> Response:
         version = self._check(request)
@@ -209,8 +264,14 @@ class NotionDouble(ServiceDouble):
             raise self.refuse(f"page_size should be a number, got {raw!r}")
         size = self._page_size(int(raw), "page_size")
         results = [self._versioned(b, version) for b in blocks]
-        return json_response({**self._paginate(results, request.args.get("start_cursor"), size), "type": "block", "block": {},
-                              "request_id": str(uuid.uuid4())})
+        return json_response(
+            {
+                **self._paginate(results, request.args.get("start_cursor"), size),
+                "type": "block",
+                "block": {},
+                "request_id": str(uuid.uuid4()),
+            }
+        )
 
     # --- checks and evaluation -----------------------------------------------------------------------
     def _page_size(self, value: Any, where: str) -> int:
@@ -270,12 +331,13 @@ class NotionDouble(ServiceDouble):
         types = set(node) - {"property"}
         allowed = TEXT_TYPES if prop_type == "title" else {prop_type}
         if len(types) != 1 or not types <= allowed:
-            raise self.refuse(f"property {prop!r} is of type {prop_type}: filter it with one of {sorted(allowed)}, "
-                              f"got {sorted(types)}")
+            raise self.refuse(
+                f"property {prop!r} is of type {prop_type}: filter it with one of {sorted(allowed)}, got {sorted(types)}"
+            )
         condition = node[types.pop()]
         if not isinstance(condition, dict) or len(condition) != 1:
             raise self.refuse(f"a filter condition is an object with one operator: {condition!r}")
-        (operator, value), = condition.items()
+        ((operator, value),) = condition.items()
         if prop_type == "title" and operator in TEXT_CONDITIONS and isinstance(value, str):
             return
         if prop_type == "title" and operator in EMPTY_CONDITIONS and value is True:
@@ -290,13 +352,17 @@ class NotionDouble(ServiceDouble):
         if "and" in node:
             return all(self._matches(item, page) for item in node["and"])
         value = "".join(t["plain_text"] for t in page["properties"][node["property"]]["title"]).casefold()
-        (operator, wanted), = next(v for k, v in node.items() if k != "property").items()
+        ((operator, wanted),) = next(v for k, v in node.items() if k != "property").items()
         wanted = wanted.casefold() if isinstance(wanted, str) else wanted
         return {
-            "equals": lambda: value == wanted, "does_not_equal": lambda: value != wanted,
-            "contains": lambda: wanted in value, "does_not_contain": lambda: wanted not in value,
-            "starts_with": lambda: value.startswith(wanted), "ends_with": lambda: value.endswith(wanted),
-            "is_empty": lambda: not value, "is_not_empty": lambda: bool(value),
+            "equals": lambda: value == wanted,
+            "does_not_equal": lambda: value != wanted,
+            "contains": lambda: wanted in value,
+            "does_not_contain": lambda: wanted not in value,
+            "starts_with": lambda: value.startswith(wanted),
+            "ends_with": lambda: value.endswith(wanted),
+            "is_empty": lambda: not value,
+            "is_not_empty": lambda: bool(value),
         }[operator]()
 
     @staticmethod

@@ -117,14 +117,22 @@ class OpenAICompatDouble(ServiceDouble):
     def error(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
         """OpenAI's error object; ``body`` may give message/type/param/code, or be one already."""
         if isinstance(body, dict) and "error" not in body:
-            kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                     429: "rate_limit_error", 500: "server_error", 503: "server_error"}
-            body = {"error": {
-                "message": body.get("message", json.dumps(body)),
-                "type": body.get("type", kinds.get(status, "api_error")),
-                "param": body.get("param"),
-                "code": body.get("code"),
-            }}
+            kinds = {
+                400: "invalid_request_error",
+                401: "invalid_request_error",
+                404: "invalid_request_error",
+                429: "rate_limit_error",
+                500: "server_error",
+                503: "server_error",
+            }
+            body = {
+                "error": {
+                    "message": body.get("message", json.dumps(body)),
+                    "type": body.get("type", kinds.get(status, "api_error")),
+                    "param": body.get("param"),
+                    "code": body.get("code"),
+                }
+            }
         return json_response(body, status, headers)
 
     def reply(self, content: str | None, finish_reason: str = "stop", **message: Any) -> None:
@@ -162,21 +170,28 @@ class OpenAICompatDouble(ServiceDouble):
         self.completions += 1
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         completion_tokens = len((content or "").split())
-        return json_response({
-            "id": f"chatcmpl-double{self.completions}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "system_fingerprint": "fp_double",  # a field our client does not know: it must be ignored
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None, **extra},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return json_response(
+            {
+                "id": f"chatcmpl-double{self.completions}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "system_fingerprint": "fp_double",  # a field our client does not know: it must be ignored
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None, **extra},
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
 
     def _bad(self, message: str, param: str | None) -> Exception:
         return self.refuse(message, self.error(400, {"message": message, "param": param}))

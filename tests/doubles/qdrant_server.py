@@ -270,4 +270,3 @@ class QdrantServerDouble(ServiceDouble):
     def indexes(self, collection: str = "campaign_memory") -> dict[str, Any]:
         with self._lock:
             return dict(self._indexes.get(collection, {}))
-

@@ -21,8 +21,18 @@ from tests.doubles import ServiceDouble, json_body, json_response
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SEND_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")  # ISO 8601, yyyy-MM-ddTHH:mm:ssZ
-EMAIL_CONFIG = {"subject": str, "html_content": str, "plain_content": str, "generate_plain_content": bool, "design_id": str,
-                "editor": str, "suppression_group_id": int, "custom_unsubscribe_url": str, "sender_id": int, "ip_pool": str}
+EMAIL_CONFIG = {
+    "subject": str,
+    "html_content": str,
+    "plain_content": str,
+    "generate_plain_content": bool,
+    "design_id": str,
+    "editor": str,
+    "suppression_group_id": int,
+    "custom_unsubscribe_url": str,
+    "sender_id": int,
+    "ip_pool": str,
+}
 STATUSES = ("draft", "scheduled", "triggered")
 CONTENT_MAX = 1024 * 1024  # "html_content exceeds the 1MB limit" (and plain_content), SendGrid's documented 400
 IMG_SRC = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
@@ -97,8 +107,10 @@ class SendGridDouble(ServiceDouble):
 
     def lists(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [{**item, "emails": sorted(e for e, ids in self._contacts.items() if item["id"] in ids)}
-                    for item in self._lists.values()]
+            return [
+                {**item, "emails": sorted(e for e, ids in self._contacts.items() if item["id"] in ids)}
+                for item in self._lists.values()
+            ]
 
     def contacts(self) -> dict[str, set[str]]:
         with self._lock:
@@ -149,7 +161,7 @@ class SendGridDouble(ServiceDouble):
         metadata: dict[str, Any] = {"self": f"{self.url}{path}?page_size={raw}&page_token={token}", "count": len(items)}
         if start + size < len(items):
             metadata["next"] = f"https://api.sendgrid.com{path}?page_size={raw}&page_token={start + size}"
-        return json_response({"result": items[start:start + size], "_metadata": metadata})
+        return json_response({"result": items[start : start + size], "_metadata": metadata})
 
     # --- lists and contacts ----------------------------------------------------------------------
     def _list_view(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +266,10 @@ class SendGridDouble(ServiceDouble):
         SendGrid accepts such HTML all the same, so this is a problem, not a refusal."""
         for src in IMG_SRC.findall(html):
             if not re.match(r"^https?://[^\s]+$", src):
-                self.problems.append(f"POST /v3/marketing/singlesends: email_config.html_content: image source {src!r} "
-                                     "is not an absolute URL a Single Send can carry (no attachments, so no cid:)")
+                self.problems.append(
+                    f"POST /v3/marketing/singlesends: email_config.html_content: image source {src!r} "
+                    "is not an absolute URL a Single Send can carry (no attachments, so no cid:)"
+                )
 
     def _full(self, send: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in send.items() if not k.startswith("_")}
@@ -269,12 +283,28 @@ class SendGridDouble(ServiceDouble):
         body = self._body(request)
         self._check_send(body)
         now = _iso(self.now())
-        config = {"generate_plain_content": True, "editor": "code", "suppression_group_id": None, "custom_unsubscribe_url": None,
-                  "sender_id": None, "ip_pool": None, **body.get("email_config", {})}
-        send = {"id": str(uuid.uuid4()), "name": body["name"], "status": "draft", "categories": body.get("categories", []),
-                "send_at": body.get("send_at"),
-                "send_to": {"list_ids": [], "segment_ids": [], "all": False, **body.get("send_to", {})},
-                "email_config": config, "is_abtest": False, "abtest": None, "created_at": now, "updated_at": now}
+        config = {
+            "generate_plain_content": True,
+            "editor": "code",
+            "suppression_group_id": None,
+            "custom_unsubscribe_url": None,
+            "sender_id": None,
+            "ip_pool": None,
+            **body.get("email_config", {}),
+        }
+        send = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "status": "draft",
+            "categories": body.get("categories", []),
+            "send_at": body.get("send_at"),
+            "send_to": {"list_ids": [], "segment_ids": [], "all": False, **body.get("send_to", {})},
+            "email_config": config,
+            "is_abtest": False,
+            "abtest": None,
+            "created_at": now,
+            "updated_at": now,
+        }
         self._sends[send["id"]] = send
         return json_response(self._full(send), 201)
 
@@ -292,8 +322,11 @@ class SendGridDouble(ServiceDouble):
             raise self._bad("name", "name: a string of 1 to 100 characters")
         if statuses is not None and (not isinstance(statuses, list) or any(s not in STATUSES for s in statuses)):
             raise self._bad("status", f"status: an array of {', '.join(STATUSES)}")
-        found = [s for s in self._sends.values()
-                 if (name is None or name.lower() in s["name"].lower()) and (statuses is None or s["status"] in statuses)]
+        found = [
+            s
+            for s in self._sends.values()
+            if (name is None or name.lower() in s["name"].lower()) and (statuses is None or s["status"] in statuses)
+        ]
         return self._page(request, [self._short(s) for s in found], "/v3/marketing/singlesends/search", 100)
 
     def _send(self, groups: dict[str, str]) -> dict[str, Any] | None:
@@ -317,7 +350,7 @@ class SendGridDouble(ServiceDouble):
         if send is None:
             return self.error(404, {"field": "id", "message": "Single Send not found"})
         if set(body) != {"send_at"}:
-            raise self._bad("send_at", "the body is {\"send_at\": ...} and send_at is required")
+            raise self._bad("send_at", 'the body is {"send_at": ...} and send_at is required')
         send_at = body["send_at"]
         if send_at != "now" and (not isinstance(send_at, str) or not SEND_AT.match(send_at)):
             raise self._bad("send_at", "send_at must be 'now' or an ISO 8601 date-time (yyyy-MM-ddTHH:mm:ssZ)")
@@ -326,12 +359,16 @@ class SendGridDouble(ServiceDouble):
         if send["status"] == "triggered":
             raise self._bad("status", "this Single Send has already been sent")
         config, to = send["email_config"], send["send_to"]
-        for field, ok in (("email_config.sender_id", config.get("sender_id") is not None),
-                          ("email_config.suppression_group_id",
-                           config.get("suppression_group_id") is not None or bool(config.get("custom_unsubscribe_url"))),
-                          ("email_config.subject", bool(config.get("subject") or config.get("design_id"))),
-                          ("email_config.html_content", bool(config.get("html_content") or config.get("design_id"))),
-                          ("send_to", bool(to.get("list_ids") or to.get("segment_ids") or to.get("all")))):
+        for field, ok in (
+            ("email_config.sender_id", config.get("sender_id") is not None),
+            (
+                "email_config.suppression_group_id",
+                config.get("suppression_group_id") is not None or bool(config.get("custom_unsubscribe_url")),
+            ),
+            ("email_config.subject", bool(config.get("subject") or config.get("design_id"))),
+            ("email_config.html_content", bool(config.get("html_content") or config.get("design_id"))),
+            ("send_to", bool(to.get("list_ids") or to.get("segment_ids") or to.get("all"))),
+        ):
             if not ok:
                 raise self._bad(field, "required before a Single Send can be scheduled")
         send["send_at"] = _iso(self.now()) if send_at == "now" else send_at

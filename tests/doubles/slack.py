@@ -56,14 +56,37 @@ _EVENT_TYPE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 _TEXT_MAX = 40_000  # chat.postMessage: "msg_too_long" beyond this
 _COMMON_ARGS = {"token"}
 POST_MESSAGE_ARGS = {
-    "channel", "text", "as_user", "attachments", "blocks", "icon_emoji", "icon_url", "link_names", "markdown_text",
-    "metadata", "mrkdwn", "parse", "reply_broadcast", "thread_ts", "unfurl_links", "unfurl_media", "username",
+    "channel",
+    "text",
+    "as_user",
+    "attachments",
+    "blocks",
+    "icon_emoji",
+    "icon_url",
+    "link_names",
+    "markdown_text",
+    "metadata",
+    "mrkdwn",
+    "parse",
+    "reply_broadcast",
+    "thread_ts",
+    "unfurl_links",
+    "unfurl_media",
+    "username",
     "current_draft_last_updated_ts",
 }
 HISTORY_ARGS = {"channel", "cursor", "include_all_metadata", "inclusive", "latest", "limit", "oldest"}
 DELETE_ARGS = {"channel", "ts", "as_user"}
-_BOOLEAN_ARGS = {"as_user", "link_names", "mrkdwn", "reply_broadcast", "unfurl_links", "unfurl_media",
-                 "include_all_metadata", "inclusive"}
+_BOOLEAN_ARGS = {
+    "as_user",
+    "link_names",
+    "mrkdwn",
+    "reply_broadcast",
+    "unfurl_links",
+    "unfurl_media",
+    "include_all_metadata",
+    "inclusive",
+}
 
 
 @dataclass
@@ -140,7 +163,7 @@ class SlackDouble(ServiceDouble):
         if unknown:
             raise self._fail("invalid_arg_name", f"arguments not documented for this method: {unknown}")
         auth = request.headers.get("Authorization")
-        token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else args.pop("token", None)
+        token = auth[len("Bearer ") :] if auth and auth.startswith("Bearer ") else args.pop("token", None)
         args.pop("token", None)
         if auth and not auth.startswith("Bearer "):
             raise self._fail("not_authed", "the Authorization header is not 'Bearer <token>'")
@@ -191,8 +214,15 @@ class SlackDouble(ServiceDouble):
         except _Answer as answer:
             return answer.response
         ts = self._next_ts()
-        message = {"type": "message", "user": self.bot_user, "bot_id": self.bot_id, "app_id": self.app_id,
-                   "text": text or "", "ts": ts, "team": self.team}
+        message = {
+            "type": "message",
+            "user": self.bot_user,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "text": text or "",
+            "ts": ts,
+            "team": self.team,
+        }
         if metadata is not None:
             message["metadata"] = metadata
         self.channels[channel].append(message)
@@ -204,8 +234,12 @@ class SlackDouble(ServiceDouble):
                 value = json.loads(value)
             except ValueError:
                 raise self._fail("invalid_metadata_format", "metadata is not JSON") from None
-        if not isinstance(value, dict) or not isinstance(value.get("event_type"), str) \
-                or not _EVENT_TYPE.match(value["event_type"]) or not isinstance(value.get("event_payload"), dict):
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("event_type"), str)
+            or not _EVENT_TYPE.match(value["event_type"])
+            or not isinstance(value.get("event_payload"), dict)
+        ):
             problem = f"metadata needs an alphanumeric event_type and an object event_payload: {value!r}"
             raise self._fail("invalid_metadata_format", problem)
         return {"event_type": value["event_type"], "event_payload": copy.deepcopy(value["event_payload"])}
@@ -227,14 +261,16 @@ class SlackDouble(ServiceDouble):
 
         newest_first = [m for m in reversed(self.channels[channel]) if within(float(m["ts"]))]
         limit = min(limit, self.max_page)
-        page = newest_first[offset: offset + limit]
+        page = newest_first[offset : offset + limit]
         more = offset + limit < len(newest_first)
         with_metadata = args.get("include_all_metadata", False)
-        messages = [copy.deepcopy(m) if with_metadata else {k: v for k, v in copy.deepcopy(m).items() if k != "metadata"}
-                    for m in page]
+        messages = [
+            copy.deepcopy(m) if with_metadata else {k: v for k, v in copy.deepcopy(m).items() if k != "metadata"} for m in page
+        ]
         cursor = base64.b64encode(f"offset:{offset + limit}".encode()).decode() if more else ""
-        return json_response({"ok": True, "messages": messages, "has_more": more, "pin_count": 0,
-                              "response_metadata": {"next_cursor": cursor}})
+        return json_response(
+            {"ok": True, "messages": messages, "has_more": more, "pin_count": 0, "response_metadata": {"next_cursor": cursor}}
+        )
 
     def _delete(self, request: Request, groups: dict[str, str]) -> Response:
         try:
@@ -295,8 +331,12 @@ class SlackDouble(ServiceDouble):
     def live_messages(self, channel: str | None = None) -> list[dict[str, Any]]:
         """The messages still in Slack (not deleted), oldest first, each with its ``channel``."""
         with self._lock:
-            return [{**copy.deepcopy(m), "channel": c} for c, messages in self.channels.items()
-                    if channel is None or c == channel for m in messages]
+            return [
+                {**copy.deepcopy(m), "channel": c}
+                for c, messages in self.channels.items()
+                if channel is None or c == channel
+                for m in messages
+            ]
 
     def deleted_messages(self) -> list[dict[str, Any]]:
         with self._lock:

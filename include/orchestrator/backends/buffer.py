@@ -149,8 +149,9 @@ class BufferSocial:
     # --- settings ------------------------------------------------------------------------------
     @cached_property
     def api(self) -> HttpApi:  # built at call time
-        return HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
-                       wait=lambda response: _wait(response.headers, _errors(response)))
+        return HttpApi(
+            SERVICE, self.conn_id, self.conn, describe=describe, wait=lambda response: _wait(response.headers, _errors(response))
+        )
 
     def _channels(self, profiles: list[str]) -> list[tuple[str, str]]:
         """(profile, channel id) of each profile; reads the connection's extra, no I/O."""
@@ -187,8 +188,14 @@ class BufferSocial:
             if codes == {"NOT_FOUND"}:
                 raise BufferNotFound(SERVICE, action, _messages(errors), status=status)
             retryable = bool(codes & set(RETRYABLE_CODES))
-            raise ServiceError(SERVICE, action, _messages(errors), status=status, retryable=retryable,
-                               retry_after=_wait(response.headers, errors) if retryable else None)
+            raise ServiceError(
+                SERVICE,
+                action,
+                _messages(errors),
+                status=status,
+                retryable=retryable,
+                retry_after=_wait(response.headers, errors) if retryable else None,
+            )
         data = body.get("data")
         if not isinstance(data, dict):
             raise ServiceError(SERVICE, action, f"the answer has no data: {response.text[:200]!r}")
@@ -201,19 +208,27 @@ class BufferSocial:
         if typename == success:
             return result
         message = result.get("message") if isinstance(result, dict) else None
-        raise ServiceError(SERVICE, action, f"{typename or 'no result'}: {message or 'no message'}",
-                           status=200, retryable=typename in RETRYABLE_TYPES)
+        raise ServiceError(
+            SERVICE,
+            action,
+            f"{typename or 'no result'}: {message or 'no message'}",
+            status=200,
+            retryable=typename in RETRYABLE_TYPES,
+        )
 
     def _recent_posts(self, organization_id: str, channel_id: str) -> Iterator[dict[str, Any]]:
         days = self.api.setting("lookback_days", 14)
         if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
             raise ConnectionConfigError(
-                f"connection {self.conn_id!r} ({SERVICE}): the extra 'lookback_days' must be a positive number, got {days!r}")
+                f"connection {self.conn_id!r} ({SERVICE}): the extra 'lookback_days' must be a positive number, got {days!r}"
+            )
         since = (self.now() - timedelta(days=days)).astimezone(UTC)
         variables: dict[str, Any] = {
-            "input": {"organizationId": organization_id,
-                      "filter": {"channelIds": [channel_id], "createdAt": {"start": since.strftime("%Y-%m-%dT%H:%M:%SZ")}},
-                      "sort": [{"field": "createdAt", "direction": "desc"}]},
+            "input": {
+                "organizationId": organization_id,
+                "filter": {"channelIds": [channel_id], "createdAt": {"start": since.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+                "sort": [{"field": "createdAt", "direction": "desc"}],
+            },
             "first": PAGE,
             "after": None,
         }
@@ -241,10 +256,19 @@ class BufferSocial:
     # --- the port ------------------------------------------------------------------------------
     def plan(self, post: SocialPost) -> Effect:
         channels = self._channels(post.profiles)
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=post.key,
-                      ref={"profiles": [{"profile": p, "channel_id": c} for p, c in channels], "key": post.key,
-                           "text_sha256": fingerprint(post.text)},
-                      summary=f"Buffer post {post.key} queued for {', '.join(post.profiles)}")
+        return Effect(
+            port=self.port,
+            conn_id=self.conn_id,
+            backend=self.backend,
+            kind=self.kind,
+            key=post.key,
+            ref={
+                "profiles": [{"profile": p, "channel_id": c} for p, c in channels],
+                "key": post.key,
+                "text_sha256": fingerprint(post.text),
+            },
+            summary=f"Buffer post {post.key} queued for {', '.join(post.profiles)}",
+        )
 
     def post(self, post: SocialPost) -> Effect:
         effect = self.plan(post)
@@ -259,17 +283,27 @@ class BufferSocial:
                 adopted.append(profile)
             else:
                 action = f"create the post for {profile} (channel {channel_id})"
-                variables = {"input": {"text": post.text, "channelId": channel_id,
-                                       "schedulingType": "automatic", "mode": "addToQueue"}}  # the channel's next free slot
+                variables = {
+                    "input": {"text": post.text, "channelId": channel_id, "schedulingType": "automatic", "mode": "addToQueue"}
+                }  # the channel's next free slot
                 data = self._graphql(CREATE_POST, "CreatePost", variables, action)
                 result = self._union(data, "createPost", "PostActionSuccess", action)
                 post_id = result["post"]["id"]
             made.append({"profile": profile, "channel_id": channel_id, "post_id": post_id})
-            log.info("Buffer post %s for %s (channel %s) %s", post_id, profile, channel_id,
-                     "adopted" if profile in adopted else "queued")
+            log.info(
+                "Buffer post %s for %s (channel %s) %s",
+                post_id,
+                profile,
+                channel_id,
+                "adopted" if profile in adopted else "queued",
+            )
         note = f" ({', '.join(adopted)} already queued)" if adopted else ""
-        return effect.model_copy(update={"ref": {"posts": made, "key": post.key, "text_sha256": digest},
-                                         "summary": f"Buffer post {post.key} queued for {', '.join(post.profiles)}{note}"})
+        return effect.model_copy(
+            update={
+                "ref": {"posts": made, "key": post.key, "text_sha256": digest},
+                "summary": f"Buffer post {post.key} queued for {', '.join(post.profiles)}{note}",
+            }
+        )
 
     def undo(self, effect: Effect) -> bool:
         if effect.backend != self.backend or effect.kind != self.kind:
@@ -291,14 +325,22 @@ class BufferSocial:
                 continue
             action = f"delete post {node['id']} for {item['profile']}"
             try:
-                self._union(self._graphql(DELETE_POST, "DeletePost", {"input": {"id": node["id"]}}, action), "deletePost",
-                            "DeletePostSuccess", action)
+                self._union(
+                    self._graphql(DELETE_POST, "DeletePost", {"input": {"id": node["id"]}}, action),
+                    "deletePost",
+                    "DeletePostSuccess",
+                    action,
+                )
             except BufferNotFound:
                 continue  # gone between the read and the delete
             removed = True
             log.info("deleted Buffer post %s for %s", node["id"], item["profile"])
         if published:
-            raise ServiceError(SERVICE, f"undo post {effect.key}",
-                               f"published already: {'; '.join(published)}: a published post cannot be recalled through Buffer",
-                               retryable=False, irrevocable=True)
+            raise ServiceError(
+                SERVICE,
+                f"undo post {effect.key}",
+                f"published already: {'; '.join(published)}: a published post cannot be recalled through Buffer",
+                retryable=False,
+                irrevocable=True,
+            )
         return removed

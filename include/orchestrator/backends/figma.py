@@ -69,8 +69,11 @@ def describe(response: Any) -> str:
     text = str(body.get("err") or body.get("message") or "") if isinstance(body, dict) else ""
     text = text[:500] or error_text(response)
     if response.status_code == 429:
-        limits = [f"{name} {response.headers[header]}" for name, header in
-                  (("plan tier", "X-Figma-Plan-Tier"), ("limit type", "X-Figma-Rate-Limit-Type")) if response.headers.get(header)]
+        limits = [
+            f"{name} {response.headers[header]}"
+            for name, header in (("plan tier", "X-Figma-Plan-Tier"), ("limit type", "X-Figma-Rate-Limit-Type"))
+            if response.headers.get(header)
+        ]
         text += f" ({', '.join(limits)})" if limits else ""
     return text
 
@@ -204,10 +207,16 @@ class FigmaDesign(StoredImages):
         headers = {"Accept": "image/png", "Accept-Encoding": "identity", "User-Agent": "campaign-orchestrator/0.1 (+design)"}
         # One total deadline over every hop (connect, headers and body): see include.orchestrator.deadlines.
         try:
-            with within(self.api.timeout, SERVICE, url) as deadline, httpx.Client(
-                transport=guarded_transport(self.allow_private_network), timeout=self.api.timeout,
-                headers=headers, follow_redirects=False, trust_env=False,
-            ) as client:
+            with (
+                within(self.api.timeout, SERVICE, url) as deadline,
+                httpx.Client(
+                    transport=guarded_transport(self.allow_private_network),
+                    timeout=self.api.timeout,
+                    headers=headers,
+                    follow_redirects=False,
+                    trust_env=False,
+                ) as client,
+            ):
                 current = url
                 for _ in range(MAX_REDIRECTS + 1):
                     deadline.url = current  # the host a deadline error names
@@ -222,8 +231,9 @@ class FigmaDesign(StoredImages):
                     except UnsafeURLError as exc:
                         raise ServiceError(SERVICE, action, str(exc)) from None
                     except httpx.TimeoutException as exc:
-                        raise ServiceError(SERVICE, action, f"no answer within {self.api.timeout:g} s ({type(exc).__name__})",
-                                           retryable=True) from None
+                        raise ServiceError(
+                            SERVICE, action, f"no answer within {self.api.timeout:g} s ({type(exc).__name__})", retryable=True
+                        ) from None
                     except httpx.TransportError as exc:
                         raise ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})", retryable=True) from None
         except DeadlineExceeded as exc:

@@ -105,8 +105,16 @@ class FolderBackend(OnDisk):
         self.path = Path(path)
 
     def _effect(self, key: str, ref: dict[str, Any], summary: str, undoable: bool = True) -> Effect:
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind,
-                      key=key, ref=ref, undoable=undoable, summary=summary)
+        return Effect(
+            port=self.port,
+            conn_id=self.conn_id,
+            backend=self.backend,
+            kind=self.kind,
+            key=key,
+            ref=ref,
+            undoable=undoable,
+            summary=summary,
+        )
 
     def _file(self, key: str, suffix: str) -> Path:
         """Where the effect named ``key`` lives: known before it is made, so undo finds it either way."""

@@ -208,8 +208,15 @@ class GitReview(OnDisk):
 
     def plan(self, bundle: ReviewBundle) -> Effect:
         branch = f"review/{safe_name(bundle.key, 'review key')}"
-        return Effect(port="review", conn_id=self.conn_id, backend="git", kind="git_branch", key=bundle.key,
-                      ref={"repo": str(self.path), "branch": branch}, summary=f"review branch {branch} in {self.path}")
+        return Effect(
+            port="review",
+            conn_id=self.conn_id,
+            backend="git",
+            kind="git_branch",
+            key=bundle.key,
+            ref={"repo": str(self.path), "branch": branch},
+            summary=f"review branch {branch} in {self.path}",
+        )
 
     def open_review(self, bundle: ReviewBundle) -> Effect:
         effect, key = self.plan(bundle), bundle.key
@@ -223,8 +230,9 @@ class GitReview(OnDisk):
                 commit = head  # a retry: the branch already holds this bundle, adopt it (the new commit stays unreferenced)
             else:
                 git.run("update-ref", f"refs/heads/{branch}", commit, head or "")
-        return effect.model_copy(update={"ref": {**effect.ref, "commit": commit},
-                                         "summary": f"review branch {branch} ({commit[:10]}) in {self.path}"})
+        return effect.model_copy(
+            update={"ref": {**effect.ref, "commit": commit}, "summary": f"review branch {branch} ({commit[:10]}) in {self.path}"}
+        )
 
     def undo(self, effect: Effect) -> bool:
         branch = effect.ref["branch"]
@@ -286,8 +294,15 @@ class GitBlog(OnDisk):
         ref = {"remote": str(self.remote), "branch": self.branch, "path": path, "key": key}
         if post.hero is not None:
             ref["image"] = safe_path(post.hero_path)
-        return Effect(port="blog", conn_id=self.conn_id, backend="git", kind="git_commit", key=key, ref=ref,
-                      summary=f"{described(ref)} on {self.remote}:{self.branch}")
+        return Effect(
+            port="blog",
+            conn_id=self.conn_id,
+            backend="git",
+            kind="git_commit",
+            key=key,
+            ref=ref,
+            summary=f"{described(ref)} on {self.remote}:{self.branch}",
+        )
 
     @staticmethod
     def _subject(path: str, key: str) -> str:
@@ -338,8 +353,9 @@ class GitBlog(OnDisk):
             post_ours = now[path] is not None and now[path] == mine[path]
             remove = [path] if post_ours else []
             if now[path] is not None and not post_ours:  # a later post replaced ours at this path: not ours to remove
-                log.warning("%s on %s holds another post now (blob %s, ours %s): left alone",
-                            path, self.remote, now[path], mine[path])
+                log.warning(
+                    "%s on %s holds another post now (blob %s, ours %s): left alone", path, self.remote, now[path], mine[path]
+                )
             if image and now[image] is not None and now[image] == mine[image] and (post_ours or now[path] is None):
                 remove.append(image)
             elif image and now[image] is not None:

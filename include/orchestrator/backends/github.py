@@ -165,8 +165,16 @@ class GithubApi:
             hooked = _Hook(github_conn_id=self.conn_id).get_conn()  # no I/O: PyGithub connects on the first request
             settings = hooked.requester.kwargs  # auth (token or GitHub App) and base URL, as the hook chose them
             hooked.close()
-            self._client = Github(**{**settings, "retry": None, "seconds_between_requests": None, "seconds_between_writes": None,
-                                     "timeout": self.timeout, "api_version": API_VERSION})
+            self._client = Github(
+                **{
+                    **settings,
+                    "retry": None,
+                    "seconds_between_requests": None,
+                    "seconds_between_writes": None,
+                    "timeout": self.timeout,
+                    "api_version": API_VERSION,
+                }
+            )
         return self._client
 
     def repo_path(self, suffix: str = "") -> str:
@@ -230,8 +238,9 @@ class GithubApi:
 
     def file(self, path: str, branch: str, action: str) -> dict[str, Any] | None:
         """``GET /contents/{path}?ref=``: the file's JSON, None if absent; a directory there is an error."""
-        status, data = self.request("GET", self.repo_path(f"/contents/{quote(path)}"), action, params={"ref": branch},
-                                    ok=(200,), absent=(404,))
+        status, data = self.request(
+            "GET", self.repo_path(f"/contents/{quote(path)}"), action, params={"ref": branch}, ok=(200,), absent=(404,)
+        )
         if status == 404:
             return None
         if not isinstance(data, dict) or data.get("type") != "file":
@@ -243,8 +252,13 @@ class GithubApi:
         """Each file stored as a blob (``POST /git/blobs``), checked against its git id, as a tree entry."""
         entries = []
         for path, data in files.items():
-            _, blob = self.request("POST", self.repo_path("/git/blobs"), action, ok=(201,),
-                                   body={"content": base64.b64encode(data).decode(), "encoding": "base64"})
+            _, blob = self.request(
+                "POST",
+                self.repo_path("/git/blobs"),
+                action,
+                ok=(201,),
+                body={"content": base64.b64encode(data).decode(), "encoding": "base64"},
+            )
             if blob["sha"] != blob_sha(data):
                 raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
             entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
@@ -252,8 +266,13 @@ class GithubApi:
 
     def pulls_for(self, branch: str, state: str, action: str) -> list[dict[str, Any]]:
         """Pull requests whose head is ``owner:branch`` (``GET /pulls?head=&state=``)."""
-        _, data = self.request("GET", self.repo_path("/pulls"), action,
-                               params={"head": f"{self.owner}:{branch}", "state": state, "per_page": 100}, ok=(200,))
+        _, data = self.request(
+            "GET",
+            self.repo_path("/pulls"),
+            action,
+            params={"head": f"{self.owner}:{branch}", "state": state, "per_page": 100},
+            ok=(200,),
+        )
         return [p for p in data or [] if p.get("head", {}).get("ref") == branch]
 
 
@@ -312,9 +331,15 @@ class GithubReview:
 
     def plan(self, bundle: ReviewBundle) -> Effect:
         branch = REVIEW_PREFIX + safe_name(bundle.key, "review key")
-        return Effect(port="review", conn_id=self.conn_id, backend="github", kind="github_pull_request", key=bundle.key,
-                      ref={"repository": self.api.repository, "branch": branch},
-                      summary=f"review pull request from {branch} in {self.api.repository}")
+        return Effect(
+            port="review",
+            conn_id=self.conn_id,
+            backend="github",
+            kind="github_pull_request",
+            key=bundle.key,
+            ref={"repository": self.api.repository, "branch": branch},
+            summary=f"review pull request from {branch} in {self.api.repository}",
+        )
 
     def open_review(self, bundle: ReviewBundle) -> Effect:
         effect = self.plan(bundle)
@@ -343,24 +368,43 @@ class GithubReview:
                 if not changed and not listing.get("truncated"):
                     return head  # a retry: the branch already holds this bundle, adopt it
             entries = api.blobs(changed, action)
-            _, new_tree = api.request("POST", api.repo_path("/git/trees"), action, ok=(201,),
-                                      body={"base_tree": tree, "tree": entries})
-            _, made = api.request("POST", api.repo_path("/git/commits"), action, ok=(201,),
-                                  body={"message": message, "tree": new_tree["sha"], "parents": [parent]})
+            _, new_tree = api.request(
+                "POST", api.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": tree, "tree": entries}
+            )
+            _, made = api.request(
+                "POST",
+                api.repo_path("/git/commits"),
+                action,
+                ok=(201,),
+                body={"message": message, "tree": new_tree["sha"], "parents": [parent]},
+            )
             if head:
-                status, data = api.request("PATCH", api.repo_path(f"/git/refs/{api.ref(branch)}"), action,
-                                           body={"sha": made["sha"], "force": False}, ok=(200,), absent=(422,))
+                status, data = api.request(
+                    "PATCH",
+                    api.repo_path(f"/git/refs/{api.ref(branch)}"),
+                    action,
+                    body={"sha": made["sha"], "force": False},
+                    ok=(200,),
+                    absent=(422,),
+                )
             else:
-                status, data = api.request("POST", api.repo_path("/git/refs"), action,
-                                           body={"ref": f"refs/heads/{branch}", "sha": made["sha"]}, ok=(201,), absent=(422,))
+                status, data = api.request(
+                    "POST",
+                    api.repo_path("/git/refs"),
+                    action,
+                    body={"ref": f"refs/heads/{branch}", "sha": made["sha"]},
+                    ok=(201,),
+                    absent=(422,),
+                )
             if status != 422:
                 return str(made["sha"])
             conflict = _message(data)
             if not any(text in conflict for text in ("Reference already exists", "not a fast forward")):
                 raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
             log.warning("%s: the branch changed under us (%s); reading it again", action, conflict)
-        raise ServiceError(SERVICE, action, f"branch {branch} kept changing while committing: {conflict}",
-                           status=422, retryable=True)
+        raise ServiceError(
+            SERVICE, action, f"branch {branch} kept changing while committing: {conflict}", status=422, retryable=True
+        )
 
     def _pull(self, branch: str, base: str, bundle: ReviewBundle, action: str) -> dict[str, Any]:
         api = self.api
@@ -371,17 +415,26 @@ class GithubReview:
             if existing:
                 return sorted(existing, key=lambda p: (p.get("state") != "open", -int(p["number"])))[0]
             images = ", ".join(f"`{i.channel}`" for i in bundle.images) or "none"
-            body = (f"Review bundle `{bundle.key}` of campaign `{bundle.campaign_slug}`.\n\n"
-                    f"- Copy: `review/{bundle.key}/README.md`\n- Images: `review/{bundle.key}/images/` ({images})\n\n"
-                    "Approve, or request changes, with a pull request review: the campaign's approval gate reads the reviews.")
-            status, data = api.request("POST", api.repo_path("/pulls"), action, ok=(201,), absent=(422,),
-                                       body={"title": bundle.title, "head": branch, "base": base, "body": body})
+            body = (
+                f"Review bundle `{bundle.key}` of campaign `{bundle.campaign_slug}`.\n\n"
+                f"- Copy: `review/{bundle.key}/README.md`\n- Images: `review/{bundle.key}/images/` ({images})\n\n"
+                "Approve, or request changes, with a pull request review: the campaign's approval gate reads the reviews."
+            )
+            status, data = api.request(
+                "POST",
+                api.repo_path("/pulls"),
+                action,
+                ok=(201,),
+                absent=(422,),
+                body={"title": bundle.title, "head": branch, "base": base, "body": body},
+            )
             if status == 201:
                 return data
             if "already exists" not in _message(data):
                 raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
-        raise ServiceError(SERVICE, action, f"a pull request for {branch} exists but could not be found",
-                           status=422, retryable=True)
+        raise ServiceError(
+            SERVICE, action, f"a pull request for {branch} exists but could not be found", status=422, retryable=True
+        )
 
     def undo(self, effect: Effect) -> bool:
         api, branch = self.api, str(effect.ref["branch"])
@@ -414,16 +467,22 @@ class GithubReview:
         pull_path, reviews_path = api.repo_path(f"/pulls/{int(number)}"), api.repo_path(f"/pulls/{int(number)}/reviews")
 
         def get(path: str, tag: str | None, params: dict[str, Any] | None = None) -> tuple[int, Any, str | None]:
-            status, data = api.request("GET", path, action, params=params, headers={"If-None-Match": tag} if tag else None,
-                                       ok=(200, 304))
+            status, data = api.request(
+                "GET", path, action, params=params, headers={"If-None-Match": tag} if tag else None, ok=(200, 304)
+            )
             return status, data, api.last_headers.get("etag") or (tag if status == 304 else None)
 
         pull_status, pull, pull_tag = get(pull_path, known and known[1])
         reviews_status, page, reviews_tag = get(reviews_path, known and known[2], {"per_page": 100})
         state = known[0] if known and pull_status == 304 else _pull_state(pull)
         if pull_status == 304 and reviews_status == 304:
-            return ReviewPoll(not_modified=True, etag=_token(state, pull_tag, reviews_tag), pull_state=state, reviews=[],
-                              rate_remaining=_remaining(api))
+            return ReviewPoll(
+                not_modified=True,
+                etag=_token(state, pull_tag, reviews_tag),
+                pull_state=state,
+                reviews=[],
+                rate_remaining=_remaining(api),
+            )
         if reviews_status == 304:  # the pull request changed, its reviews did not: they are needed in full
             reviews_status, page, reviews_tag = get(reviews_path, None, {"per_page": 100})
         reviews, number_of_page = list(page or []), 1
@@ -433,8 +492,13 @@ class GithubReview:
             reviews_tag = None
             _, more = api.request("GET", reviews_path, action, params={"per_page": 100, "page": number_of_page}, ok=(200,))
             reviews += more or []
-        return ReviewPoll(not_modified=False, etag=_token(state, pull_tag, reviews_tag), pull_state=state,
-                          reviews=[_review(r) for r in reviews], rate_remaining=_remaining(api))
+        return ReviewPoll(
+            not_modified=False,
+            etag=_token(state, pull_tag, reviews_tag),
+            pull_state=state,
+            reviews=[_review(r) for r in reviews],
+            rate_remaining=_remaining(api),
+        )
 
 
 def _github_exception(status: int, headers: dict[str, str], data: Any) -> Any:
@@ -451,8 +515,9 @@ def _pull_state(pull: dict[str, Any]) -> Literal["open", "closed", "merged"]:
 
 def _review(item: dict[str, Any]) -> PullReview:
     user = (item.get("user") or {}).get("login") or "ghost"  # a deleted account has no user
-    return PullReview(user=user, state=str(item.get("state", "")), submitted_at=item.get("submitted_at"),
-                      body=item.get("body") or "")
+    return PullReview(
+        user=user, state=str(item.get("state", "")), submitted_at=item.get("submitted_at"), body=item.get("body") or ""
+    )
 
 
 def _remaining(api: GithubApi) -> int | None:
@@ -497,8 +562,15 @@ class GithubBlog:
         ref = {"repository": self.api.repository, "branch": branch, "path": path, "blob_sha": blob_sha(files[path])}
         if post.hero is not None:
             ref |= {"image": safe_path(post.hero_path), "image_blob_sha": blob_sha(files[post.hero_path])}
-        return Effect(port="blog", conn_id=self.conn_id, backend="github", kind="github_file", key=key, ref=ref,
-                      summary=f"{described(ref)} in {self.api.repository}")
+        return Effect(
+            port="blog",
+            conn_id=self.conn_id,
+            backend="github",
+            kind="github_file",
+            key=key,
+            ref=ref,
+            summary=f"{described(ref)} in {self.api.repository}",
+        )
 
     @staticmethod
     def _ours(ref: dict[str, Any]) -> dict[str, str]:
@@ -511,16 +583,18 @@ class GithubBlog:
     def _head(self, branch: str, action: str) -> str:
         head = self.api.branch_head(branch, action)
         if head is None:
-            raise ServiceError(SERVICE, action, f"HTTP 404: the blog branch {branch!r} does not exist in {self.api.repository}",
-                               status=404)
+            raise ServiceError(
+                SERVICE, action, f"HTTP 404: the blog branch {branch!r} does not exist in {self.api.repository}", status=404
+            )
         return head
 
     def _at(self, paths: list[str], head: str, action: str) -> dict[str, dict[str, Any] | None]:
         """Each path's contents JSON at commit ``head`` (``GET /contents/{path}?ref=<sha>``), None if absent."""
         return {path: self.api.file(path, head, action) for path in paths}
 
-    def _commit(self, branch: str, head: str, add: dict[str, bytes], remove: list[str], message: str,
-                action: str) -> dict[str, Any] | None:
+    def _commit(
+        self, branch: str, head: str, add: dict[str, bytes], remove: list[str], message: str, action: str
+    ) -> dict[str, Any] | None:
         """One commit on ``head`` adding and removing files, and the branch moved to it; None when the
         branch moved since ``head`` was read (GitHub: "Update is not a fast forward")."""
         api = self.api
@@ -528,12 +602,24 @@ class GithubBlog:
         entries = api.blobs(add, action)
         # "sha": null deletes the path from the base tree (https://docs.github.com/en/rest/git/trees#create-a-tree).
         entries += [{"path": path, "mode": "100644", "type": "blob", "sha": None} for path in remove]
-        _, tree = api.request("POST", api.repo_path("/git/trees"), action, ok=(201,),
-                              body={"base_tree": parent["tree"]["sha"], "tree": entries})
-        _, made = api.request("POST", api.repo_path("/git/commits"), action, ok=(201,),
-                              body={"message": message, "tree": tree["sha"], "parents": [head]})
-        status, data = api.request("PATCH", api.repo_path(f"/git/refs/{api.ref(branch)}"), action,
-                                   body={"sha": made["sha"], "force": False}, ok=(200,), absent=(422,))
+        _, tree = api.request(
+            "POST", api.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": parent["tree"]["sha"], "tree": entries}
+        )
+        _, made = api.request(
+            "POST",
+            api.repo_path("/git/commits"),
+            action,
+            ok=(201,),
+            body={"message": message, "tree": tree["sha"], "parents": [head]},
+        )
+        status, data = api.request(
+            "PATCH",
+            api.repo_path(f"/git/refs/{api.ref(branch)}"),
+            action,
+            body={"sha": made["sha"], "force": False},
+            ok=(200,),
+            absent=(422,),
+        )
         if status == 200:
             return made
         if "not a fast forward" not in _message(data):
@@ -552,8 +638,12 @@ class GithubBlog:
             now = self._at(list(ours), head, action)
             for p, found in now.items():
                 if found is not None and found["sha"] != ours[p]:
-                    raise ServiceError(SERVICE, action, f"{p} on {branch} already exists with other content "
-                                       f"(blob {found['sha']}, ours {ours[p]}): not ours to overwrite")
+                    raise ServiceError(
+                        SERVICE,
+                        action,
+                        f"{p} on {branch} already exists with other content "
+                        f"(blob {found['sha']}, ours {ours[p]}): not ours to overwrite",
+                    )
             missing = {p: files[p] for p in ours if now[p] is None}
             if not missing:  # published by an earlier try: adopt it
                 commit, url = None, (now[path] or {}).get("html_url")
@@ -586,8 +676,14 @@ class GithubBlog:
                 remove.append(image)  # not when another post took the path: that post shows this image
             for p in ours:
                 if now[p] is not None and p not in remove:
-                    log.warning("%s: %s on %s holds other content now, or belongs to another post (blob %s, ours %s): left alone",
-                                action, p, branch, now[p], ours[p])
+                    log.warning(
+                        "%s: %s on %s holds other content now, or belongs to another post (blob %s, ours %s): left alone",
+                        action,
+                        p,
+                        branch,
+                        now[p],
+                        ours[p],
+                    )
             if not remove:
                 log.info("%s: nothing of %s is on %s (never published, already removed or not ours)", action, effect.key, branch)
                 return False

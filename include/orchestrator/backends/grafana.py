@@ -79,15 +79,25 @@ class GrafanaApi:
         return self.api.setting("folder_uid") or None
 
     def _effect(self, dashboard_uid: str, ref: dict[str, Any], summary: str) -> Effect:
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind,
-                      key=dashboard_uid, ref=ref, summary=summary)
+        return Effect(
+            port=self.port,
+            conn_id=self.conn_id,
+            backend=self.backend,
+            kind=self.kind,
+            key=dashboard_uid,
+            ref=ref,
+            summary=summary,
+        )
 
     def _endpoint(self, uid: str) -> str:
         return f"api/dashboards/uid/{quote(uid, safe='')}"
 
     def plan(self, dashboard: Dashboard) -> Effect:
-        return self._effect(dashboard.uid, {"uid": dashboard.uid, "folder_uid": self.folder_uid},
-                            f"Grafana dashboard {dashboard.title!r} ({dashboard.uid})")
+        return self._effect(
+            dashboard.uid,
+            {"uid": dashboard.uid, "folder_uid": self.folder_uid},
+            f"Grafana dashboard {dashboard.title!r} ({dashboard.uid})",
+        )
 
     def _existing(self, uid: str, action: str) -> dict[str, Any] | None:
         response = self.api.request("GET", self._endpoint(uid), action, ok=(*OK, 404))
@@ -98,8 +108,11 @@ class GrafanaApi:
 
     def _adopt(self, planned: Effect, found: dict[str, Any]) -> Effect:
         meta = found.get("meta") or {}
-        ref = {**planned.ref, "url": urljoin(self.base_url, str(meta.get("url") or f"d/{planned.key}")),
-               "folder_uid": meta.get("folderUid") or planned.ref["folder_uid"]}
+        ref = {
+            **planned.ref,
+            "url": urljoin(self.base_url, str(meta.get("url") or f"d/{planned.key}")),
+            "folder_uid": meta.get("folderUid") or planned.ref["folder_uid"],
+        }
         return planned.model_copy(update={"ref": ref, "summary": planned.summary + " (already existed)"})
 
     def create_dashboard(self, dashboard: Dashboard) -> Effect:
@@ -108,8 +121,11 @@ class GrafanaApi:
         action = f"create dashboard {dashboard.uid}"
         if (found := self._existing(dashboard.uid, action)) is not None:
             return self._adopt(planned, found)
-        body: dict[str, Any] = {"dashboard": model, "overwrite": False,
-                                "message": f"created by the campaign orchestrator ({dashboard.uid})"}
+        body: dict[str, Any] = {
+            "dashboard": model,
+            "overwrite": False,
+            "message": f"created by the campaign orchestrator ({dashboard.uid})",
+        }
         if self.folder_uid:
             body["folderUid"] = self.folder_uid
         response = self.api.request("POST", "api/dashboards/db", action, json=body, ok=(*OK, 412))
@@ -118,8 +134,11 @@ class GrafanaApi:
             # version-mismatch / name-exists: a dashboard with our uid (adopt it) or with our title (a conflict)
             if (found := self._existing(dashboard.uid, action)) is not None:
                 return self._adopt(planned, found)
-            why = (f": another dashboard is titled {dashboard.title!r} in folder {self.folder_uid or '(root)'}"
-                   if answer.get("status") == "name-exists" else "")
+            why = (
+                f": another dashboard is titled {dashboard.title!r} in folder {self.folder_uid or '(root)'}"
+                if answer.get("status") == "name-exists"
+                else ""
+            )
             reason = f"HTTP 412 ({answer.get('status', '')}): {answer.get('message', '')}{why}"
             raise ServiceError(SERVICE, action, reason, status=412)
         if answer.get("uid") not in (None, dashboard.uid):

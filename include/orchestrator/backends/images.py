@@ -101,8 +101,15 @@ class StoredImages:
 
     def _planned(self, spec: ImageSpec, summary: str) -> Effect:
         url = self.store.url_of(self.name_of(spec))
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=spec.key,
-                      ref={"url": url}, summary=f"{summary} at {url}")
+        return Effect(
+            port=self.port,
+            conn_id=self.conn_id,
+            backend=self.backend,
+            kind=self.kind,
+            key=spec.key,
+            ref={"url": url},
+            summary=f"{summary} at {url}",
+        )
 
     def _stored(self, spec: ImageSpec, effect: Effect, data: bytes, width: int, height: int) -> tuple[Image, Effect]:
         """Store ``data`` under the spec's name (the same object on every try) and describe it."""

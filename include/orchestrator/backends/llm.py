@@ -213,7 +213,7 @@ def system_prompt(brief: CopyBrief) -> str:
         json.dumps(shape, indent=1),
         "",
         "Rules:",
-        f"- Write for these channels: {', '.join(channels)}. For a channel not listed, give \"\" (and [] for social_posts).",
+        f'- Write for these channels: {", ".join(channels)}. For a channel not listed, give "" (and [] for social_posts).',
         f"- social_posts: 1 to {SOCIAL_POSTS_MAX} posts, each at most {limit} characters including the link.",
         f"- email_body and blog_body: at most {BODY_MAX} characters each.",
         "- Use the call to action and the URL exactly as given. Invent no facts, prices, figures, quotes or names.",

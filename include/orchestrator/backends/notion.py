@@ -56,8 +56,18 @@ MAX_NOTE_CHARS = 20_000
 _ID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Text blocks and how a line of each reads in the note (markdown-like, for the writer).
-_PREFIX = {"paragraph": "", "heading_1": "# ", "heading_2": "## ", "heading_3": "### ", "bulleted_list_item": "- ",
-           "numbered_list_item": "1. ", "to_do": "- [ ] ", "quote": "> ", "callout": "", "toggle": ""}
+_PREFIX = {
+    "paragraph": "",
+    "heading_1": "# ",
+    "heading_2": "## ",
+    "heading_3": "### ",
+    "bulleted_list_item": "- ",
+    "numbered_list_item": "1. ",
+    "to_do": "- [ ] ",
+    "quote": "> ",
+    "callout": "",
+    "toggle": "",
+}
 
 
 def describe(response: Any) -> str:
@@ -142,8 +152,10 @@ class NotionNotes:
         titled = [(page_title(page), page) for page in pages]
         # Most query words in the title first; sorted() is stable, so ties keep Notion's order (last edited first).
         ranked = sorted(titled, key=lambda item: -sum(term in item[0].casefold() for term in terms))
-        return [Note(title=name, text=self.page_text(page), source=str(page.get("url") or page.get("id")))
-                for name, page in ranked[:limit]]
+        return [
+            Note(title=name, text=self.page_text(page), source=str(page.get("url") or page.get("id")))
+            for name, page in ranked[:limit]
+        ]
 
     def title_property(self) -> str:
         """The name of the data source's title property (from the connection, else from its schema)."""

@@ -30,12 +30,20 @@ class OutboxNotifier(FolderBackend):
 
     def plan(self, message: Message) -> Effect:
         target = self._file(message.key, ".json")
-        return self._effect(message.key, {"path": str(target)}, f"notification {message.subject!r} for {', '.join(message.to)} in {target}")
+        return self._effect(
+            message.key, {"path": str(target)}, f"notification {message.subject!r} for {', '.join(message.to)} in {target}"
+        )
 
     def notify(self, message: Message) -> Effect:
         effect = self.plan(message)
-        record = {"key": message.key, "to": message.to, "subject": message.subject, "text": message.text,
-                  "link": message.link, "created_at": now_iso()}
+        record = {
+            "key": message.key,
+            "to": message.to,
+            "subject": message.subject,
+            "text": message.text,
+            "link": message.link,
+            "created_at": now_iso(),
+        }
         write_atomic(Path(effect.ref["path"]), json_bytes(record))
         return effect
 
@@ -52,8 +60,11 @@ class OutboxEmail(FolderBackend):
 
     def plan(self, email: Email) -> Effect:
         target = self._file(email.key, ".eml")
-        return self._effect(email.key, {"path": str(target), "message_id": message_id(email), "to": list(email.to)},
-                            f"email {email.subject!r} for {len(email.to)} recipient(s) written to {target}")
+        return self._effect(
+            email.key,
+            {"path": str(target), "message_id": message_id(email), "to": list(email.to)},
+            f"email {email.subject!r} for {len(email.to)} recipient(s) written to {target}",
+        )
 
     def send(self, email: Email) -> Effect:
         effect = self.plan(email)
@@ -93,16 +104,24 @@ class LocalSocialQueue(FolderBackend):
             return None  # a torn or foreign line: kept as is, never matched
 
     def plan(self, post: SocialPost) -> Effect:
-        return self._effect(checked_key(post.key), {"path": str(self.queue), "key": post.key},
-                            f"social post {post.key} for {', '.join(post.profiles)} queued in {self.queue}")
+        return self._effect(
+            checked_key(post.key),
+            {"path": str(self.queue), "key": post.key},
+            f"social post {post.key} for {', '.join(post.profiles)} queued in {self.queue}",
+        )
 
     def post(self, post: SocialPost) -> Effect:
         effect = self.plan(post)
         with self._locked() as lines:
             queued = any(self._key_of(line) == post.key for line in lines)
             if not queued:
-                record = {"key": post.key, "profiles": post.profiles, "text": post.text,
-                          "image_url": post.image_url, "queued_at": now_iso()}
+                record = {
+                    "key": post.key,
+                    "profiles": post.profiles,
+                    "text": post.text,
+                    "image_url": post.image_url,
+                    "queued_at": now_iso(),
+                }
                 with open(self.queue, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     f.flush()
@@ -118,4 +137,3 @@ class LocalSocialQueue(FolderBackend):
                 return False
             write_atomic(self.queue, "".join(kept).encode())
         return True
-

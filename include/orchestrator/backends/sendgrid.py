@@ -87,8 +87,9 @@ def describe(response: Any) -> str:
         errors = None
     if not isinstance(errors, list) or not errors:
         return (response.text or response.reason or "").strip()[:500]
-    parts = [f"{e['field']}: {e.get('message')}" if e.get("field") else str(e.get("message"))
-             for e in errors if isinstance(e, dict)]
+    parts = [
+        f"{e['field']}: {e.get('message')}" if e.get("field") else str(e.get("message")) for e in errors if isinstance(e, dict)
+    ]
     return "; ".join(parts)[:500]
 
 
@@ -132,8 +133,9 @@ class SendGridEmail:
     # --- settings ------------------------------------------------------------------------------
     @cached_property
     def api(self) -> HttpApi:  # built at call time: no connection work at import or in __init__
-        return HttpApi(SERVICE, self.conn_id, self.conn, describe=describe,
-                       wait=lambda response: rate_limit_wait(response.headers))
+        return HttpApi(
+            SERVICE, self.conn_id, self.conn, describe=describe, wait=lambda response: rate_limit_wait(response.headers)
+        )
 
     def _int_setting(self, name: str, *, required: bool = False, default: int | None = None) -> int | None:
         value = self.api.setting(name, default, required=required)
@@ -141,7 +143,8 @@ class SendGridEmail:
             return None
         if isinstance(value, bool) or not str(value).strip().isdigit():
             raise ConnectionConfigError(
-                f"connection {self.conn_id!r} ({SERVICE}): the extra {name!r} must be a whole number, got {value!r}")
+                f"connection {self.conn_id!r} ({SERVICE}): the extra {name!r} must be a whole number, got {value!r}"
+            )
         return int(value)
 
     def _email_settings(self, email: Email) -> dict[str, Any]:
@@ -191,8 +194,11 @@ class SendGridEmail:
                 return
 
     def _lists_named(self, name: str) -> list[dict[str, Any]]:
-        return [item for item in self._pages("GET", "/v3/marketing/lists", "find the contact list", LISTS_PAGE)
-                if item.get("name") == name]
+        return [
+            item
+            for item in self._pages("GET", "/v3/marketing/lists", "find the contact list", LISTS_PAGE)
+            if item.get("name") == name
+        ]
 
     def _single_sends_named(self, name: str) -> list[dict[str, Any]]:
         # The search matches names by substring ("leading and trailing wildcard"): keep the exact name only.
@@ -202,9 +208,15 @@ class SendGridEmail:
     # --- the port ------------------------------------------------------------------------------
     def plan(self, email: Email) -> Effect:
         name = single_send_name(email.key)
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=email.key,
-                      ref={"name": name, "to": list(email.to)},
-                      summary=f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s)")
+        return Effect(
+            port=self.port,
+            conn_id=self.conn_id,
+            backend=self.backend,
+            kind=self.kind,
+            key=email.key,
+            ref={"name": name, "to": list(email.to)},
+            summary=f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s)",
+        )
 
     def send(self, email: Email) -> Effect:
         effect = self.plan(email)
@@ -217,8 +229,12 @@ class SendGridEmail:
         if found is None:
             _, found = self._call("POST", "/v3/marketing/lists", "create the contact list", json={"name": name})
         list_id = found["id"]
-        _, job = self._call("PUT", "/v3/marketing/contacts", "add the recipients to the list",
-                            json={"list_ids": [list_id], "contacts": [{"email": address} for address in email.to]})
+        _, job = self._call(
+            "PUT",
+            "/v3/marketing/contacts",
+            "add the recipients to the list",
+            json={"list_ids": [list_id], "contacts": [{"email": address} for address in email.to]},
+        )
         log.info("SendGrid is importing %d contact(s) into list %s (job %s)", len(email.to), list_id, (job or {}).get("job_id"))
 
         single = next(iter(self._single_sends_named(name)), None)
@@ -227,23 +243,37 @@ class SendGridEmail:
             body = {
                 "name": name,
                 "send_to": {"list_ids": [list_id]},
-                "email_config": {"subject": one_line(email.subject), "plain_content": text_body(email), "html_content": html,
-                                 "generate_plain_content": False, **config},
+                "email_config": {
+                    "subject": one_line(email.subject),
+                    "plain_content": text_body(email),
+                    "html_content": html,
+                    "generate_plain_content": False,
+                    **config,
+                },
             }
             _, single = self._call("POST", "/v3/marketing/singlesends", "create the Single Send", json=body)
         send_at = single.get("send_at")
         if single.get("status") not in ("scheduled", *SENT):
             send_at = iso(self.now() + timedelta(seconds=delay)) if delay else "now"  # 0: no undo window at all
-            _, scheduled = self._call("PUT", f"/v3/marketing/singlesends/{single['id']}/schedule", "schedule the Single Send",
-                                      json={"send_at": send_at})
+            _, scheduled = self._call(
+                "PUT", f"/v3/marketing/singlesends/{single['id']}/schedule", "schedule the Single Send", json={"send_at": send_at}
+            )
             send_at = (scheduled or {}).get("send_at") or send_at
         state = "already sent" if single.get("status") in SENT else "scheduled"
         log.info("SendGrid Single Send %s (%s) %s for %s%s", name, single["id"], state, send_at, " (adopted)" if adopted else "")
-        return effect.model_copy(update={
-            "ref": {"single_send_id": single["id"], "list_id": list_id, "send_at": send_at, "name": name, "to": list(email.to)},
-            "summary": f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s), "
-                       f"{state} for {send_at}",
-        })
+        return effect.model_copy(
+            update={
+                "ref": {
+                    "single_send_id": single["id"],
+                    "list_id": list_id,
+                    "send_at": send_at,
+                    "name": name,
+                    "to": list(email.to),
+                },
+                "summary": f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s), "
+                f"{state} for {send_at}",
+            }
+        )
 
     def undo(self, effect: Effect) -> bool:
         if effect.backend != self.backend or effect.kind != self.kind:
@@ -255,16 +285,26 @@ class SendGridEmail:
             send_at = parse_time(single.get("send_at"))
             due = single.get("status") == "scheduled" and send_at is not None and send_at <= self.now()
             if single.get("status") in SENT or due:
-                raise ServiceError(SERVICE, f"undo Single Send {name!r}",
-                                   f"sent at {single.get('send_at') or 'an unknown time'} (status {single.get('status')}): "
-                                   "a delivered email cannot be recalled", retryable=False, irrevocable=True)
+                raise ServiceError(
+                    SERVICE,
+                    f"undo Single Send {name!r}",
+                    f"sent at {single.get('send_at') or 'an unknown time'} (status {single.get('status')}): "
+                    "a delivered email cannot be recalled",
+                    retryable=False,
+                    irrevocable=True,
+                )
         for single in singles:
             sid = single["id"]
             if single.get("status") == "scheduled":
                 self._call("DELETE", f"/v3/marketing/singlesends/{sid}/schedule", "cancel the Single Send's schedule", ok=(404,))
             self._call("DELETE", f"/v3/marketing/singlesends/{sid}", "delete the Single Send", ok=(404,))
         for item in lists:  # the contacts stay: they may belong to other lists
-            self._call("DELETE", f"/v3/marketing/lists/{item['id']}", "delete the contact list",
-                       params={"delete_contacts": "false"}, ok=(404,))
+            self._call(
+                "DELETE",
+                f"/v3/marketing/lists/{item['id']}",
+                "delete the contact list",
+                params={"delete_contacts": "false"},
+                ok=(404,),
+            )
         log.info("SendGrid: %s Single Send %s and its list", "removed" if singles or lists else "nothing left of", name)
         return bool(singles or lists)

@@ -104,14 +104,22 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
             detail = f" ({'; '.join(map(str, messages))[:300]})"
         retryable = status == 429 or status >= 500 or code in _TRANSIENT
         retry_after = retry_after_seconds(_header(response.headers, "Retry-After")) if retryable else None
-        return ServiceError(SERVICE, action, f"HTTP {status}: {code}{detail}", status=status or None,
-                            retryable=retryable, retry_after=retry_after, code=code)
+        return ServiceError(
+            SERVICE,
+            action,
+            f"HTTP {status}: {code}{detail}",
+            status=status or None,
+            retryable=retryable,
+            retry_after=retry_after,
+            code=code,
+        )
     if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
         within = f" within {timeout:g} s" if timeout else ""
         return ServiceError(SERVICE, action, f"no answer{within} ({type(exc).__name__})", retryable=True)
     if isinstance(exc, (OSError, http.client.HTTPException)):  # URLError, refused, reset, bad status line
-        return ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__}: {getattr(exc, 'reason', '')})"[:300],
-                            retryable=True)
+        return ServiceError(
+            SERVICE, action, f"connection failed ({type(exc).__name__}: {getattr(exc, 'reason', '')})"[:300], retryable=True
+        )
     if isinstance(exc, SlackClientError):  # SlackRequestError: a request slack_sdk refuses to send (bad base_url)
         return ServiceError(SERVICE, action, f"{type(exc).__name__}: {str(exc)[:200]}", retryable=False)
     return exc
@@ -175,21 +183,26 @@ class SlackNotifier:
 
     # --- the port ------------------------------------------------------------------------------
     def _effect(self, message_key: str, ref: dict[str, Any], summary: str) -> Effect:
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind,
-                      key=message_key, ref=ref, summary=summary)
+        return Effect(
+            port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=message_key, ref=ref, summary=summary
+        )
 
     def plan(self, message: Message) -> Effect:
         channel = self.channel
-        return self._effect(message.key, {"channel": channel, "key": message.key},
-                            f"Slack message {message.subject!r} for {', '.join(message.to) or 'the channel'} in {channel}")
+        return self._effect(
+            message.key,
+            {"channel": channel, "key": message.key},
+            f"Slack message {message.subject!r} for {', '.join(message.to) or 'the channel'} in {channel}",
+        )
 
     def notify(self, message: Message) -> Effect:
         planned = self.plan(message)
         channel = planned.ref["channel"]
         found = self._find(channel, message.key)
         if found is not None:  # an earlier try posted it: adopt, never post twice
-            return planned.model_copy(update={"ref": {**planned.ref, "ts": found["ts"]},
-                                              "summary": planned.summary + " (already posted)"})
+            return planned.model_copy(
+                update={"ref": {**planned.ref, "ts": found["ts"]}, "summary": planned.summary + " (already posted)"}
+            )
         data = self._call(
             "chat.postMessage",
             lambda c: c.chat_postMessage(
@@ -232,7 +245,10 @@ class SlackNotifier:
             data = self._call(
                 "conversations.history",
                 lambda c, cursor=cursor, seen=seen: c.conversations_history(
-                    channel=channel, oldest=oldest, limit=HISTORY_MAX_MESSAGES - seen, include_all_metadata=True,
+                    channel=channel,
+                    oldest=oldest,
+                    limit=HISTORY_MAX_MESSAGES - seen,
+                    include_all_metadata=True,
                     **({"cursor": cursor} if cursor else {}),
                 ),
             )
@@ -249,7 +265,11 @@ class SlackNotifier:
         for item in self._history(channel):
             metadata = item.get("metadata") or {}
             payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == EVENT_TYPE and isinstance(payload, dict) and payload.get("key") == message_key \
-                    and isinstance(item.get("ts"), str):
+            if (
+                metadata.get("event_type") == EVENT_TYPE
+                and isinstance(payload, dict)
+                and payload.get("key") == message_key
+                and isinstance(item.get("ts"), str)
+            ):
                 return item
         return None

@@ -62,9 +62,16 @@ class SmtpEmail:
         self.conn_id = conn_id
 
     def plan(self, email: Email) -> Effect:
-        return Effect(port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=email.key, undoable=False,
-                      ref={"message_id": message_id(email), "to": list(email.to)},
-                      summary=f"email {email.subject!r} to {len(email.to)} recipient(s) over SMTP")
+        return Effect(
+            port=self.port,
+            conn_id=self.conn_id,
+            backend=self.backend,
+            kind=self.kind,
+            key=email.key,
+            undoable=False,
+            ref={"message_id": message_id(email), "to": list(email.to)},
+            summary=f"email {email.subject!r} to {len(email.to)} recipient(s) over SMTP",
+        )
 
     def send(self, email: Email) -> Effect:
         from airflow.providers.smtp.hooks.smtp import SmtpHook  # at call time: keeps DAG parsing light
@@ -91,21 +98,44 @@ class SmtpEmail:
             ) from exc
         taken = len(email.to) - len(refused)
         if refused:
-            log.warning("SMTP server %s:%s refused %d of %d recipient(s) of %s: %s", hook.host, hook.port, len(refused),
-                        len(email.to), email.key, "; ".join(f"{a} ({c} {m!r})" for a, (c, m) in refused.items()))
-        log.info("delivered email %s (%s, %d bytes) to %d recipient(s) via %s:%s, connection %s",
-                 email.key, mid, len(data), taken, hook.host, hook.port, self.conn_id)
+            log.warning(
+                "SMTP server %s:%s refused %d of %d recipient(s) of %s: %s",
+                hook.host,
+                hook.port,
+                len(refused),
+                len(email.to),
+                email.key,
+                "; ".join(f"{a} ({c} {m!r})" for a, (c, m) in refused.items()),
+            )
+        log.info(
+            "delivered email %s (%s, %d bytes) to %d recipient(s) via %s:%s, connection %s",
+            email.key,
+            mid,
+            len(data),
+            taken,
+            hook.host,
+            hook.port,
+            self.conn_id,
+        )
         ref = {**effect.ref, "smtp_host": hook.host}
         if refused:
-            ref["refused"] = {address: f"{code} {message.decode(errors='replace') if isinstance(message, bytes) else message}"
-                              for address, (code, message) in refused.items()}
-        return effect.model_copy(update={
-            "ref": ref,
-            "summary": f"email {email.subject!r} delivered to {taken} recipient(s) via {hook.host}"
-                       + (f" ({len(refused)} refused by the server)" if refused else ""),
-        })
+            ref["refused"] = {
+                address: f"{code} {message.decode(errors='replace') if isinstance(message, bytes) else message}"
+                for address, (code, message) in refused.items()
+            }
+        return effect.model_copy(
+            update={
+                "ref": ref,
+                "summary": f"email {email.subject!r} delivered to {taken} recipient(s) via {hook.host}"
+                + (f" ({len(refused)} refused by the server)" if refused else ""),
+            }
+        )
 
     def undo(self, effect: Effect) -> bool:
-        log.warning("email %s to %s was delivered through %s and cannot be recalled; nothing undone",
-                    effect.ref.get("message_id"), ", ".join(effect.ref.get("to", [])), effect.ref.get("smtp_host", "SMTP"))
+        log.warning(
+            "email %s to %s was delivered through %s and cannot be recalled; nothing undone",
+            effect.ref.get("message_id"),
+            ", ".join(effect.ref.get("to", [])),
+            effect.ref.get("smtp_host", "SMTP"),
+        )
         return False

@@ -101,13 +101,16 @@ class HttpWebPages:
     def fetch_headlines(self, url: str) -> PageHeadlines:
         # trust_env=False: no proxies or .netrc credentials from the environment.
         try:
-            with within(self.timeout, SERVICE, url) as deadline, httpx.Client(
-                transport=guarded_transport(self.allow_private_network),
-                timeout=self.timeout,
-                headers=self.headers,
-                follow_redirects=False,
-                trust_env=False,
-            ) as client:
+            with (
+                within(self.timeout, SERVICE, url) as deadline,
+                httpx.Client(
+                    transport=guarded_transport(self.allow_private_network),
+                    timeout=self.timeout,
+                    headers=self.headers,
+                    follow_redirects=False,
+                    trust_env=False,
+                ) as client,
+            ):
                 final_url, status, body, charset = self._get(client, url, deadline)
         except DeadlineExceeded as exc:
             raise FetchError(deadline.url, str(exc), retryable=True) from None
