@@ -324,7 +324,7 @@ def _stats() -> Any:
     """
     if "airflow.sdk._shared.observability.metrics.stats" not in sys.modules:
         return None
-    from airflow.sdk.observability.stats import Stats
+    from include.orchestrator.airflow_compat import Stats
 
     return Stats
 

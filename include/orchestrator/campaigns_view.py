@@ -134,7 +134,7 @@ def _xcoms(
     each. Many (dag_id, run_id) pairs are slow on PostgreSQL, which tests every row against every
     pair (measured with 800 runs: 330 ms against 9 ms by id, ``bench/campaigns_view_bench.py``).
     """
-    from airflow.models.xcom import XComModel
+    from include.orchestrator.airflow_compat import XComModel
 
     runs, task_ids = list(runs), list(task_ids)
     if not runs or not task_ids:
@@ -153,8 +153,8 @@ def _xcoms(
 
 def _task_states(session: Session, runs: list[Any]) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
     """Task ids and states of some DagRun rows, by (dag_id, run_id) (found through the runs' ids, as in ``_xcoms``)."""
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance as TI
+    from include.orchestrator.airflow_compat import DagRun
+    from include.orchestrator.airflow_compat import TaskInstance as TI
 
     found: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
     if not runs:
@@ -298,7 +298,7 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
 
 def _run_rows() -> Any:
     """The columns a run's summary needs, its note joined: plain rows, no ORM objects to build."""
-    from airflow.models.dagrun import DagRun, DagRunNote
+    from include.orchestrator.airflow_compat import DagRun, DagRunNote
 
     return select(
         DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun._state.label("state"), DagRun.run_type, DagRun.triggering_user_name,
@@ -307,7 +307,7 @@ def _run_rows() -> Any:
 
 
 def _recent_runs(session: Session, dag_ids: list[str], per_dag: int) -> list[Any]:
-    from airflow.models.dagrun import DagRun
+    from include.orchestrator.airflow_compat import DagRun
 
     if not dag_ids:
         return []
@@ -319,7 +319,7 @@ def _recent_runs(session: Session, dag_ids: list[str], per_dag: int) -> list[Any
 
 def campaigns(session: Session, readable: set[str], runs_per_campaign: int = RECENT_RUNS) -> list[CampaignSummary]:
     """Every campaign DAG the caller may read, by name, with its recent runs."""
-    from airflow.models.dag import DagModel
+    from include.orchestrator.airflow_compat import DagModel
 
     dags = session.execute(
         select(
@@ -359,8 +359,8 @@ def campaigns(session: Session, readable: set[str], runs_per_campaign: int = REC
 
 def waiting_approvals(session: Session, readable: set[str]) -> list[RunSummary]:
     """Every run waiting at its approval gate, soonest deadline first, whatever its age."""
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance as TI
+    from include.orchestrator.airflow_compat import DagRun
+    from include.orchestrator.airflow_compat import TaskInstance as TI
 
     query = (
         _run_rows()
@@ -373,7 +373,7 @@ def waiting_approvals(session: Session, readable: set[str]) -> list[RunSummary]:
 
 
 def run(session: Session, dag_id: str, run_id: str) -> RunSummary | None:
-    from airflow.models.dagrun import DagRun
+    from include.orchestrator.airflow_compat import DagRun
 
     row = session.execute(_run_rows().where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
     return _runs(session, [row])[0] if row is not None else None

@@ -59,7 +59,7 @@ def _campaign(session: Session, ti: Any) -> Any:
 
 def _xcom(session: Session, ti: Any, key: str, task_id: str | None = None) -> Any:
     """An XCom of the gate, or of another unmapped task of its run."""
-    from airflow.models.xcom import XComModel
+    from include.orchestrator.airflow_compat import XComModel
 
     row = session.scalar(
         select(XComModel.value).where(
@@ -75,7 +75,7 @@ def _xcom(session: Session, ti: Any, key: str, task_id: str | None = None) -> An
 
 
 def _set_xcom(session: Session, ti: Any, key: str, value: Any) -> None:
-    from airflow.models.xcom import XComModel
+    from include.orchestrator.airflow_compat import XComModel
 
     XComModel.set(
         key,
@@ -90,8 +90,7 @@ def _set_xcom(session: Session, ti: Any, key: str, value: Any) -> None:
 
 
 def _gate(session: Session, dag_id: str, run_id: str) -> Any:
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
+    from include.orchestrator.airflow_compat import DagRun, TaskInstance
 
     if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)) is None:
         raise DecisionRefused(404, f"no run {run_id!r} of DAG {dag_id!r}")
@@ -126,7 +125,7 @@ def status(session: Session, dag_id: str, run_id: str) -> dict[str, Any]:
 def _waiting(session: Session, dag_id: str, run_id: str) -> tuple[Any, Any, GateState, Any]:
     """The campaign, the gate, its published state and its open request, or why the run does not
     wait for a decision (404, 409). Read without locks: :func:`_end` settles which decision wins."""
-    from airflow.models.hitl import HITLDetail
+    from include.orchestrator.airflow_compat import HITLDetail
 
     if not dag_id.startswith("campaign_"):
         raise DecisionRefused(404, f"{dag_id!r} is not a campaign DAG")
@@ -229,7 +228,7 @@ def decide_from_github(session: Session, *, dag_id: str, run_id: str) -> Decisio
 
 def _end(session: Session, ti: Any, detail: Any, record: Decision, params_input: dict[str, Any], user_id: str | None) -> None:
     """End the gate with the decision, unless another one ended it first (409); close the request."""
-    from airflow.utils.state import TaskInstanceState
+    from include.orchestrator.airflow_compat import TaskInstanceState
 
     # End the gate here, as marking it success or failed does. Resuming it instead would cost a
     # worker run, then a full turn of the scheduler's round of running runs before distribution
@@ -256,7 +255,7 @@ def end_waiting(session: Session, model: Any, row: Any, state: str) -> bool:
     the waiting one sees the committed state. A ``SELECT ... FOR UPDATE`` first would not do:
     SQLite ignores it, so every request read "waiting" and every one was answered 200.
     """
-    from airflow.utils import timezone
+    from airflow.sdk import timezone
 
     ended = timezone.utcnow()
     started = row.start_date or ended
@@ -313,8 +312,7 @@ def _note(ti: Any, text: str, user_id: str | None) -> None:
 
 def refused(dag_id: str, run_id: str, user_name: str, exc: DecisionRefused, via: str, session: Session | None = None) -> None:
     """Log a refused decision, and keep it in Airflow's audit log (in ``session``'s transaction if given)."""
-    from airflow.models.log import Log
-    from airflow.utils.session import create_session
+    from include.orchestrator.airflow_compat import Log, create_session
 
     log.warning("campaign decision refused", dag_id=dag_id, run_id=run_id, user=user_name, status=exc.status, why=str(exc))
     entry = Log(
@@ -345,8 +343,7 @@ def user_roles(user: Any) -> list[str]:
 
 def record_manual(ti: Any, approved: bool) -> Decision | None:
     """Record a decision taken by marking the gate success or failed in the UI (or its REST call)."""
-    from airflow.models.hitl import HITLDetail
-    from airflow.models.log import Log
+    from include.orchestrator.airflow_compat import HITLDetail, Log
 
     session = object_session(ti)
     if session is None or _xcom(session, ti, "return_value") is not None:
@@ -415,7 +412,7 @@ def _refuse_mark(session: Session, ti: Any, detail: Any, by: str, why: str) -> N
     """Turn a mark of success that may not approve into a failed gate: distribution never starts,
     compensation runs, and the run's report gives ``why`` (the gate's XCom ``error``, as for a
     refused answer in the form). The request is closed, and the refusal is in Airflow's audit log."""
-    from airflow.utils.state import TaskInstanceState
+    from include.orchestrator.airflow_compat import TaskInstanceState
 
     message = (
         f"refused the approval by {by}, who marked the approval task success: {why}. "
@@ -447,10 +444,9 @@ class GateListener:
 
 def add_routes(app: Any) -> None:
     """The decision API on the plugin's FastAPI app (``webapp.py``): Airflow's auth guards every route."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.common.db.common import SessionDep
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
     from fastapi import Body, Depends, HTTPException
+
+    from include.orchestrator.airflow_compat import DagAccessEntity, GetUserDep, SessionDep, requires_access_dag
 
     path = "/api/v1/approvals/{dag_id}/{run_id}"
 

@@ -129,9 +129,7 @@ def _env() -> dict[str, str]:
 
 def _waiting_run(dag_id: str) -> str | None:
     """The newest run of the DAG, once its approval gate waits for input."""
-    from airflow.models import DagRun, TaskInstance
-    from airflow.utils.session import create_session
-
+    from include.orchestrator.airflow_compat import DagRun, TaskInstance, create_session
     from include.orchestrator.approval import GATE_TASK_ID
 
     with create_session() as session:
@@ -144,8 +142,7 @@ def _waiting_run(dag_id: str) -> str | None:
 
 def record_decision(dag_id: str, run_id: str, decision: str, by: str, reason: str) -> str:
     """Decide in-process, through the same checks as the decision API (``make demo``, dag.test tests)."""
-    from airflow.utils.session import create_session
-
+    from include.orchestrator.airflow_compat import create_session
     from include.orchestrator.decisions import DecisionRequest, decide
 
     with create_session() as session:
@@ -164,9 +161,7 @@ def record_decision(dag_id: str, run_id: str, decision: str, by: str, reason: st
 
 def run_summary(dag_id: str, run_id: str) -> tuple[str, list[dict[str, Any]]]:
     """Final state of a run and, per task instance, its state and result (from XCom)."""
-    from airflow.models import DagRun, TaskInstance
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
+    from include.orchestrator.airflow_compat import DagRun, TaskInstance, XComModel, create_session
 
     with create_session() as session:
         run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one()

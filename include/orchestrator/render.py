@@ -24,10 +24,10 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, get_parsing_context
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskAwaitingInput
-from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
 from include.orchestrator import approval as gate_rules
 from include.orchestrator import saga
+from include.orchestrator.airflow_compat import upsert_hitl_detail
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
 from include.orchestrator.assets import open_assets
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port

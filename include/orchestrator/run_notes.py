@@ -21,8 +21,7 @@ NOTE_LIMIT = 1000  # the length of Airflow's note column
 
 def report_of(session: Any, dag_id: str, run_id: str) -> Any:
     """The run's report, or None when the report task left none (it did not run, or crashed)."""
-    from airflow.models.xcom import XComModel
-
+    from include.orchestrator.airflow_compat import XComModel
     from include.orchestrator.saga import Report
 
     where = {"dag_id": dag_id, "run_id": run_id, "task_id": REPORT_TASK_ID, "key": "return_value"}

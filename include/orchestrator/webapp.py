@@ -42,10 +42,6 @@ def _links(request: Any) -> Any:
 
 
 def add_view_routes(app: Any) -> None:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-    from airflow.api_fastapi.common.db.common import SessionDep
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
     from fastapi import Depends, HTTPException, Query, Request
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, Response
@@ -53,6 +49,14 @@ def add_view_routes(app: Any) -> None:
 
     from include.orchestrator import campaigns_pages as pages
     from include.orchestrator import campaigns_view as view
+    from include.orchestrator.airflow_compat import (
+        DagAccessEntity,
+        DagDetails,
+        GetUserDep,
+        SessionDep,
+        get_auth_manager,
+        requires_access_dag,
+    )
     from include.orchestrator.decisions import user_roles
 
     read_run = [Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))]
