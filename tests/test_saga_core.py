@@ -49,7 +49,8 @@ def test_policies_of_the_campaign_under_test():
          ("rolled back", "review.approval was stopped before a decision (marked failed or killed)")),
         (states(review__approval="failed", analytics__create_dashboard="upstream_failed"), {GATE_TASK_ID: "eve may not approve"},
          ("rolled back", "review.approval failed: eve may not approve")),
-        (states(analytics__create_dashboard="skipped"), {}, ("rolled back", "cancelled: the run was stopped before it completed")),
+        (states(analytics__create_dashboard="skipped"), {},
+         ("rolled back", "cancelled: the run was stopped before it completed")),
     ],
 )  # fmt: skip
 def test_verdict(run, errors, expected):
@@ -59,7 +60,8 @@ def test_verdict(run, errors, expected):
 def test_a_rejection_is_the_verdict_whatever_the_states_say():
     record = Decision(decision="rejected", by="dana", means="rest", at=datetime.now(UTC), reason="off brand")
     run = states(review__approval="failed", analytics__create_dashboard="upstream_failed")
-    assert saga.verdict(CAMPAIGN, run, ORDER, record.model_dump(mode="json"), {}) == ("rolled back", "rejected by dana: off brand")
+    gate = record.model_dump(mode="json")
+    assert saga.verdict(CAMPAIGN, run, ORDER, gate, {}) == ("rolled back", "rejected by dana: off brand")
 
 
 @pytest.mark.parametrize(
