@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from include.orchestrator import saga
-from include.orchestrator.approval import GATE_TASK_ID, Decision, DecisionRefused, GateState, apply_edits, copy_version, outgoing
+from include.orchestrator import saga, tasks
+from include.orchestrator.approval import Decision, DecisionRefused, GateState, apply_edits, copy_version, outgoing
 from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.model import Campaign, campaign_version, plan_run
 from include.orchestrator.ports import Copy, Image
@@ -72,7 +72,7 @@ def approved_run(snapshot: Campaign, copy: Copy = DRAFT, images: list[Image] = I
         "validate_conf": plan.model_dump(mode="json"),
         "content.write_copy": DRAFT.model_dump(),
         "design.render_image": [i.model_dump() for i in images],
-        GATE_TASK_ID: record.model_dump(mode="json"),
+        tasks.GATE: record.model_dump(mode="json"),
     }
 
 
@@ -129,11 +129,11 @@ def test_a_changed_image_or_copy_is_refused():
 def test_a_channel_outside_the_approval_or_a_rejection_sends_nothing():
     only_email = plan_run(CAMPAIGN, CAMPAIGN.dag_id, "manual__1", {"channels": ["email"]})
     results = approved_run(CAMPAIGN)
-    results[GATE_TASK_ID]["pinned"] = {"email": results[GATE_TASK_ID]["pinned"]["email"]}
+    results[tasks.GATE]["pinned"] = {"email": results[tasks.GATE]["pinned"]["email"]}
     results["validate_conf"] = only_email.model_dump(mode="json") | {"channels": ["email", "blog"]}
     with pytest.raises(NotApproved, match="blog was not approved: the approval covers email"):
         approved_copy(context(CAMPAIGN, results, "blog"), "blog")
-    results[GATE_TASK_ID]["decision"] = "rejected"
+    results[tasks.GATE]["decision"] = "rejected"
     with pytest.raises(NotApproved, match="was not approved"):
         approved_copy(context(CAMPAIGN, results, "email"), "email")
 

@@ -7,6 +7,7 @@ rendered through python-liquid and markdown-it-py, and through Jekyll itself whe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -278,9 +279,9 @@ def test_publish_blog_step_commits_the_rendered_blog_image_as_the_hero(tmp_path:
     effect = steps._publish_blog(ctx, copy())
     assert effect.ref["image"] == HERO_PATH and effect.key.endswith("-blog")
     decoded(git("--git-dir", str(tmp_path / "blog.git"), "show", f"main:{HERO_PATH}"), image)
-    results["design.render_image"] = [None]
+    results["design.render_image"] = [None]  # a run whose blog image was not rendered (a context is one task's)
     with pytest.raises(ValueError, match="no rendered blog image"):
-        steps._publish_blog(ctx, copy())
+        steps._publish_blog(dataclasses.replace(ctx), copy())
 
 
 # --- local git -----------------------------------------------------------------------------------

@@ -67,6 +67,16 @@ def test_phases_are_task_groups_in_order(bag):
     assert email.trigger_rule == "all_done" and email.after_channels
 
 
+def test_every_dag_has_exactly_the_tasks_the_steps_and_saga_read_by_id(bag):
+    """tasks.py is the contract between the DAG and the Airflow-free code: a renamed group or step
+    would otherwise leave a pull by task id reading nothing."""
+    from include.orchestrator import tasks
+    from include.orchestrator.model import CHANNELS
+
+    for dag in bag.dags.values():
+        assert set(dag.task_dict) == tasks.all_tasks(CHANNELS), dag.dag_id
+
+
 def test_compensation_runs_after_every_forward_step_and_decides_the_run(bag):
     for dag in bag.dags.values():
         undo, report = dag.task_dict["compensation.undo"], dag.task_dict["compensation.report"]

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.orchestrator import saga
-from include.orchestrator.approval import GATE_TASK_ID, Decision
+from include.orchestrator import saga, tasks
+from include.orchestrator.approval import Decision
 from include.orchestrator.ledger import Entry
 from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.ports import Effect
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")  # social continues on failure, blog compensates
-ORDER = ["validate_conf", "content.write_copy", GATE_TASK_ID, "distribution.publish_social", "distribution.publish_blog",
-         "distribution.publish_email", saga.LAST_STEP]  # fmt: skip
+ORDER = ["validate_conf", "content.write_copy", tasks.GATE, "distribution.publish_social", "distribution.publish_blog",
+         "distribution.publish_email", tasks.DASHBOARD]  # fmt: skip
 
 
 def states(**by_task: str) -> dict[str, list[str]]:
@@ -47,7 +47,7 @@ def test_policies_of_the_campaign_under_test():
          ("rolled back", "distribution.publish_blog failed: no error recorded: the task was killed, timed out or marked failed")),
         (states(review__approval="failed", analytics__create_dashboard="upstream_failed"), {},
          ("rolled back", "review.approval was stopped before a decision (marked failed or killed)")),
-        (states(review__approval="failed", analytics__create_dashboard="upstream_failed"), {GATE_TASK_ID: "eve may not approve"},
+        (states(review__approval="failed", analytics__create_dashboard="upstream_failed"), {tasks.GATE: "eve may not approve"},
          ("rolled back", "review.approval failed: eve may not approve")),
         (states(analytics__create_dashboard="skipped"), {},
          ("rolled back", "cancelled: the run was stopped before it completed")),

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from include.orchestrator.model import Approval, Campaign, folded, lines, text_pattern
 from include.orchestrator.ports import Copy, Image
 
-GATE_TASK_ID = "review.approval"
 APPROVE, REJECT = "Approve", "Reject"
 # The copy a reviewer may edit, per channel: form field -> (Copy field, index into a list field).
 EDITABLE: dict[str, tuple[str | None, str, int | None]] = {

@@ -22,7 +22,8 @@ from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from include.orchestrator import approval as rules
-from include.orchestrator.approval import GATE_TASK_ID, GateState
+from include.orchestrator import tasks
+from include.orchestrator.approval import GateState
 from include.orchestrator.model import Campaign, RunPlan, campaign_version
 
 # The DAG's task groups in the order a run goes through them (render.build_dag).
@@ -30,7 +31,6 @@ PHASES = ("validate_conf", "research", "content", "design", "review", "distribut
 PHASE_NAMES = {"validate_conf": "plan"}
 DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
 RECENT_RUNS = 5
-REPORT_TASK_ID = "compensation.report"
 
 
 class Progress(BaseModel):
@@ -171,11 +171,11 @@ def _task_states(session: Session, runs: list[Any]) -> dict[tuple[str, str], lis
 
 def progress_of(states: list[tuple[str, str | None]], run_state: str) -> Progress:
     """Where a run is: the phase of its first unfinished forward task, and how many are done."""
-    forward = [(task_id, state) for task_id, state in states if not task_id.startswith("compensation.")]
+    forward = [(task_id, state) for task_id, state in states if not tasks.is_compensation(task_id)]
     done = sum(1 for _, state in forward if state in DONE)
     if run_state in ("success", "failed", "queued"):  # a queued run has task rows, none started
         return Progress(phase="finished" if run_state != "queued" else "queued", done=done, total=len(forward))
-    if any(task_id == GATE_TASK_ID and state == "awaiting_input" for task_id, state in forward):
+    if any(task_id == tasks.GATE and state == "awaiting_input" for task_id, state in forward):
         return Progress(phase="waiting for approval", done=done, total=len(forward))
     unfinished = {task_id.split(".")[0] for task_id, state in states if state not in DONE}
     phase = next((p for p in PHASES if p in unfinished), "finished" if states else "queued")
@@ -231,7 +231,7 @@ def outcome_of(run_state: str, report: Any, published: dict[str, Any], brief: bo
         for effect in (value or {}).get("effects", []):
             channels.append(
                 {
-                    "channel": task_id.removeprefix("distribution.publish_"),
+                    "channel": tasks.channel_of(task_id),
                     "kind": effect.get("kind", ""),
                     "summary": effect.get("summary", ""),
                     "link": _link(effect.get("ref") or {}),
@@ -258,22 +258,22 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
     """
     states = _task_states(session, rows)
     finished = [r for r in rows if str(r.state) in ("success", "failed")]
-    gated = [r for r in rows if any(t == GATE_TASK_ID for t, _ in states.get((r.dag_id, r.run_id), []))]
+    gated = [r for r in rows if any(t == tasks.GATE for t, _ in states.get((r.dag_id, r.run_id), []))]
     # A list needs the gate's state (deadline, who may decide: next to the whole draft) only while it waits.
-    waiting = [r for r in gated if (GATE_TASK_ID, "awaiting_input") in states.get((r.dag_id, r.run_id), [])]
-    gates = _xcoms(session, waiting if brief else gated, [GATE_TASK_ID], "gate")
-    values = _xcoms(session, gated, [GATE_TASK_ID])
-    channels = [] if brief else [f"distribution.publish_{c}" for c in ("email", "social", "blog")]
-    values |= _xcoms(session, finished, [REPORT_TASK_ID, *channels])
+    waiting = [r for r in gated if (tasks.GATE, "awaiting_input") in states.get((r.dag_id, r.run_id), [])]
+    gates = _xcoms(session, waiting if brief else gated, [tasks.GATE], "gate")
+    values = _xcoms(session, gated, [tasks.GATE])
+    channels = [] if brief else [tasks.channel_task(c) for c in ("email", "social", "blog")]
+    values |= _xcoms(session, finished, [tasks.REPORT, *channels])
     published_by_run: dict[tuple[str, str], dict[str, Any]] = {}  # grouped once: per run, a scan of every value is quadratic
     for (d, r, t, _), v in values.items():
-        if t.startswith("distribution."):
+        if t.startswith(tasks.CHANNEL_PREFIX):
             published_by_run.setdefault((d, r), {})[t] = v
     summaries = []
     for row in rows:
         key, state = (row.dag_id, row.run_id), str(row.state)
         ti_states = states.get(key, [])
-        gate_state = next((s for t, s in ti_states if t == GATE_TASK_ID), None)
+        gate_state = next((s for t, s in ti_states if t == tasks.GATE), None)
         published = published_by_run.get(key, {})
         summaries.append(
             RunSummary(
@@ -288,9 +288,9 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
                 note=(row.note or "").partition("\n")[0] if brief else row.note,
                 progress=progress_of(ti_states, state),
                 approval=approval_of(
-                    gate_state, gates.get((*key, GATE_TASK_ID, -1)), values.get((*key, GATE_TASK_ID, -1)), brief=brief
+                    gate_state, gates.get((*key, tasks.GATE, -1)), values.get((*key, tasks.GATE, -1)), brief=brief
                 ),
-                outcome=outcome_of(state, values.get((*key, REPORT_TASK_ID, -1)), published, brief=brief),
+                outcome=outcome_of(state, values.get((*key, tasks.REPORT, -1)), published, brief=brief),
             )
         )
     return summaries
@@ -365,7 +365,7 @@ def waiting_approvals(session: Session, readable: set[str]) -> list[RunSummary]:
     query = (
         _run_rows()
         .join(TI, and_(TI.dag_id == DagRun.dag_id, TI.run_id == DagRun.run_id))
-        .where(TI.task_id == GATE_TASK_ID, TI.state == "awaiting_input", DagRun.dag_id.like("campaign\\_%", escape="\\"))
+        .where(TI.task_id == tasks.GATE, TI.state == "awaiting_input", DagRun.dag_id.like("campaign\\_%", escape="\\"))
     )
     rows = [r for r in session.execute(query).all() if r.dag_id in readable]
     runs = [r for r in _runs(session, rows, brief=True) if r.approval and r.approval.waiting]
@@ -404,13 +404,13 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
     from include.orchestrator.ports import Copy
 
     key = (summary.dag_id, summary.run_id)
-    values = _xcoms(session, [key], ["validate_conf", "content.write_copy", "design.render_image", "review.open_review"])
-    plan = (values.get((*key, "validate_conf", -1)) or {}).get("result") or {}
-    draft = (values.get((*key, "content.write_copy", -1)) or {}).get("result")
+    values = _xcoms(session, [key], [tasks.PLAN, tasks.WRITE_COPY, tasks.RENDER_IMAGE, tasks.OPEN_REVIEW])
+    plan = (values.get((*key, tasks.PLAN, -1)) or {}).get("result") or {}
+    draft = (values.get((*key, tasks.WRITE_COPY, -1)) or {}).get("result")
     images = sorted(
-        ((m, v.get("result")) for (_, _, t, m), v in values.items() if t == "design.render_image" and v), key=lambda i: i[0]
+        ((m, v.get("result")) for (_, _, t, m), v in values.items() if t == tasks.RENDER_IMAGE and v), key=lambda i: i[0]
     )
-    bundle = (values.get((*key, "review.open_review", -1)) or {}).get("result") or {}
+    bundle = (values.get((*key, tasks.OPEN_REVIEW, -1)) or {}).get("result") or {}
     # The run's own campaign (frozen when it started): what it sends and who may approve it, whatever the file says now.
     current = campaign_file(summary.dag_id)
     campaign = (RunPlan.model_validate(plan).snapshot() if plan else None) or current
@@ -441,7 +441,7 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
                 {"field": f, "before": before[f], "after": after.get(f, "")} for f in before if before[f] != after.get(f)
             ]
     if summary.approval and summary.approval.waiting and campaign is not None:
-        gate = _xcoms(session, [key], [GATE_TASK_ID], "gate").get((*key, GATE_TASK_ID, -1))
+        gate = _xcoms(session, [key], [tasks.GATE], "gate").get((*key, tasks.GATE, -1))
         triggered_by = (gate or {}).get("triggered_by")
         why = rules.refusal(campaign.approval, user_id, user_name, roles, triggered_by)
         answer.may_decide, answer.why_not = why is None, why or ""
@@ -452,7 +452,7 @@ def review(session: Session, summary: RunSummary, user_id: str, user_name: str, 
 
 def image_url_of(session: Session, dag_id: str, run_id: str, channel: str) -> dict[str, Any] | None:
     """The stored image of one channel of a run (its XCom record: url, sha256), or None."""
-    values = _xcoms(session, [(dag_id, run_id)], ["design.render_image"])
+    values = _xcoms(session, [(dag_id, run_id)], [tasks.RENDER_IMAGE])
     for value in values.values():
         image = (value or {}).get("result") or {}
         if image.get("channel") == channel:

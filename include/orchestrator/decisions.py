@@ -22,7 +22,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
-from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator import tasks
+from include.orchestrator.approval import APPROVE, REJECT, Decision, DecisionRefused, GateState
 from include.orchestrator.model import RunPlan
 from include.orchestrator.ports import Copy
 
@@ -49,7 +50,7 @@ def _campaign(session: Session, ti: Any) -> Any:
     must not change who may approve a run already under way), else the file's."""
     from include.orchestrator.loader import campaign_of
 
-    plan = _xcom(session, ti, "return_value", task_id="validate_conf")
+    plan = _xcom(session, ti, "return_value", task_id=tasks.PLAN)
     snapshot = RunPlan.model_validate(plan["result"]).snapshot() if isinstance(plan, dict) and plan.get("result") else None
     campaign = snapshot or campaign_of(ti.dag_id)
     if campaign is None:
@@ -95,7 +96,7 @@ def _gate(session: Session, dag_id: str, run_id: str) -> Any:
     if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)) is None:
         raise DecisionRefused(404, f"no run {run_id!r} of DAG {dag_id!r}")
     query = select(TaskInstance).where(
-        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == GATE_TASK_ID
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == tasks.GATE
     )
     ti = session.scalar(query)
     if ti is None:
@@ -201,7 +202,7 @@ def decide_from_github(session: Session, *, dag_id: str, run_id: str) -> Decisio
     approvers = campaign.approval.github_approvers
     if not approvers:
         raise DecisionRefused(400, f"campaign {campaign.slug!r} names no github_approvers: GitHub reviews do not decide its runs")
-    review = _xcom(session, ti, "return_value", task_id="review.open_review") or {}
+    review = _xcom(session, ti, "return_value", task_id=tasks.OPEN_REVIEW) or {}
     effect = next((e for e in review.get("effects", []) if e.get("kind") == "github_pull_request"), None)
     if effect is None:
         raise DecisionRefused(409, "the run's review is not a GitHub pull request (its review connection is not a github one)")
@@ -320,7 +321,7 @@ def refused(dag_id: str, run_id: str, user_name: str, exc: DecisionRefused, via:
         owner=user_name,
         dag_id=dag_id,
         run_id=run_id,
-        task_id=GATE_TASK_ID,
+        task_id=tasks.GATE,
         extra=json.dumps({"status": exc.status, "why": str(exc), "via": via}),
     )
     if session is not None:
@@ -433,12 +434,12 @@ class GateListener:
 
     @hookimpl
     def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
-        if previous_state is None and getattr(task_instance, "task_id", None) == GATE_TASK_ID:
+        if previous_state is None and getattr(task_instance, "task_id", None) == tasks.GATE:
             record_manual(task_instance, approved=True)
 
     @hookimpl
     def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
-        if previous_state is None and getattr(task_instance, "task_id", None) == GATE_TASK_ID:
+        if previous_state is None and getattr(task_instance, "task_id", None) == tasks.GATE:
             record_manual(task_instance, approved=False)
 
 

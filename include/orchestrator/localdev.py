@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from include.orchestrator import tasks
 from include.orchestrator.connections import PROJECT_ROOT, airflow_home, backend_for
 
 SETTINGS = PROJECT_ROOT / "airflow_settings.yaml"
@@ -130,13 +131,12 @@ def _env() -> dict[str, str]:
 def _waiting_run(dag_id: str) -> str | None:
     """The newest run of the DAG, once its approval gate waits for input."""
     from include.orchestrator.airflow_compat import DagRun, TaskInstance, create_session
-    from include.orchestrator.approval import GATE_TASK_ID
 
     with create_session() as session:
         run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
         if run is None:
             return None
-        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run.run_id, task_id=GATE_TASK_ID).one_or_none()
+        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run.run_id, task_id=tasks.GATE).one_or_none()
         return run.run_id if ti is not None and ti.state == "awaiting_input" else None
 
 
@@ -249,7 +249,7 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         state, rows = run_summary(dag_id, run_id)
         wall = time.monotonic() - started
         print(f"\nRun {run_id} of {dag_id}: {state.upper()} in {wall:.1f} s\n")
-        report = next((r["value"] for r in rows if r["task"] == "compensation.report" and isinstance(r["value"], dict)), None)
+        report = next((r["value"] for r in rows if r["task"] == tasks.REPORT and isinstance(r["value"], dict)), None)
         if report:
             from include.orchestrator.saga import Report
 

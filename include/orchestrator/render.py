@@ -26,9 +26,9 @@ from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskAwaitingInput
 
 from include.orchestrator import approval as gate_rules
-from include.orchestrator import saga
+from include.orchestrator import saga, tasks
 from include.orchestrator.airflow_compat import upsert_hitl_detail
-from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.approval import APPROVE, REJECT, Decision, DecisionRefused, GateState
 from include.orchestrator.assets import open_assets
 from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
 from include.orchestrator.ledger import open_ledger
@@ -47,7 +47,7 @@ from include.orchestrator.model import (
     text_pattern,
 )
 from include.orchestrator.ports import Copy, Message
-from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of, rendered_images
+from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
 
 
 class RetryAfterPolicy(RetryPolicy):
@@ -139,7 +139,7 @@ CAMPAIGNS: dict[str, Campaign] = {}
 def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
     """A step's result; for a mapped task, the list of its instances' results."""
     value = ti.xcom_pull(task_ids=task_id)
-    if task_id == GATE_TASK_ID:  # the gate returns its decision record, not a step output
+    if task_id == tasks.GATE:  # the gate returns its decision record, not a step output
         return value
     if task_id in task.dag.task_dict and task.dag.task_dict[task_id].is_mapped:
         # Airflow returns a bare value when a mapped task has one instance, None for none.
@@ -151,7 +151,7 @@ def _pull(task: BaseOperator, ti: Any, task_id: str) -> Any:
 def run_campaign(task: BaseOperator, ti: Any) -> Campaign:
     """The campaign a run uses: the snapshot ``validate_conf`` froze at its start, or the file's
     campaign when the run has none (``validate_conf`` failed, or ran before snapshots existed)."""
-    plan = _pull(task, ti, "validate_conf")
+    plan = _pull(task, ti, tasks.PLAN)
     return (RunPlan.model_validate(plan).snapshot() if plan else None) or CAMPAIGNS[task.dag_id]
 
 
@@ -181,7 +181,7 @@ def step_context(task: BaseOperator, context: Any, item: str | None = None) -> S
         conf=dict(context["params"]),
         pull=lambda task_id: _pull(task, ti, task_id),
         open_port=lambda port: recorder.wrap(port, open_port(port, ctx.campaign.connections)),
-        ui_link=ui_link(ti.dag_id, ti.run_id, GATE_TASK_ID),
+        ui_link=ui_link(ti.dag_id, ti.run_id, tasks.GATE),
         review_link=review_link(ti.dag_id, ti.run_id),
         item=item,
         scheduled_for=run.logical_date if run.run_type in SCHEDULED_RUN_TYPES else None,
@@ -264,7 +264,7 @@ class ApprovalGate(HITLOperator):
     def execute(self, context: Any) -> None:
         ti, ctx = context["ti"], step_context(self, context)
         approval, plan = ctx.campaign.approval, ctx.plan
-        draft = Copy.model_validate(ctx.pull("content.write_copy"))
+        draft = ctx.draft
         triggered_by = context["dag_run"].triggering_user_name
         eligible = gate_rules.eligible_users(approval, role_members(), triggered_by)
         if not eligible:
@@ -279,7 +279,7 @@ class ApprovalGate(HITLOperator):
             channels=plan.channels,
             eligible=eligible,
             triggered_by=triggered_by,
-            outgoing=gate_rules.outgoing(ctx.campaign, plan.channels, rendered_images(ctx)),
+            outgoing=gate_rules.outgoing(ctx.campaign, plan.channels, ctx.images),
         )
         ti.xcom_push(key="gate", value=state.model_dump(mode="json"))
         self._open(ctx, ti, state)
@@ -336,7 +336,7 @@ class ApprovalGate(HITLOperator):
 
     @staticmethod
     def _body(ctx: StepContext, state: GateState) -> str:
-        review = ctx.pull("review.open_review") or {}
+        review = ctx.pull(tasks.OPEN_REVIEW) or {}
         where = review.get("branch") or review.get("key") or "the review bundle"
         plan, campaign = ctx.plan, ctx.campaign
         notes = " ".join(plan.writer_notes.split())
@@ -499,7 +499,7 @@ class Compensate(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
-        if task_states(self, context).get(saga.LAST_STEP) == ["success"]:
+        if task_states(self, context).get(tasks.DASHBOARD) == ["success"]:
             raise AirflowSkipException("the campaign completed: nothing to undo")
         started = time.monotonic()
         entries = saga.compensate(open_ledger(), ti.dag_id, ti.run_id, open_backend)
@@ -525,13 +525,13 @@ class RunReport(BaseOperator):
         ti = context["ti"]
         campaign = run_campaign(self, ti)
         states = task_states(self, context)
-        order = [t for t in self.dag.task_dict if not t.startswith("compensation.")]
+        order = [t for t in self.dag.task_dict if not tasks.is_compensation(t)]
         errors = {t: _first(ti.xcom_pull(task_ids=t, key="error")) for t in order if "failed" in states.get(t, [])}
-        gate = ti.xcom_pull(task_ids=GATE_TASK_ID) if "failed" in states.get(GATE_TASK_ID, []) else None
+        gate = ti.xcom_pull(task_ids=tasks.GATE) if "failed" in states.get(tasks.GATE, []) else None
         status, reason = saga.verdict(campaign, states, order, gate, {t: e for t, e in errors.items() if e})
-        seconds = ti.xcom_pull(task_ids="compensation.undo", key="seconds")
+        seconds = ti.xcom_pull(task_ids=tasks.UNDO, key="seconds")
         result = saga.report(ti.dag_id, ti.run_id, status, reason, open_ledger().entries(ti.dag_id, ti.run_id), seconds)
-        plan = _pull(self, ti, "validate_conf")
+        plan = _pull(self, ti, tasks.PLAN)
         result.campaign_version = plan.get("campaign_version", "") if isinstance(plan, dict) else ""
         for line in result.summary().splitlines():
             (self.log.info if result.ok else self.log.error)("%s", line)
@@ -763,7 +763,7 @@ class ReviewWatch(BaseOperator):
 
         def waiting(dag_id: str, run_ids: list[str]) -> set[str]:
             states = ti.get_task_states(dag_id=dag_id, run_ids=run_ids)
-            return {run_id for run_id, tasks in states.items() if tasks.get(GATE_TASK_ID) == "awaiting_input"}
+            return {run_id for run_id, by_task in states.items() if by_task.get(tasks.GATE) == "awaiting_input"}
 
         def apply(dag_id: str, run_id: str) -> Any:
             path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/github"

@@ -14,8 +14,9 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
+from include.orchestrator import tasks
+
 log = logging.getLogger(__name__)
-REPORT_TASK_ID = "compensation.report"
 NOTE_LIMIT = 1000  # the length of Airflow's note column
 
 
@@ -24,7 +25,7 @@ def report_of(session: Any, dag_id: str, run_id: str) -> Any:
     from include.orchestrator.airflow_compat import XComModel
     from include.orchestrator.saga import Report
 
-    where = {"dag_id": dag_id, "run_id": run_id, "task_id": REPORT_TASK_ID, "key": "return_value"}
+    where = {"dag_id": dag_id, "run_id": run_id, "task_id": tasks.REPORT, "key": "return_value"}
     row = session.query(XComModel.value).filter_by(**where).first()
     if row is None:
         return None

@@ -27,19 +27,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from include.orchestrator.approval import GATE_TASK_ID, Decision
+from include.orchestrator import tasks
+from include.orchestrator.approval import Decision
 from include.orchestrator.ledger import OPEN_STATES, Entry, Ledger
 from include.orchestrator.model import Campaign
 from include.orchestrator.ports import CHANGING_CALLS, Effect, Message
 
 log = logging.getLogger(__name__)
 
-LAST_STEP = "analytics.create_dashboard"  # the campaign completed when this succeeded
 FAILED = ("failed", "upstream_failed")
-
-
-def channel_task(channel: str) -> str:
-    return f"distribution.publish_{channel}"
 
 
 # --- recording -------------------------------------------------------------------------------
@@ -356,7 +352,7 @@ def states_by_task(states: dict[str, str | None], task_ids: Iterable[str]) -> di
 def continuing_channel(campaign: Campaign, task_id: str) -> bool:
     """A distribution task whose channel's policy lets the others go on when it fails."""
     for channel in campaign.channels.enabled:
-        if task_id == channel_task(channel):
+        if task_id == tasks.channel_task(channel):
             return getattr(campaign.channels, channel).on_failure == "continue"
     return False
 
@@ -382,12 +378,11 @@ def verdict(
     ``order`` lists the forward task ids upstream first; ``errors`` holds the error each failed
     step recorded of itself (a killed or marked task records none).
     """
-    if states.get(LAST_STEP) == ["success"]:
+    if states.get(tasks.DASHBOARD) == ["success"]:
         failed = [t for t in order if continuing_channel(campaign, t) and "failed" in states.get(t, [])]
         if failed:
             return "partially distributed", "; ".join(
-                f"{t.removeprefix('distribution.publish_')} failed ({errors.get(t) or 'no error recorded'}), "
-                "the other channels went on"
+                f"{tasks.channel_of(t)} failed ({errors.get(t) or 'no error recorded'}), the other channels went on"
                 for t in failed
             )
         return "completed", ""
@@ -395,7 +390,7 @@ def verdict(
         return "rolled back", Decision.model_validate(gate).failure()
     for task_id in order:
         if "failed" in states.get(task_id, []) and not continuing_channel(campaign, task_id):
-            if task_id == GATE_TASK_ID:  # the gate records why when it refused an answer
+            if task_id == tasks.GATE:  # the gate records why when it refused an answer
                 if why := errors.get(task_id):
                     return "rolled back", f"{task_id} failed: {why}"
                 return "rolled back", f"{task_id} was stopped before a decision (marked failed or killed)"

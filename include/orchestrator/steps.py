@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
-from include.orchestrator import mail
-from include.orchestrator.approval import GATE_TASK_ID, Decision, copy_pin, copy_version, differences, outgoing
+from include.orchestrator import mail, tasks
+from include.orchestrator.approval import Decision, copy_pin, copy_version, differences, outgoing
 from include.orchestrator.blog_format import blog_post
 from include.orchestrator.model import Campaign, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
@@ -67,7 +67,17 @@ class StepContext:
 
     @cached_property  # one XCom pull per task, however often a step reads it
     def plan(self) -> RunPlan:
-        return RunPlan.model_validate(self.pull("validate_conf"))
+        return RunPlan.model_validate(self.pull(tasks.PLAN))
+
+    @cached_property
+    def draft(self) -> Copy:
+        """The copy the writer made (before any reviewer's edit)."""
+        return Copy.model_validate(self.pull(tasks.WRITE_COPY))
+
+    @cached_property
+    def images(self) -> list[Image]:
+        """The run's rendered images (by URL, as XCom carries them); a channel left out has none."""
+        return [Image.model_validate(i) for i in self.pull(tasks.RENDER_IMAGE) or [] if i]
 
     @cached_property
     def campaign(self) -> Campaign:
@@ -164,17 +174,17 @@ def load_brand_voice(ctx: StepContext) -> StepOutput:
 @step
 def write_copy(ctx: StepContext) -> StepOutput:
     campaign, plan = ctx.campaign, ctx.plan
-    pages = [p for p in ctx.pull("research.scrape_competitor") or [] if p]
+    pages = [p for p in ctx.pull(tasks.SCRAPE_COMPETITOR) or [] if p]
     brief = CopyBrief(
         campaign_name=campaign.name,
         product_description=campaign.product.description,
         audience=plan.audience,
-        brand_voice=ctx.pull("content.load_brand_voice")["text"],
+        brand_voice=ctx.pull(tasks.BRAND_VOICE)["text"],
         channels=plan.channels,
         social_max_length=campaign.channels.social.max_length if campaign.channels.social else 280,
         research_headlines=[h for page in pages for h in page["headlines"]],
-        research_notes=[n["text"] for n in ctx.pull("research.search_notes") or []]
-        + [r["text"] for r in ctx.pull("research.recall_research") or []],
+        research_notes=[n["text"] for n in ctx.pull(tasks.SEARCH_NOTES) or []]
+        + [r["text"] for r in ctx.pull(tasks.RECALL_RESEARCH) or []],
         writer_notes=plan.writer_notes,
         call_to_action=campaign.product.call_to_action,
         url=str(campaign.product.url or ""),
@@ -187,7 +197,7 @@ def write_copy(ctx: StepContext) -> StepOutput:
 
 @step
 def store_draft(ctx: StepContext) -> StepOutput:
-    plan, copy = ctx.plan, Copy.model_validate(ctx.pull("content.write_copy"))
+    plan, copy = ctx.plan, ctx.draft
     key = plan.key("draft")
     effect = ctx.open_port("memory").remember(
         "drafts",
@@ -202,7 +212,7 @@ def store_draft(ctx: StepContext) -> StepOutput:
 @step
 def render_image(ctx: StepContext) -> StepOutput:
     channel = chosen_channel(ctx)
-    copy, voice = Copy.model_validate(ctx.pull("content.write_copy")), ctx.campaign.brand_voice
+    copy, voice = ctx.draft, ctx.campaign.brand_voice
     width, height = IMAGE_SIZES[channel]
     spec = ImageSpec(
         key=ctx.plan.key("image", channel),
@@ -220,11 +230,6 @@ def render_image(ctx: StepContext) -> StepOutput:
 
 
 # --- review ----------------------------------------------------------------------------------
-def rendered_images(ctx: StepContext) -> list[Image]:
-    """The run's rendered images (by URL, as XCom carries them)."""
-    return [Image.model_validate(i) for i in ctx.pull("design.render_image") or [] if i]
-
-
 def _with_bytes(ctx: StepContext, images: list[Image]) -> list[Image]:
     """The images with their bytes, read from the asset store wherever this task runs."""
     store = ctx.open_assets() if images else None
@@ -258,8 +263,8 @@ def review_markdown(campaign: Campaign, plan: RunPlan, copy: Copy, images: list[
 
 @step
 def open_review(ctx: StepContext) -> StepOutput:
-    plan, copy = ctx.plan, Copy.model_validate(ctx.pull("content.write_copy"))
-    images = _with_bytes(ctx, rendered_images(ctx))
+    plan, copy = ctx.plan, ctx.draft
+    images = _with_bytes(ctx, ctx.images)
     bundle = ReviewBundle(
         key=plan.key("review"),
         campaign_slug=plan.slug,
@@ -274,7 +279,7 @@ def open_review(ctx: StepContext) -> StepOutput:
 @step
 def notify_reviewers(ctx: StepContext) -> StepOutput:
     campaign, plan = ctx.campaign, ctx.plan
-    review = ctx.pull("review.open_review")
+    review = ctx.pull(tasks.OPEN_REVIEW)
     named = launch_name(plan.launch)
     message = Message(
         key=plan.key("review-request"),
@@ -302,7 +307,7 @@ SENT, SENT_EARLIER, UNCERTAIN = "sent", "sent by an earlier try", "may or may no
 def channel_image(ctx: StepContext, channel: str, missing: str) -> Image:
     """The image the design phase rendered for ``channel`` (the one the approval pinned), with its
     bytes; ``missing`` is the error when there is none: never publish without the image the reviewer saw."""
-    image = next((i for i in rendered_images(ctx) if i.channel == channel), None)
+    image = next((i for i in ctx.images if i.channel == channel), None)
     if image is None:
         raise ValueError(missing)
     [read] = _with_bytes(ctx, [image])
@@ -391,7 +396,7 @@ def _publish_email(ctx: StepContext, copy: Copy) -> Effect:
 def _publish_social(ctx: StepContext, copy: Copy) -> Effect:
     settings = ctx.campaign.channels.social
     assert settings is not None
-    image = next((i.url for i in rendered_images(ctx) if i.channel == "social"), "")
+    image = next((i.url for i in ctx.images if i.channel == "social"), "")
     text = copy.social_posts[0]
     if len(text) > settings.max_length:  # the writers and the gate keep to the limit: never cut what was approved
         raise NotApproved(f"the approved social post is {len(text)} characters; social.max_length is {settings.max_length}")
@@ -425,11 +430,11 @@ class NotApproved(ValueError):
 def approved_copy(ctx: StepContext, channel: str) -> Copy:
     """The copy the reviewer approved (their edit, else the draft), once checked that everything
     ``channel`` is about to send (its settings, image and copy) is what the approval pinned."""
-    raw = ctx.pull(GATE_TASK_ID)
+    raw = ctx.pull(tasks.GATE)
     if not raw:  # e.g. a gate whose mark was refused, then a distribution task forced by hand
         raise NotApproved(f"{channel}: the run has no decision record: nothing is sent without an approval")
     record = Decision.model_validate(raw)
-    copy = Copy.model_validate(record.edited_copy or ctx.pull("content.write_copy"))
+    copy = Copy.model_validate(record.edited_copy) if record.edited_copy else ctx.draft
     if not record.approved:
         raise NotApproved(f"{channel}: the run was not approved ({record.summary()})")
     if not record.pinned:  # decided before approvals pinned what goes out: only the copy is known
@@ -439,7 +444,7 @@ def approved_copy(ctx: StepContext, channel: str) -> Copy:
         return copy
     if channel not in record.pinned:
         raise NotApproved(f"{channel} was not approved: the approval covers {', '.join(record.pinned) or 'no channel'}")
-    sending = outgoing(ctx.campaign, [channel], rendered_images(ctx))[channel] | copy_pin(copy, channel)
+    sending = outgoing(ctx.campaign, [channel], ctx.images)[channel] | copy_pin(copy, channel)
     if changed := differences(record.pinned[channel], sending):
         raise NotApproved(f"{channel}: not sent, because it differs from what {record.by} approved: {'; '.join(changed)}")
     return copy
