@@ -256,7 +256,7 @@ def end_waiting(session: Session, model: Any, row: Any, state: str) -> bool:
     the waiting one sees the committed state. A ``SELECT ... FOR UPDATE`` first would not do:
     SQLite ignores it, so every request read "waiting" and every one was answered 200.
     """
-    from airflow.utils import timezone
+    from airflow.utils import timezone  # type: ignore[attr-defined]  # a lazy deprecated alias of airflow.sdk.timezone
 
     ended = timezone.utcnow()
     started = row.start_date or ended
@@ -274,7 +274,7 @@ def end_waiting(session: Session, model: Any, row: Any, state: str) -> bool:
         )
         .execution_options(synchronize_session="evaluate")  # the row read before; no RETURNING: rowcount stays exact
     )
-    return done.rowcount == 1
+    return done.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's Result is a CursorResult; Session.execute types it Result
 
 
 def _close(detail: Any, user_id: str, user_name: str, at: Any, approved: bool, params_input: dict[str, Any]) -> None:
