@@ -241,7 +241,7 @@ _DURATION_WORDS = 'not a duration: write e.g. "24h", "90m", "2d", "30s" or a num
 _URL_WORDS = "not a web address: write it in full, e.g. https://example.com/page"
 
 
-def plain_words(item: ErrorDetails) -> str:
+def plain_words(item: ErrorDetails) -> str:  # noqa: C901 -- a table of pydantic error kinds, one branch per kind
     """One pydantic error in plain words (pydantic's own message when there is no better one)."""
     kind, ctx = item["type"], item.get("ctx") or {}
     if kind == "missing":
