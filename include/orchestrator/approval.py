@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -129,7 +130,7 @@ def _pinned_value(value: Any) -> str:
     return text if len(text) <= 120 else f"{len(text)} characters, sha256 {_digest(text)}"
 
 
-def outgoing(campaign: Campaign, channels: list[str], images: list[Image]) -> dict[str, dict[str, str]]:
+def outgoing(campaign: Campaign, channels: Sequence[str], images: list[Image]) -> dict[str, dict[str, str]]:
     """Per channel, what goes out besides the copy: every setting of the channel (sender,
     recipients, profiles, author...) and its image by content hash."""
     shas = {image.channel: image.sha256 for image in images}
@@ -222,7 +223,7 @@ def apply_edits(
 
 def _edit_problems(error: ValidationError) -> list[str]:
     """The copy's validation errors named by the form field the reviewer edited."""
-    field_of = {(attr, index): name for name, (_, attr, index) in EDITABLE.items()}
+    field_of: dict[tuple[str, int | str | None], str] = {(attr, index): name for name, (_, attr, index) in EDITABLE.items()}
     problems = []
     for item in error.errors(include_url=False):
         attr, index = str(item["loc"][0]), (item["loc"][1:2] or [None])[0]

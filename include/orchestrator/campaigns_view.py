@@ -322,7 +322,7 @@ def campaigns(session: Session, readable: set[str], runs_per_campaign: int = REC
     from include.orchestrator.airflow_compat import DagModel
 
     dags = session.execute(
-        select(
+        select(  # type: ignore[call-overload]  # Airflow types DagModel.dag_display_name as a plain function (a hybrid property)
             DagModel.dag_id,
             DagModel.dag_display_name,
             DagModel.owners,
@@ -369,7 +369,12 @@ def waiting_approvals(session: Session, readable: set[str]) -> list[RunSummary]:
     )
     rows = [r for r in session.execute(query).all() if r.dag_id in readable]
     runs = [r for r in _runs(session, rows, brief=True) if r.approval and r.approval.waiting]
-    return sorted(runs, key=lambda r: (r.approval.deadline is None, r.approval.deadline or datetime.max))
+
+    def soonest(r: RunSummary) -> tuple[bool, datetime]:
+        assert r.approval is not None  # kept above: runs with an approval only
+        return (r.approval.deadline is None, r.approval.deadline or datetime.max)
+
+    return sorted(runs, key=soonest)
 
 
 def run(session: Session, dag_id: str, run_id: str) -> RunSummary | None:

@@ -11,11 +11,11 @@ Connections are read at execute time only, never at parse.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from include.orchestrator.model import PORTS
+from include.orchestrator.model import PORTS, Port
 
 DEFAULT_CONN_IDS: dict[str, str] = {port: f"campaign_{port}" for port in PORTS}
 
@@ -189,7 +189,7 @@ BACKENDS: dict[str, dict[str, tuple[Factory, str]]] = {
 }
 
 
-def conn_id_for(port: str, overrides: dict[str, str] | None = None) -> str:
+def conn_id_for(port: Port, overrides: Mapping[Port, str] | None = None) -> str:
     return (overrides or {}).get(port, DEFAULT_CONN_IDS[port])
 
 
@@ -229,5 +229,5 @@ def open_backend(port: str, conn_id: str) -> Any:
     return backend
 
 
-def open_port(port: str, overrides: dict[str, str] | None = None) -> Any:
+def open_port(port: Port, overrides: Mapping[Port, str] | None = None) -> Any:
     return open_backend(port, conn_id_for(port, overrides))

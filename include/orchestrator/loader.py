@@ -117,7 +117,7 @@ class _Open:
     index: int = 0  # sequences: the next item's index
 
 
-def _structure_problems(text: str) -> list[str]:
+def _structure_problems(text: str) -> list[str]:  # noqa: C901 -- one pass over the parser events, sharing its counters and stack
     """What makes a YAML text costly or ambiguous, found from its parser events before any value is built:
     nesting deeper than MAX_DEPTH, more than MAX_ALIASES aliases, more than MAX_VALUES values once aliases
     are expanded (each stops the reading at once), and keys given twice in one mapping (which YAML
@@ -223,7 +223,7 @@ def _failure(exc: Exception, doing: str) -> tuple[str, ...]:
     return (f"{doing}: {type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}",)
 
 
-def load_campaigns(
+def load_campaigns(  # noqa: C901 -- one folder's load: every file's parse and build errors gathered in one list
     folder: Path | None = None, slug: str | None = None, build: Callable[[Campaign], object] | None = None
 ) -> tuple[list[Campaign], list[CampaignFileError]]:
     """All valid campaigns of a folder (or only the one with ``slug``), and one error per invalid file.

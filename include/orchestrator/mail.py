@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
+from typing import cast
 
 from include.orchestrator.ports import Email
 
@@ -156,7 +157,7 @@ def mime_message(email: Email, now: datetime | None = None) -> EmailMessage:
     msg.set_content(text_body(email))
     msg.add_alternative(html_body(email), subtype="html")
     if email.banner is not None:
-        html_part = msg.get_payload()[1]
+        html_part = cast(list[EmailMessage], msg.get_payload())[1]  # multipart/alternative: [text/plain, text/html]
         # add_related turns the HTML part into multipart/related: [text/html, image/png]
         html_part.add_related(
             email.banner.data, "image", "png", cid=f"<{banner_cid(email)}>", disposition="inline", filename="banner.png"

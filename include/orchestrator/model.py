@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 SLUG_PATTERN = r"^[a-z0-9-]{1,64}$"
 LAUNCH_PATTERN = r"^[A-Za-z0-9_.:-]{0,64}$"  # a launch name (empty: none), in conf and the trigger form
@@ -54,15 +55,15 @@ def _parse_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 
-def duration_between(low: timedelta, high: timedelta, words: str) -> Any:
-    """A :data:`Duration` from ``low`` to ``high``; ``words`` names the bounds in the error."""
+def duration_between(low: timedelta, high: timedelta, words: str) -> AfterValidator:
+    """The check that makes a :data:`Duration` one from ``low`` to ``high``; ``words`` names the bounds in the error."""
 
     def check(value: timedelta) -> timedelta:
         if value < low or value > high:
             raise ValueError(f"must be between {words}")
         return value
 
-    return Annotated[Duration, AfterValidator(check)]
+    return AfterValidator(check)
 
 
 # --- text: one line, or lines ------------------------------------------------------------------
@@ -164,8 +165,8 @@ def text_pattern(model: type[BaseModel], field: str) -> str | None:
     return SINGLE_LINE_PATTERN if one_line in checks else MULTI_LINE_PATTERN if lines in checks else None
 
 
-ApprovalDuration = duration_between(timedelta(seconds=1), timedelta(days=30), "1 second and 30 days")
-RetryDelay = duration_between(timedelta(seconds=0.1), timedelta(hours=6), "0.1 seconds and 6 hours")
+ApprovalDuration = Annotated[Duration, duration_between(timedelta(seconds=1), timedelta(days=30), "1 second and 30 days")]
+RetryDelay = Annotated[Duration, duration_between(timedelta(seconds=0.1), timedelta(hours=6), "0.1 seconds and 6 hours")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(lines)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(one_line)]
 GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$"
@@ -240,7 +241,7 @@ _DURATION_WORDS = 'not a duration: write e.g. "24h", "90m", "2d", "30s" or a num
 _URL_WORDS = "not a web address: write it in full, e.g. https://example.com/page"
 
 
-def plain_words(item: dict) -> str:
+def plain_words(item: ErrorDetails) -> str:  # noqa: C901 -- a table of pydantic error kinds, one branch per kind
     """One pydantic error in plain words (pydantic's own message when there is no better one)."""
     kind, ctx = item["type"], item.get("ctx") or {}
     if kind == "missing":
@@ -248,7 +249,7 @@ def plain_words(item: dict) -> str:
     if kind == "extra_forbidden":
         return "unknown key: check its spelling and place"
     if kind == "string_pattern_mismatch":
-        return _PATTERNS.get(ctx.get("pattern"), f"does not have the expected form (pattern {ctx.get('pattern')})")
+        return _PATTERNS.get(ctx.get("pattern", ""), f"does not have the expected form (pattern {ctx.get('pattern')})")
     if kind == "url_scheme":
         return "must be a web address starting with http:// or https://"
     if kind.startswith("url_"):

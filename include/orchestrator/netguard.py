@@ -146,7 +146,7 @@ def resolve_checked(host: str, port: int, allow_private: bool) -> list[str]:
         infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeURLError(where, f"host {host!r} does not resolve ({exc})") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # an IPv4/IPv6 sockaddr's host is a str
     if not addresses:
         raise UnsafeURLError(where, f"host {host!r} does not resolve")
     for address in addresses:

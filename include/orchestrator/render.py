@@ -70,8 +70,8 @@ def _retry_after(exc: BaseException | None) -> float | None:
     """The wait a service asked for, from the error or what caused it."""
     seen = 0
     while exc is not None and seen < 5:
-        if getattr(exc, "retryable", False) and getattr(exc, "retry_after", None) is not None:
-            return float(exc.retry_after)
+        if getattr(exc, "retryable", False) and (asked := getattr(exc, "retry_after", None)) is not None:
+            return float(asked)
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
 
@@ -402,7 +402,8 @@ class ApprovalGate(HITLOperator):
                 f"refused the decision by {user['name']} in the Required Actions form: {exc}. "
                 "Nothing is published: the campaign is rolled back",
             ) from None
-        approved, edited = Copy.model_validate(state.draft), []
+        approved = Copy.model_validate(state.draft)
+        edited: list[str] = []
         if decision == "rejected" and not reason:
             raise self._refuse(
                 ti,
@@ -565,6 +566,8 @@ def _params(campaign: Campaign) -> dict[str, Param]:
     stays for the check Airflow makes of a REST trigger (400 for an unknown channel).
     """
     overrides = RunOverrides.model_fields
+    launch_words = overrides["launch"].description
+    assert launch_words is not None  # RunOverrides.launch has one
     return {
         # Refused when the run is created (REST answers 400 naming the param): a NUL would otherwise reach
         # PostgreSQL's jsonb conf column, which answers a 422 naming no field, before validate_conf can.
@@ -600,7 +603,7 @@ def _params(campaign: Campaign) -> dict[str, Param]:
             type=["null", "string"],
             pattern=LAUNCH_PATTERN,
             title="Launch",
-            description="Optional. " + overrides["launch"].description,
+            description="Optional. " + launch_words,
         ),
     }
 

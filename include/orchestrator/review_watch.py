@@ -47,7 +47,7 @@ class WatchReport:
         )
 
 
-def watch(
+def watch(  # noqa: C901 -- one polling round; each pull request's failure is caught and reported where it happens
     ledger: Ledger,
     *,
     since: datetime,

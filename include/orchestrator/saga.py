@@ -341,7 +341,8 @@ def _line(entry: Entry) -> Line:
 
 def states_by_task(states: dict[str, str | None], task_ids: Iterable[str]) -> dict[str, list[str]]:
     """Airflow's task states (mapped instances keyed ``<task_id>_<index>``) grouped per task."""
-    known, grouped = set(task_ids), {}
+    known = set(task_ids)
+    grouped: dict[str, list[str]] = {}
     for key, state in states.items():
         task_id = key if key in known else key.rpartition("_")[0]
         if task_id in known:

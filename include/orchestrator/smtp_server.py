@@ -70,7 +70,7 @@ class LocalSmtpServer:
     def messages(self) -> list[EmailMessage]:
         """Every message received so far, oldest first, parsed with the modern email policy."""
         box = mailbox.Maildir(self.maildir, create=True)
-        return [email.message_from_bytes(box.get_bytes(key), policy=policy.default) for key in sorted(box.keys(), key=_arrival)]  # type: ignore[misc]
+        return [email.message_from_bytes(box.get_bytes(key), policy=policy.default) for key in sorted(box.keys(), key=_arrival)]
 
 
 def _arrival(key: str) -> tuple[int, int, str]:

@@ -18,7 +18,7 @@ from typing import Any
 from include.orchestrator import mail, tasks
 from include.orchestrator.approval import Decision, copy_pin, copy_version, differences, outgoing
 from include.orchestrator.blog_format import blog_post
-from include.orchestrator.model import Campaign, RunPlan, at_utc, in_words, launch_name, plan_run
+from include.orchestrator.model import Campaign, Port, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
     Banner,
     Copy,
@@ -57,7 +57,7 @@ class StepContext:
     run_date: date
     conf: dict[str, Any]
     pull: Callable[[str], Any]  # full task id -> that task's result (a list for a mapped task)
-    open_port: Callable[[str], Any]  # port name -> backend
+    open_port: Callable[[Port], Any]  # port name -> backend
     ui_link: str = ""  # the gate's Required Actions page (the form that decides)
     item: str | None = None
     scheduled_for: datetime | None = None  # the logical date of a scheduled or backfill run
@@ -232,7 +232,9 @@ def render_image(ctx: StepContext) -> StepOutput:
 # --- review ----------------------------------------------------------------------------------
 def _with_bytes(ctx: StepContext, images: list[Image]) -> list[Image]:
     """The images with their bytes, read from the asset store wherever this task runs."""
-    store = ctx.open_assets() if images else None
+    if not images:
+        return []  # no asset store opened for no images
+    store = ctx.open_assets()
     return [store.read_image(i) for i in images]
 
 

@@ -205,7 +205,7 @@ class BufferSocial:
         """The success member of a mutation's union; a MutationError member raises (HTTP 200 or not)."""
         result = data.get(field)
         typename = result.get("__typename") if isinstance(result, dict) else None
-        if typename == success:
+        if isinstance(result, dict) and typename == success:
             return result
         message = result.get("message") if isinstance(result, dict) else None
         raise ServiceError(

@@ -51,7 +51,7 @@ _NEWLINES = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "
 _SENTENCE_END = re.compile(r"([.!?]+)([\"'”’)\]]*)\s+|[。！？]+[」』）]*")
 _ABBREVIATIONS = frozenset("e.g. i.e. vs. cf. approx. incl. mr. mrs. ms. dr. st.".split())
 _CLAUSE_END = re.compile(r"[,;:](?=\s)|\s[-–—](?=\s)|\s\(|[，、；：]")
-_PAIRS = ("()", "[]", "{}", "“”", "«»")
+_PAIRS = (("(", ")"), ("[", "]"), ("{", "}"), ("“", "”"), ("«", "»"))
 
 
 def themes(texts: list[str], limit: int = 3) -> list[str]:
@@ -234,7 +234,8 @@ class TemplateCopywriter:
         # The second post ends as the first does, or shorter, but keeps the link the first one carries.
         linked = bool(url) and url in tail
         for end in [t for t in tails[tails.index(tail) :] if url in t or not linked]:
-            space, chosen = room(end), {}
+            space = room(end)
+            chosen: dict[tuple[str, int], str] = {}
             for key, options in [
                 *((("note", i), [full_stop(s)]) for i, s in enumerate(note_sentences)),
                 (("pitch", 0), [full_stop(p) for p in pitches]),

@@ -16,6 +16,7 @@ The panels query these Prometheus series, labelled ``campaign`` and ``channel``:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def _row(title: str) -> dict[str, Any]:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
 
-def campaign_dashboard(uid: str, title: str, campaign_slug: str, channels: list[str], tags: list[str]) -> dict[str, Any]:
+def campaign_dashboard(uid: str, title: str, campaign_slug: str, channels: Sequence[str], tags: list[str]) -> dict[str, Any]:
     """The Grafana dashboard model of one campaign run: an overview row, then one row per channel
     with its deliveries (stat) and engagement over time (time series)."""
     if not _UID.match(uid):
@@ -148,7 +149,8 @@ def campaign_dashboard(uid: str, title: str, campaign_slug: str, channels: list[
                 ),
             ],
         ]
-    panels, y = [], 0
+    panels: list[dict[str, Any]] = []
+    y = 0
     for line in lines:
         x = 0
         for panel, w, h in line:

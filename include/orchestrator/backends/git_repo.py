@@ -323,6 +323,7 @@ class GitBlog(OnDisk):
         with locked(self.remote):
             clone = self._sync()
             earlier = self._published(clone, path, key)
+            commit: str | None
             if earlier and all(clone.read(self.tracking, p) == data for p, data in files.items()):
                 commit = earlier  # published by an earlier try: adopt it
             else:

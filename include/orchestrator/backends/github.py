@@ -212,7 +212,8 @@ class GithubApi:
         if status in ok or status in absent:
             return status, data
         if status >= 400:
-            raise service_error(action, Requester.createException(status, self.last_headers, data), self.conn_id)
+            # PyGithub reads output=None (an empty body) as no message; its annotation says dict only.
+            raise service_error(action, Requester.createException(status, self.last_headers, data), self.conn_id)  # type: ignore[arg-type]
         raise ServiceError(SERVICE, action, f"unexpected HTTP {status}: {_message(data)}", status=status)
 
     def default_branch(self, action: str) -> str:

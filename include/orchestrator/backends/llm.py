@@ -259,11 +259,11 @@ def user_prompt(brief: CopyBrief) -> str:
     notes = [n for n in brief.research_notes if n.strip()][:NOTES_MAX]
     blocks += [data_block(f"research note {i}", _clip(note, NOTE_CHARS)) for i, note in enumerate(notes, 1)]
     material = "\n\n".join(blocks) if blocks else "(No research material was found for this campaign.)"
-    notes = writer_notes(brief)
+    written = writer_notes(brief)
     instructions = (
         "Writer notes from the person who started this run (instructions, as the system message says):\n"
-        f"{NOTES_OPEN.format(code=notes[1])}\n{notes[0]}\n{NOTES_CLOSE.format(code=notes[1])}\n\n"
-        if notes
+        f"{NOTES_OPEN.format(code=written[1])}\n{written[0]}\n{NOTES_CLOSE.format(code=written[1])}\n\n"
+        if written
         else ""
     )
     return (
@@ -304,7 +304,7 @@ def rate_limit_wait(headers: Any) -> float | None:
     if wait is not None:
         return wait
     resets = {kind: duration_seconds(headers.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")}
-    exhausted = [resets[k] for k in resets if resets[k] is not None and headers.get(f"x-ratelimit-remaining-{k}") == "0"]
+    exhausted = [v for k, v in resets.items() if v is not None and headers.get(f"x-ratelimit-remaining-{k}") == "0"]
     known = exhausted or [v for v in resets.values() if v is not None]
     return max(known) if known else None
 

@@ -242,16 +242,17 @@ class SlackNotifier:
         oldest = f"{time.time() - HISTORY_WINDOW_S:.6f}"
         cursor, seen = None, 0
         for _ in range(HISTORY_MAX_PAGES):
-            data = self._call(
-                "conversations.history",
-                lambda c, cursor=cursor, seen=seen: c.conversations_history(
+
+            def page(c: Any, cursor: str | None = cursor, seen: int = seen) -> Any:
+                return c.conversations_history(
                     channel=channel,
                     oldest=oldest,
                     limit=HISTORY_MAX_MESSAGES - seen,
                     include_all_metadata=True,
                     **({"cursor": cursor} if cursor else {}),
-                ),
-            )
+                )
+
+            data = self._call("conversations.history", page)
             messages = data.get("messages") or []
             for item in messages:
                 if isinstance(item, dict):

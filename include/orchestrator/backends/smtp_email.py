@@ -85,7 +85,8 @@ class SmtpEmail:
                 client = hook._smtp_client  # the hook's own smtplib client: no public accessor in the provider
                 if client is None:
                     raise smtplib.SMTPServerDisconnected("the SMTP hook opened no connection")
-                refused = client.sendmail(parseaddr(email.sender)[1], list(email.to), data)
+                # `with hook` opens a (blocking) smtplib client; the attribute's type also names aiosmtplib's async one.
+                refused: dict[str, tuple[int, bytes]] = client.sendmail(parseaddr(email.sender)[1], list(email.to), data)  # type: ignore[assignment]
         except Exception as exc:
             # Only host and port: the connection's login and password never reach logs or errors.
             server = f"{hook.host}:{hook.port}" if hook.smtp_connection else "(connection not loaded)"
