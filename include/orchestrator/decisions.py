@@ -147,8 +147,16 @@ def _waiting(session: Session, dag_id: str, run_id: str) -> tuple[Any, Any, Gate
         )
     detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
     if detail is None or detail.response_received:
-        raise DecisionRefused(409, "the approval request was already answered")
+        # Each statement sees what is committed when it runs (PostgreSQL's READ COMMITTED): a winner
+        # may have committed its record between the read above and this one.
+        raise _already_decided(session, ti, "the approval request was already answered")
     return campaign, ti, gate, detail
+
+
+def _already_decided(session: Session, ti: Any, otherwise: str) -> DecisionRefused:
+    """The 409 of a decision that came second: naming the one that won, once its record is readable."""
+    earlier = _xcom(session, ti, "return_value")
+    return DecisionRefused(409, f"already decided: {Decision.model_validate(earlier).summary()}" if earlier else otherwise)
 
 
 def decide(
@@ -235,13 +243,8 @@ def _end(session: Session, ti: Any, detail: Any, record: Decision, params_input:
     # worker run, then a full turn of the scheduler's round of running runs before distribution
     # starts (measured: p95 40 s with 1,000 runs waiting). First write of the transaction: see end_waiting.
     if not end_waiting(session, type(ti), ti, TaskInstanceState.SUCCESS if record.approved else TaskInstanceState.FAILED):
-        earlier = _xcom(session, ti, "return_value")  # committed by the winner, whom the update waited for
-        raise DecisionRefused(
-            409,
-            f"already decided: {Decision.model_validate(earlier).summary()}"
-            if earlier
-            else "the approval gate was ended by someone else meanwhile: the run no longer waits",
-        )
+        # The winner's record is committed: the update waited for its transaction.
+        raise _already_decided(session, ti, "the approval gate was ended by someone else meanwhile: the run no longer waits")
     _close(detail, record.by_id or record.by, record.by, record.at, record.approved, params_input)
     _keep(session, ti, record, record.summary() if record.approved else f"{record.summary()} -> {record.failure()}", user_id)
 
