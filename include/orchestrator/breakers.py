@@ -77,8 +77,7 @@ from typing import Any, TypeVar
 import pybreaker
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import CircuitOpenError, ConnectionConfigError
 
 log = logging.getLogger(__name__)
 
@@ -104,22 +103,6 @@ class BreakerSettings:
 
 
 DEFAULTS = BreakerSettings()
-
-
-class CircuitOpenError(ServiceError):
-    """The service's breaker is open: the call was not made. Retryable after ``retry_after`` seconds."""
-
-    def __init__(self, service: str, retry_after: float, retry_at: datetime) -> None:
-        when = retry_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        super().__init__(
-            service,
-            "call",
-            f"circuit breaker open after repeated failures, call not made; {service} is tried again at {when}",
-            retryable=True,
-            retry_after=retry_after,
-        )
-        self.retry_at = retry_at
-        self.made_nothing = True  # the saga ledger settles the planned effect as absent
 
 
 def service_key(service: str) -> str:

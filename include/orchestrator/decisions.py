@@ -22,7 +22,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
-from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, GateState
+from include.orchestrator.errors import DecisionRefused, ServiceError
 from include.orchestrator.model import RunPlan
 from include.orchestrator.ports import Copy
 
@@ -482,8 +483,6 @@ def add_routes(app: Any) -> None:
     def post_github_review(dag_id: str, run_id: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
         """Apply the run's review pull request: its reviews are read from GitHub here, so whoever
         asks (the review watcher, a user) cannot put words in a reviewer's mouth."""
-        from include.orchestrator.backends.http_api import ServiceError
-
         try:
             record = decide_from_github(session, dag_id=dag_id, run_id=run_id)
         except DecisionRefused as exc:

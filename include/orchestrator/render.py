@@ -28,11 +28,19 @@ from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
 from include.orchestrator import approval as gate_rules
 from include.orchestrator import saga
-from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, GateState
 from include.orchestrator.assets import open_assets
-from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
+from include.orchestrator.connections import open_backend, open_port
+from include.orchestrator.errors import (
+    CampaignFieldError,
+    CampaignFileError,
+    CampaignFilesInvalid,
+    ConnectionConfigError,
+    DecisionRefused,
+    NotThisRun,
+)
 from include.orchestrator.ledger import open_ledger
-from include.orchestrator.loader import CampaignFieldError, CampaignFileError, CampaignFilesInvalid, campaign_of, load_campaigns
+from include.orchestrator.loader import campaign_of, load_campaigns
 from include.orchestrator.model import (
     CHANNELS,
     LAUNCH_PATTERN,
@@ -47,7 +55,7 @@ from include.orchestrator.model import (
     text_pattern,
 )
 from include.orchestrator.ports import Copy, Message
-from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of, rendered_images
+from include.orchestrator.steps import STEPS, StepContext, port_of, rendered_images
 
 
 class RetryAfterPolicy(RetryPolicy):

@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from include.orchestrator.approval import GATE_TASK_ID, Decision
+from include.orchestrator.errors import LaunchTaken, NotVisibleHere
 from include.orchestrator.ledger import OPEN_STATES, Entry, Ledger
 from include.orchestrator.model import Campaign
 from include.orchestrator.ports import CHANGING_CALLS, Effect, Message
@@ -84,38 +84,6 @@ class Journaled:
         """What the ledger knows of the changing call with these arguments (an earlier try's entry), or None."""
         planned = self._backend.plan(*args, **kwargs).model_copy(update={"disk": disk_of(self._backend)})
         return self._recorder.recorded(planned)
-
-
-class NotVisibleHere(Exception):
-    """The effect lives on a local disk this worker does not have: from here it can be neither removed
-    nor proved gone, so it stays open (a retry may run where the disk is) and is reported as left."""
-
-    def __init__(self, effect: Effect, here: str) -> None:
-        host = effect.disk.partition("/")[0]
-        super().__init__(
-            f"made on the local disk {effect.disk} (host {host}), which this worker does not see "
-            f"({'its disk is ' + here if here else 'its backend keeps nothing on a local disk'}); "
-            f"remove it there by hand, or clear compensation.undo so that it runs on that host"
-        )
-
-
-class LaunchTaken(ValueError):
-    """Another run of the campaign holds this launch: this run must make nothing (a retry cannot fix it)."""
-
-    def __init__(self, slug: str, launch: str, holder: str, since: datetime) -> None:
-        how = (
-            "a run with the same conf"
-            if launch.startswith("conf ")
-            else f"launch {launch.removeprefix('named ')!r}"
-            if launch.startswith("named ")
-            else launch
-        )
-        super().__init__(
-            f"campaign {slug!r}: {how} is already taken by run {holder!r} (since {since:%Y-%m-%d %H:%M} UTC), so this "
-            "run would send the same email, posts and blog post again; it made nothing. The launch is free again "
-            'once that run is rolled back; to send the campaign again on purpose, trigger with conf {"launch": "<a new name>"}'
-        )
-        self.holder = holder
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 from include.orchestrator import mail
 from include.orchestrator.approval import GATE_TASK_ID, Decision, copy_pin, copy_version, differences, outgoing
 from include.orchestrator.blog_format import blog_post
+from include.orchestrator.errors import NotApproved, NotThisRun
 from include.orchestrator.model import Campaign, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
     Banner,
@@ -74,10 +75,6 @@ class StepContext:
         """The campaign this run uses: frozen by ``validate_conf`` when the run started, so an edit
         of the file (a recipient added, a sender changed, a channel removed) reaches only new runs."""
         return self.plan.snapshot() or self.current
-
-
-class NotThisRun(Exception):
-    """This mapped item is not part of the run (a channel left out by the trigger conf)."""
 
 
 def chosen_channel(ctx: StepContext) -> str:
@@ -416,10 +413,6 @@ PUBLISHERS: dict[str, Callable[[StepContext, Copy], Effect]] = {
     "social": _publish_social,
     "blog": _publish_blog,
 }
-
-
-class NotApproved(ValueError):
-    """What a channel is about to send is not what the approval pinned: nothing is sent (a retry cannot fix it)."""
 
 
 def approved_copy(ctx: StepContext, channel: str) -> Copy:

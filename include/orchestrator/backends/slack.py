@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
-from include.orchestrator.connections import ConnectionConfigError
-from include.orchestrator.deadlines import DeadlineExceeded, within
+from include.orchestrator.backends.http_api import retry_after_seconds
+from include.orchestrator.deadlines import within
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
 from include.orchestrator.ports import Effect, Message
 
 SERVICE = "Slack"
