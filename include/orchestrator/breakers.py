@@ -9,9 +9,9 @@ backoff waits instead of burning attempts. After ``reset_timeout`` seconds the b
 opens it again. The state machine is pybreaker's (1.4.1, https://github.com/danielfm/pybreaker);
 this module supplies the shared storage, the configuration, what counts as a failure, logs and metrics.
 
-What counts: only failures that say the service is unwell, i.e. exceptions carrying
-``retryable=True`` (``http_api.ServiceError`` for timeouts, connection errors, 429 and 5xx, or any
-exception with that attribute). Our own mistakes (4xx: ``retryable=False``) and every other
+What counts: only failures that say the service is unwell, i.e. ``errors.Retryable`` errors (a
+``ServiceError`` for timeouts, connection errors, 429 and 5xx; a ``DeadlineExceeded``), or an
+exception of another library carrying ``retryable=True``. Our own mistakes (4xx: ``errors.Permanent``) and every other
 exception pass through without counting as failures (pybreaker's ``exclude`` predicate). pybreaker
 treats an excluded exception as an answer from the service: it resets the run of failures and, when
 half-open, counts as a trial success, which is right for a 4xx (the service answered).
@@ -77,7 +77,7 @@ from typing import Any, TypeVar
 import pybreaker
 
 from include.orchestrator import connections
-from include.orchestrator.errors import CircuitOpenError, ConnectionConfigError
+from include.orchestrator.errors import CircuitOpenError, ConnectionConfigError, Retryable, retryable_flag
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def service_key(service: str) -> str:
 
 
 def counts_as_failure(exc: BaseException) -> bool:
-    """The service is unwell: timeouts, connection errors, 429, 5xx (``retryable=True``)."""
-    return getattr(exc, "retryable", None) is True
+    """The service is unwell: timeouts, connection errors, 429, 5xx (a ``Retryable`` error)."""
+    return isinstance(exc, Retryable) or retryable_flag(exc) is True
 
 
 def _not_service_trouble(exc: BaseException) -> bool:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
 from include.orchestrator.approval import APPROVE, GATE_TASK_ID, REJECT, Decision, GateState
-from include.orchestrator.errors import DecisionRefused, ServiceError
+from include.orchestrator.errors import DecisionRefused, Retryable, ServiceError
 from include.orchestrator.model import RunPlan
 from include.orchestrator.ports import Copy
 
@@ -490,5 +490,5 @@ def add_routes(app: Any) -> None:
             raise HTTPException(exc.status, str(exc)) from None
         except ServiceError as exc:
             session.rollback()
-            raise HTTPException(503 if exc.retryable else 502, str(exc)) from None
+            raise HTTPException(503 if isinstance(exc, Retryable) else 502, str(exc)) from None
         return record.model_dump(mode="json")

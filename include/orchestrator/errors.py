@@ -20,8 +20,8 @@ Three families decide per instance, from the status a service answered: :class:`
 :class:`FetchError` and :class:`SmtpDeliveryError` keep their ``retryable=`` (and for
 ``ServiceError``, ``irrevocable=``) constructor flags, and constructing the family's class returns
 the subclass the flags name (``ServiceError(..., retryable=True)`` is a :class:`RetryableServiceError`),
-so raise sites pass what they computed and readers check the type. ``retryable`` and
-``irrevocable`` remain readable, derived from the type.
+so raise sites pass what they computed and readers check the type. ``retryable`` remains readable
+(a class attribute of :class:`Retryable` and :class:`Permanent`), ``retry_after`` too.
 
 This module imports nothing from the package: every module (connections, backends, breakers) can
 import it without importing one another.
@@ -61,7 +61,15 @@ class Irrevocable(Permanent):
 class MadeNothing(CampaignError):
     """The call was provably not made: it created nothing, so compensation has nothing to undo."""
 
-    made_nothing = True  # read by saga until it checks the type (next commit)
+
+def retryable_flag(exc: BaseException) -> Any:
+    """The ``retryable`` attribute of an exception from outside the package, else None.
+
+    The package's errors are judged by their type; an exception of another library (or a test's
+    transport) may still say ``retryable = True/False``, which breakers and ``render`` honour as
+    they always have.
+    """
+    return None if isinstance(exc, CampaignError) else getattr(exc, "retryable", None)
 
 
 _E = TypeVar("_E", bound=CampaignError)
@@ -122,10 +130,6 @@ class ServiceError(CampaignError):
         self.service, self.action, self.reason = service, action, reason
         self.status, self.retry_after = status, retry_after
         self.code = code  # the service's own error code, when it has one (Slack's "channel_not_found")
-
-    @property
-    def irrevocable(self) -> bool:
-        return isinstance(self, Irrevocable)
 
 
 class RetryableServiceError(ServiceError, Retryable):

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from include.orchestrator.approval import GATE_TASK_ID, Decision
-from include.orchestrator.errors import LaunchTaken, NotVisibleHere
+from include.orchestrator.errors import Irrevocable, LaunchTaken, MadeNothing, NotVisibleHere
 from include.orchestrator.ledger import OPEN_STATES, Entry, Ledger
 from include.orchestrator.model import Campaign
 from include.orchestrator.ports import CHANGING_CALLS, Effect, Message
@@ -67,7 +67,7 @@ class Journaled:
             try:
                 result = attr(*args, **kwargs)
             except Exception as exc:
-                if getattr(exc, "made_nothing", False):  # never called (an open circuit): nothing to undo, ever
+                if isinstance(exc, MadeNothing):  # never called (an open circuit): nothing to undo, ever
                     self._recorder.write("not_made", planned, f"{type(exc).__name__}: {exc}")
                     raise
                 # The call answered with an error: per its protocol nothing irreversible happened
@@ -184,7 +184,7 @@ def compensate(ledger: Ledger, dag_id: str, run_id: str, open_backend: Callable[
                 raise NotVisibleHere(effect, here)
             removed = backend.undo(effect)
         except Exception as exc:
-            if getattr(exc, "irrevocable", False):  # out for good (a scheduled email already sent): report, never retry
+            if isinstance(exc, Irrevocable):  # out for good (a scheduled email already sent): report, never retry
                 ledger.settle(entry, "kept", f"{type(exc).__name__}: {exc}")
                 log.error("cannot undo %s %s (%s): %s", effect.kind, effect.key, entry.where, exc)
                 continue
