@@ -62,7 +62,7 @@ class StepContext:
     ui_link: str = ""  # the gate's Required Actions page (the form that decides)
     item: str | None = None
     scheduled_for: datetime | None = None  # the logical date of a scheduled or backfill run
-    claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise saga.LaunchTaken
+    claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise errors.LaunchTaken
     open_assets: Callable[[], Any] = lambda: None  # the asset store (``assets.AssetStore``) images are read from
     review_link: str = ""  # the run's reviewer page (the plugin's view on the run): images, copy, recipients
 

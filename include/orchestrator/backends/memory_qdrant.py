@@ -305,7 +305,7 @@ def _qdrant_message(content: bytes | str | None) -> str:
 
 
 def service_error(action: str, exc: Exception) -> Exception:
-    """qdrant-client's exception as ``http_api.ServiceError`` (same retry rules as every HTTP service)."""
+    """qdrant-client's exception as ``errors.ServiceError`` (same retry rules as every HTTP service)."""
     from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 

@@ -27,7 +27,7 @@ Errors: Slack answers most failures as HTTP 200 ``{"ok": false, "error": "<code>
 (``invalid_auth``, ``not_authed``, ``channel_not_found``, ``not_in_channel``, ``msg_too_long``, ...):
 those fail at once (retryable False), with the code in the message. HTTP 429 (``ratelimited``, with
 ``Retry-After``, https://docs.slack.dev/apis/web-api/rate-limits), 5xx, Slack's own transient
-codes, timeouts and connection errors are retryable. Everything becomes ``http_api.ServiceError``.
+codes, timeouts and connection errors are retryable. Everything becomes ``errors.ServiceError``.
 """
 
 from __future__ import annotations

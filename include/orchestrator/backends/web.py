@@ -7,8 +7,8 @@ address again at connect time (DNS rebinding). Bodies are read up to ``max_bytes
 fetch (every hop: connect, headers and body) has one total deadline, ``timeout`` (see
 :mod:`include.orchestrator.deadlines`). Scraped text is data: it comes back as short plain strings, never evaluated or rendered.
 
-Errors say whether a retry can help: :class:`~include.orchestrator.netguard.UnsafeURLError`
-never (the URL is refused), :class:`FetchError` through its ``retryable`` flag (429, 5xx,
+Errors say whether a retry can help: :class:`~include.orchestrator.errors.UnsafeURLError`
+never (the URL is refused), :class:`FetchError` by its type, retryable or permanent (429, 5xx,
 timeouts and connection failures are; other 4xx, non-HTML pages and redirect loops are not).
 """
 
