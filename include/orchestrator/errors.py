@@ -1,6 +1,7 @@
 """Every error of the package, in one hierarchy whose types say what a caller must do.
 
-The decisions made on errors elsewhere read these types, never attributes:
+The decisions made on errors elsewhere read these types, never attributes (an exception of another
+library is still judged by its own ``retryable`` attribute, if it has one: :func:`retryable_flag`):
 
 - :class:`Retryable`: a later try can succeed (timeouts, refused connections, 429, 5xx, an open
   circuit). ``render.CampaignStep`` lets Airflow retry it, ``render.RetryAfterPolicy`` waits at least
@@ -38,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 
 class CampaignError(Exception):
-    """Base of every error this package raises."""
+    """Base of the package's own error classes (it also raises plain ``ValueError``, ``RuntimeError``...)."""
 
 
 class Retryable(CampaignError):
