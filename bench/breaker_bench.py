@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 _t0 = time.perf_counter()
 from include.orchestrator import breakers  # noqa: E402
-from include.orchestrator.backends.http_api import ServiceError  # noqa: E402
+from include.orchestrator.errors import CircuitOpenError, ServiceError  # noqa: E402
 
 IMPORT_MS = (time.perf_counter() - _t0) * 1000
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -125,7 +125,7 @@ def bench_store(kind: str, where: str, calls: int, builds: int) -> dict[str, Any
         t0 = perf()
         try:
             call("Slack", counted)
-        except breakers.CircuitOpenError:
+        except CircuitOpenError:
             pass
         rejected.append(perf() - t0)
     if called:

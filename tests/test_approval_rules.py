@@ -8,7 +8,6 @@ import pytest
 
 from include.orchestrator.approval import (
     Decision,
-    DecisionRefused,
     apply_edits,
     copy_version,
     editable_fields,
@@ -19,6 +18,7 @@ from include.orchestrator.approval import (
     reminder_delay,
 )
 from include.orchestrator.decisions import DecisionRequest, user_roles
+from include.orchestrator.errors import DecisionRefused
 from include.orchestrator.model import Approval
 from include.orchestrator.ports import Copy
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from include.orchestrator import saga, tasks
-from include.orchestrator.approval import Decision, DecisionRefused, GateState, apply_edits, copy_version, outgoing
+from include.orchestrator.approval import Decision, GateState, apply_edits, copy_version, outgoing
+from include.orchestrator.errors import DecisionRefused, NotApproved, NotThisRun
 from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.model import Campaign, campaign_version, plan_run
 from include.orchestrator.ports import Copy, Image
-from include.orchestrator.steps import STEPS, NotApproved, NotThisRun, StepContext, approved_copy
+from include.orchestrator.steps import STEPS, StepContext, approved_copy
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
 DRAFT = Copy(

@@ -19,7 +19,7 @@ from include.orchestrator.assets import AssetStore, assets_from, open_assets
 from include.orchestrator.backends.folder import OnDisk
 from include.orchestrator.backends.images import PillowDesign
 from include.orchestrator.backends.outbox import OutboxNotifier
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.ledger import Ledger
 from include.orchestrator.ports import ImageSpec, Message
 from tests.s3_server import S3Server

@@ -32,9 +32,9 @@ from include.orchestrator import steps
 from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends.git_repo import Git, GitBlog
 from include.orchestrator.backends.github import GithubBlog
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.images import PillowDesign
 from include.orchestrator.blog_format import blog_markdown, blog_post, body_text, hero_path, inline_text, single_line
+from include.orchestrator.errors import ServiceError
 from include.orchestrator.loader import load_campaigns
 from include.orchestrator.model import Campaign, plan_run
 from include.orchestrator.ports import Copy, Image, ImageSpec

@@ -23,9 +23,14 @@ import pytest
 from airflow.sdk import Connection
 
 from include.orchestrator import breakers
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.breakers import CircuitOpenError, build_breakers, open_breakers
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.breakers import build_breakers, open_breakers
+from include.orchestrator.errors import (
+    CircuitOpenError,
+    ConnectionConfigError,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # The reset timeout of the tests. Redis keeps opened_at in whole seconds (pybreaker's format), so a
@@ -108,7 +113,7 @@ CHILD = textwrap.dedent(
     import json, logging, sys, time, types
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     from include.orchestrator import breakers
-    from include.orchestrator.backends.http_api import ServiceError
+    from include.orchestrator.errors import CircuitOpenError, ServiceError
 
     role, spec = sys.argv[1], json.loads(sys.argv[2])
     conn = types.SimpleNamespace(conn_type=spec["conn_type"], host=spec.get("host"), port=spec.get("port"),
@@ -135,7 +140,7 @@ CHILD = textwrap.dedent(
         out = {"outcome": "returned"}
         try:
             fn_result = registry.call("Slack", fn)
-        except breakers.CircuitOpenError as exc:
+        except CircuitOpenError as exc:
             out = {"outcome": "CircuitOpenError", "retryable": exc.retryable, "retry_after": exc.retry_after,
                    "message": str(exc), "is_service_error": isinstance(exc, ServiceError)}
         except ServiceError as exc:
@@ -251,7 +256,7 @@ def test_our_4xx_mistakes_never_open_the_circuit(store: Callable[..., Spec]) -> 
     for i in range(12):
         with pytest.raises(ServiceError) as err:
             registry.call("Slack", bad_request, (400, 401, 403, 404, 422)[i % 5])
-        assert type(err.value) is ServiceError and err.value.retryable is False
+        assert isinstance(err.value, PermanentServiceError) and err.value.retryable is False
     with pytest.raises(KeyError):  # not the service's trouble either: passes through, not counted
         registry.call("Slack", lambda: {}["missing"])
     assert calls == 12
@@ -487,5 +492,6 @@ def test_metrics_off_or_broken_never_fail_a_call(tmp_path: Path, stats_backend: 
         registry = build_breakers("campaign_breakers", to_connection(spec))
         with pytest.raises(ServiceError) as err:
             registry.call("Notion", raiser(unavailable()))
-        assert type(err.value) is ServiceError and registry.state("Notion") == "open"
+        assert isinstance(err.value, RetryableServiceError) and not isinstance(err.value, CircuitOpenError)
+        assert registry.state("Notion") == "open"
         registry.breaker("Notion").close()

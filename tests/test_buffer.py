@@ -15,8 +15,7 @@ from airflow.sdk import Connection
 
 from include.orchestrator import connections
 from include.orchestrator.backends.buffer import CREATE_POST, BufferSocial, fingerprint
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import SocialPost
 from tests.doubles.buffer import BufferDouble
 

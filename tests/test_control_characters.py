@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from include.orchestrator.approval import DecisionRefused, GateState, apply_edits, checked_reason, form_values, github_verdict
-from include.orchestrator.loader import CAMPAIGNS_DIR, CampaignFilesInvalid, parse_campaign
+from include.orchestrator.approval import GateState, apply_edits, checked_reason, form_values, github_verdict
+from include.orchestrator.errors import CampaignFilesInvalid, DecisionRefused
+from include.orchestrator.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.model import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, Campaign, plan_run
 from include.orchestrator.ports import Copy
 

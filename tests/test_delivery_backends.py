@@ -16,7 +16,8 @@ import pytest
 
 from include.orchestrator.backends.dashboards import GrafanaFolder, campaign_dashboard, dashboard_problems
 from include.orchestrator.backends.outbox import LocalSocialQueue, OutboxEmail, OutboxNotifier
-from include.orchestrator.backends.smtp_email import SmtpDeliveryError, SmtpEmail
+from include.orchestrator.backends.smtp_email import SmtpEmail
+from include.orchestrator.errors import SmtpDeliveryError
 from include.orchestrator.ports import Dashboard, Email, Message, SocialPost
 from include.orchestrator.smtp_server import LocalSmtpServer, free_port
 

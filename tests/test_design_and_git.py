@@ -10,9 +10,9 @@ import pytest
 from PIL import Image as PILImage
 
 from include.orchestrator.assets import AssetStore
-from include.orchestrator.backends import git_repo
 from include.orchestrator.backends.git_repo import Git, GitBlog, GitReview, list_branches, read_file
 from include.orchestrator.backends.images import PillowDesign
+from include.orchestrator.errors import GitError
 from include.orchestrator.ports import BlogPost, Effect, ImageSpec, ReviewBundle
 
 SIZES = {"email": (1200, 400), "social": (1200, 675), "blog": (1600, 900)}
@@ -151,7 +151,7 @@ def test_review_refuses_changed_images_and_foreign_folders(tmp_path):
         GitReview("campaign_review", tmp_path / "repo").open_review(unread)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "README.md").write_text("mine")
-    with pytest.raises(git_repo.GitError, match="not a git repository"):
+    with pytest.raises(GitError, match="not a git repository"):
         GitReview("campaign_review", tmp_path / "notes").open_review(bundle(tmp_path))
     assert (tmp_path / "notes" / "README.md").read_text() == "mine"
 

@@ -39,8 +39,8 @@ from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends.images import PillowDesign
 from include.orchestrator.backends.outbox import OutboxEmail
 from include.orchestrator.backends.sendgrid import SendGridEmail
-from include.orchestrator.backends.smtp_email import SmtpDeliveryError, SmtpEmail
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.backends.smtp_email import SmtpEmail
+from include.orchestrator.errors import ConnectionConfigError, SmtpDeliveryError
 from include.orchestrator.ledger import Ledger
 from include.orchestrator.model import Campaign, EmailChannel, plan_run
 from include.orchestrator.ports import Banner, Copy, ImageSpec

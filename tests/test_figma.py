@@ -18,8 +18,7 @@ from werkzeug import Response
 from include.orchestrator import connections
 from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends.figma import FigmaDesign
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import ImageSpec
 from tests.doubles.figma import FigmaDouble
 

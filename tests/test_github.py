@@ -20,8 +20,7 @@ from airflow.sdk import Connection
 
 from include.orchestrator import connections
 from include.orchestrator.backends.github import GithubApi, GithubBlog, GithubReview, ReviewPoll, blob_sha
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import BlogPost, Image, ReviewBundle
 from tests.doubles.github import GithubDouble, git_blob_sha
 

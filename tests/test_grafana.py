@@ -14,8 +14,7 @@ from airflow.sdk import Connection
 from include.orchestrator import connections
 from include.orchestrator.backends.dashboards import campaign_dashboard
 from include.orchestrator.backends.grafana import GrafanaApi
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Dashboard
 from tests.doubles.grafana import GrafanaDouble
 

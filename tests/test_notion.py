@@ -13,9 +13,8 @@ import requests
 from airflow.sdk import Connection
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.notion import MAX_NOTE_CHARS, NOTION_VERSION, NotionNotes
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Note
 from tests.doubles.notion import NotionDouble
 

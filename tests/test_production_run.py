@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from include.orchestrator import localdev, review_watch
+from include.orchestrator.errors import ServiceError
 from include.orchestrator.loader import campaign_of
 from include.orchestrator.model import run_key
 from tests.doubles.figma import FigmaDouble
@@ -240,7 +241,6 @@ def test_an_email_already_sent_is_reported_out_for_good_and_the_rest_undone(tmp_
 
 
 def test_an_open_circuit_fails_the_step_without_calling_the_service(tmp_path, monkeypatch, airflow_db):
-    from include.orchestrator.backends.http_api import ServiceError
     from include.orchestrator.breakers import open_breakers
 
     with production_world(tmp_path) as world:

@@ -21,9 +21,9 @@ import httpcore
 import pytest
 
 from include.orchestrator.backends.notes_folder import MarkdownNotes
-from include.orchestrator.backends.web import FetchError, HttpWebPages
-from include.orchestrator.connections import ConnectionConfigError
-from include.orchestrator.netguard import GuardedNetworkBackend, UnsafeURLError, check_url
+from include.orchestrator.backends.web import HttpWebPages
+from include.orchestrator.errors import ConnectionConfigError, FetchError, UnsafeURLError
+from include.orchestrator.netguard import GuardedNetworkBackend, check_url
 
 PUBLIC_IP = "93.184.215.14"  # looks public to the guard; the tests route it to the local server
 HTML = "text/html; charset=utf-8"

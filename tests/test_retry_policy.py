@@ -7,7 +7,8 @@ from email.utils import format_datetime
 
 from airflow.sdk.definitions.retry_policy import RetryAction
 
-from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
+from include.orchestrator.backends.http_api import retry_after_seconds
+from include.orchestrator.errors import ServiceError
 from include.orchestrator.model import Campaign
 from include.orchestrator.render import RetryAfterPolicy, build_dag
 from tests.test_model import sample

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk import Connection
 
-from include.orchestrator.approval import DecisionRefused
 from include.orchestrator.backends.github import GithubReview
+from include.orchestrator.errors import DecisionRefused
 from include.orchestrator.ledger import Ledger
 from include.orchestrator.model import Approval
 from include.orchestrator.ports import Image, ReviewBundle

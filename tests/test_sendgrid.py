@@ -14,9 +14,8 @@ import requests
 from airflow.sdk import Connection
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.sendgrid import SendGridEmail, single_send_name
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Email
 from tests.doubles.sendgrid import SendGridDouble
 

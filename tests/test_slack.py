@@ -14,9 +14,8 @@ import pytest
 from airflow.sdk import Connection
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
 from include.orchestrator.backends.slack import SlackNotifier
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Message
 from tests.doubles.slack import SlackDouble
 

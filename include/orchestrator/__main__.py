@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from include.orchestrator.errors import DecisionRefused
 from include.orchestrator.loader import CAMPAIGNS_DIR
 from include.orchestrator.model import Campaign
 
@@ -87,7 +88,7 @@ def decide(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from include.orchestrator.approval import DecisionRefused, call_api
+    from include.orchestrator.approval import call_api
 
     dag_id = args.campaign if args.campaign.startswith("campaign_") else f"campaign_{args.campaign}"
     path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(args.run_id, safe='')}"
@@ -112,7 +113,7 @@ def decide(args: argparse.Namespace) -> int:
     except DecisionRefused as exc:
         print(f"error ({exc.status}): {exc}", file=sys.stderr)
         return 1
-    except (httpx.TransportError, TimeoutError) as exc:  # TimeoutError: deadlines.DeadlineExceeded
+    except (httpx.TransportError, TimeoutError) as exc:  # TimeoutError: errors.DeadlineExceeded
         print(f"error: cannot reach the Airflow API at {args.api_url}: {exc}", file=sys.stderr)
         return 1
     if body is None:

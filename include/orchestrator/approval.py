@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from include.orchestrator.errors import DecisionRefused
 from include.orchestrator.model import Approval, Campaign, folded, lines, text_pattern
 from include.orchestrator.ports import Copy, Image
 
@@ -41,14 +42,6 @@ def form_pattern(name: str) -> str | None:
 Means = Literal[
     "airflow-ui", "rest", "cli", "mark-success", "mark-failed", "run-cancelled", "timeout", "in-process", "github-review"
 ]
-
-
-class DecisionRefused(Exception):
-    """A decision that may not be taken; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Decision(BaseModel):

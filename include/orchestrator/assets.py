@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from include.orchestrator.backends.folder import OnDisk, write_atomic
-from include.orchestrator.connections import ConnectionConfigError, _path, get_connection
+from include.orchestrator.connections import _path, get_connection
+from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.ports import Image, checked_bytes
 
 ASSETS_CONN_ID = "campaign_assets"

@@ -9,9 +9,9 @@ backoff waits instead of burning attempts. After ``reset_timeout`` seconds the b
 opens it again. The state machine is pybreaker's (1.4.1, https://github.com/danielfm/pybreaker);
 this module supplies the shared storage, the configuration, what counts as a failure, logs and metrics.
 
-What counts: only failures that say the service is unwell, i.e. exceptions carrying
-``retryable=True`` (``http_api.ServiceError`` for timeouts, connection errors, 429 and 5xx, or any
-exception with that attribute). Our own mistakes (4xx: ``retryable=False``) and every other
+What counts: only failures that say the service is unwell, i.e. ``errors.Retryable`` errors (a
+``ServiceError`` for timeouts, connection errors, 429 and 5xx; a ``DeadlineExceeded``), or an
+exception of another library carrying ``retryable=True``. Our own mistakes (4xx: ``errors.Permanent``) and every other
 exception pass through without counting as failures (pybreaker's ``exclude`` predicate). pybreaker
 treats an excluded exception as an answer from the service: it resets the run of failures and, when
 half-open, counts as a trial success, which is right for a 4xx (the service answered).
@@ -77,8 +77,7 @@ from typing import Any, TypeVar
 import pybreaker
 
 from include.orchestrator import connections
-from include.orchestrator.backends.http_api import ServiceError
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import CircuitOpenError, ConnectionConfigError, Retryable, retryable_flag
 
 log = logging.getLogger(__name__)
 
@@ -106,30 +105,14 @@ class BreakerSettings:
 DEFAULTS = BreakerSettings()
 
 
-class CircuitOpenError(ServiceError):
-    """The service's breaker is open: the call was not made. Retryable after ``retry_after`` seconds."""
-
-    def __init__(self, service: str, retry_after: float, retry_at: datetime) -> None:
-        when = retry_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        super().__init__(
-            service,
-            "call",
-            f"circuit breaker open after repeated failures, call not made; {service} is tried again at {when}",
-            retryable=True,
-            retry_after=retry_after,
-        )
-        self.retry_at = retry_at
-        self.made_nothing = True  # the saga ledger settles the planned effect as absent
-
-
 def service_key(service: str) -> str:
     """One breaker per service however a backend spells it ("GitHub", "github")."""
     return service.strip().lower()
 
 
 def counts_as_failure(exc: BaseException) -> bool:
-    """The service is unwell: timeouts, connection errors, 429, 5xx (``retryable=True``)."""
-    return getattr(exc, "retryable", None) is True
+    """The service is unwell: timeouts, connection errors, 429, 5xx (a ``Retryable`` error)."""
+    return isinstance(exc, Retryable) or retryable_flag(exc) is True
 
 
 def _not_service_trouble(exc: BaseException) -> bool:

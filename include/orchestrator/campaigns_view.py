@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from include.orchestrator import approval as rules
 from include.orchestrator import tasks
 from include.orchestrator.approval import GateState
+from include.orchestrator.errors import CampaignFilesInvalid
 from include.orchestrator.model import Campaign, RunPlan, campaign_version
 
 # The DAG's task groups in the order a run goes through them (render.build_dag).
@@ -99,7 +100,7 @@ _FILES: dict[Path, tuple[tuple[int, int], Campaign | None]] = {}
 
 def campaign_file(dag_id: str) -> Campaign | None:
     """The campaign behind a DAG from its file, re-read only when the file changed."""
-    from include.orchestrator.loader import CampaignFilesInvalid, campaigns_dir, parse_campaign
+    from include.orchestrator.loader import campaigns_dir, parse_campaign
 
     slug = dag_id.removeprefix("campaign_")
     for suffix in (".yaml", ".yml"):

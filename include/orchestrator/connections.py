@@ -15,13 +15,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.model import PORTS, Port
 
 DEFAULT_CONN_IDS: dict[str, str] = {port: f"campaign_{port}" for port in PORTS}
-
-
-class ConnectionConfigError(Exception):
-    """A port's connection is missing or configured in a way no backend understands."""
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds dags/ and include/ (the Astro project)

@@ -37,20 +37,11 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from include.orchestrator.errors import DeadlineExceeded
+
 _local = threading.local()  # .scope: this thread's innermost open deadline; .sockets: what it made under one
 _lock = threading.Lock()  # the watchdog reads a thread's socket set while that thread may add to it
 _installed = False
-
-
-class DeadlineExceeded(TimeoutError):
-    """A call did not complete (connect, headers and body) within its deadline. Always retryable."""
-
-    retryable = True
-
-    def __init__(self, service: str, host: str, seconds: float) -> None:
-        self.service, self.host, self.seconds = service, host, seconds
-        self.reason = f"no answer within {seconds:g} s from {host} (the total deadline: connect, headers and body together)"
-        super().__init__(f"{service}: {self.reason}")
 
 
 def host_of(url: str) -> str:

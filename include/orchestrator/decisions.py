@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, object_session
 
 from include.orchestrator import approval as rules
 from include.orchestrator import tasks
-from include.orchestrator.approval import APPROVE, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.approval import APPROVE, REJECT, Decision, GateState
+from include.orchestrator.errors import DecisionRefused, Retryable, ServiceError
 from include.orchestrator.model import RunPlan
 from include.orchestrator.ports import Copy
 
@@ -482,8 +483,6 @@ def add_routes(app: Any) -> None:
     def post_github_review(dag_id: str, run_id: str, user: GetUserDep, session: SessionDep) -> dict[str, Any]:
         """Apply the run's review pull request: its reviews are read from GitHub here, so whoever
         asks (the review watcher, a user) cannot put words in a reviewer's mouth."""
-        from include.orchestrator.backends.http_api import ServiceError
-
         try:
             record = decide_from_github(session, dag_id=dag_id, run_id=run_id)
         except DecisionRefused as exc:
@@ -491,5 +490,5 @@ def add_routes(app: Any) -> None:
             raise HTTPException(exc.status, str(exc)) from None
         except ServiceError as exc:
             session.rollback()
-            raise HTTPException(503 if exc.retryable else 502, str(exc)) from None
+            raise HTTPException(503 if isinstance(exc, Retryable) else 502, str(exc)) from None
         return record.model_dump(mode="json")

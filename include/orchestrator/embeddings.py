@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from include.orchestrator.errors import EmbeddingModelError
+
 DIMENSION = 384
 MAX_SEQ_LENGTH = 256  # sentence_bert_config.json; checked at load
 MAX_BATCH = 32  # texts per forward pass (measured: 16-64 all alike, 128 slower)
@@ -67,10 +69,6 @@ _ERF_Q = tuple(
     for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02)
 )
 _GELU_CHUNK = 1 << 16  # elements per step: the ~25 passes over a chunk stay in the CPU cache
-
-
-class EmbeddingModelError(RuntimeError):
-    """The bundled model is missing, corrupt, or not the expected all-MiniLM-L6-v2."""
 
 
 Linear = tuple[np.ndarray, np.ndarray]  # torch layout: weight (out, in), bias (out,)

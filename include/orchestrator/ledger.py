@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
+from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.ports import Effect
 
 LEDGER_CONN_ID = "campaign_ledger"
@@ -333,7 +334,7 @@ class Ledger:
 
 def ledger_url(conn: Any) -> str:
     """The database URL of the ledger connection: ``fs`` (SQLite under extra.path) or ``postgres``."""
-    from include.orchestrator.connections import ConnectionConfigError, _path
+    from include.orchestrator.connections import _path
 
     kind = (conn.conn_type or "").lower()
     if kind == "fs":

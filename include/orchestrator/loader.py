@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from include.orchestrator import model
+from include.orchestrator.errors import CampaignFieldError, CampaignFileError, CampaignFilesInvalid, CredentialsInUrl
 from include.orchestrator.model import Campaign
 
 CAMPAIGNS_DIR = Path(__file__).resolve().parent.parent / "campaigns"
@@ -30,40 +31,6 @@ MAX_DEPTH = 20
 MAX_ALIASES = 20
 MAX_VALUES = 50_000  # scalars and collections, aliases counted as what they expand to
 MAX_PROBLEMS = 20  # listed per file; the rest are counted
-
-
-@dataclass(frozen=True)
-class CampaignFileError:
-    path: Path
-    problems: tuple[str, ...]
-
-    def __str__(self) -> str:
-        return f"{self.path}:\n" + "\n".join(f"  - {p}" for p in self.problems)
-
-
-class CampaignFilesInvalid(Exception):
-    """Raised by the error-reporting DAG file so Airflow shows every bad campaign file.
-
-    The text starts with the first file, its fields and their problems; how many files are
-    invalid comes last.
-    """
-
-    def __init__(self, errors: list[CampaignFileError]):
-        self.errors = errors
-        count = len(errors)
-        tail = (
-            "1 campaign file is invalid: its DAG is not loaded"
-            if count == 1
-            else f"{count} campaign files are invalid: their DAGs are not loaded"
-        )
-        super().__init__("\n".join(str(e) for e in errors) + f"\n({tail}; the other campaigns are.)")
-
-
-class CampaignFieldError(ValueError):
-    """A campaign value refused outside the model (e.g. by Airflow when building its DAG), naming the field."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
 
 
 def campaigns_dir() -> Path:
@@ -98,7 +65,7 @@ def _describe(error: ValidationError) -> tuple[str, ...]:
         loc = [str(part) for part in item["loc"]]
         key = loc[-1:] == ["[key]"]  # a mapping's key is wrong, not its value
         field = ".".join(loc[:-1] if key else loc) or "(top level)"
-        secret = isinstance((item.get("ctx") or {}).get("error"), model.CredentialsInUrl)  # never repeat a password
+        secret = isinstance((item.get("ctx") or {}).get("error"), CredentialsInUrl)  # never repeat a password
         got = "" if item["type"] in ("missing", "extra_forbidden") or secret else f" (got {preview(item['input'])})"
         problems.append(f"{field}: {'the key ' if key else ''}{model.plain_words(item)}{got}")
     return _capped(problems)

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from include.orchestrator.errors import CredentialsInUrl
+
 SLUG_PATTERN = r"^[a-z0-9-]{1,64}$"
 LAUNCH_PATTERN = r"^[A-Za-z0-9_.:-]{0,64}$"  # a launch name (empty: none), in conf and the trigger form
 CHANNELS = ("email", "social", "blog")
@@ -313,10 +315,6 @@ class Strict(BaseModel):
     """Unknown keys are errors: a typo in a campaign file must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CredentialsInUrl(ValueError):
-    """A URL with a user name or password in it. Its error never repeats the value (it holds a secret)."""
 
 
 def _no_credentials(url: Any) -> Any:

@@ -34,6 +34,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from include.orchestrator.errors import UnsafeURLError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata and host-agent endpoints: refused whatever allow_private_network says, by name and by
@@ -88,15 +90,6 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # connecting to 0.x reaches t
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-class UnsafeURLError(ValueError):
-    """A URL or address the guard refuses. Never worth retrying: the answer will not change."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"refused URL {url!r}: {reason}")
-        self.url = url
-        self.reason = reason
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

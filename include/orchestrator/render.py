@@ -28,11 +28,22 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 from include.orchestrator import approval as gate_rules
 from include.orchestrator import saga, tasks
 from include.orchestrator.airflow_compat import upsert_hitl_detail
-from include.orchestrator.approval import APPROVE, REJECT, Decision, DecisionRefused, GateState
+from include.orchestrator.approval import APPROVE, REJECT, Decision, GateState
 from include.orchestrator.assets import open_assets
-from include.orchestrator.connections import ConnectionConfigError, open_backend, open_port
+from include.orchestrator.connections import open_backend, open_port
+from include.orchestrator.errors import (
+    CampaignFieldError,
+    CampaignFileError,
+    CampaignFilesInvalid,
+    ConnectionConfigError,
+    DecisionRefused,
+    NotThisRun,
+    Permanent,
+    Retryable,
+    retryable_flag,
+)
 from include.orchestrator.ledger import open_ledger
-from include.orchestrator.loader import CampaignFieldError, CampaignFileError, CampaignFilesInvalid, campaign_of, load_campaigns
+from include.orchestrator.loader import campaign_of, load_campaigns
 from include.orchestrator.model import (
     CHANNELS,
     LAUNCH_PATTERN,
@@ -47,7 +58,7 @@ from include.orchestrator.model import (
     text_pattern,
 )
 from include.orchestrator.ports import Copy, Message
-from include.orchestrator.steps import STEPS, NotThisRun, StepContext, port_of
+from include.orchestrator.steps import STEPS, StepContext, port_of
 
 
 class RetryAfterPolicy(RetryPolicy):
@@ -70,7 +81,9 @@ def _retry_after(exc: BaseException | None) -> float | None:
     """The wait a service asked for, from the error or what caused it."""
     seen = 0
     while exc is not None and seen < 5:
-        if getattr(exc, "retryable", False) and (asked := getattr(exc, "retry_after", None)) is not None:
+        if isinstance(exc, Retryable) and exc.retry_after is not None:
+            return float(exc.retry_after)
+        if retryable_flag(exc) and (asked := getattr(exc, "retry_after", None)) is not None:  # another library's error
             return float(asked)
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
@@ -95,7 +108,7 @@ def default_args(campaign: Campaign) -> dict[str, Any]:
 
 
 # Errors that retrying cannot fix: fail at once with the message.
-_PERMANENT = (ValueError, ConnectionConfigError)
+_PERMANENT = (ValueError, Permanent)
 
 
 def ui_link(dag_id: str, run_id: str, task_id: str | None = None) -> str:
@@ -229,8 +242,8 @@ class CampaignStep(BaseOperator):
         except Exception as exc:
             # Kept for the run's report: the XCom of a failed try survives it.
             context["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:1000])
-            # Backends flag what a retry cannot fix (a 404, a refused URL, a rejected address).
-            if isinstance(exc, _PERMANENT) or getattr(exc, "retryable", True) is False:
+            # Backends raise Permanent errors for what a retry cannot fix (a 404, a refused URL, a rejected address).
+            if isinstance(exc, _PERMANENT) or retryable_flag(exc) is False:
                 raise AirflowFailException(f"{self.step}: {exc}") from exc
             raise
         for effect in output.effects:

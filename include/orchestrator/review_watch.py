@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from include.orchestrator import approval as rules
-from include.orchestrator.approval import DecisionRefused
+from include.orchestrator.errors import DecisionRefused
 from include.orchestrator.ledger import Ledger
 from include.orchestrator.ports import Effect
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 
 from include.orchestrator import tasks
 from include.orchestrator.approval import Decision
+from include.orchestrator.errors import Irrevocable, LaunchTaken, MadeNothing, NotVisibleHere
 from include.orchestrator.ledger import OPEN_STATES, Entry, Ledger
 from include.orchestrator.model import Campaign
 from include.orchestrator.ports import CHANGING_CALLS, Effect, Message
@@ -63,7 +63,7 @@ class Journaled:
             try:
                 result = attr(*args, **kwargs)
             except Exception as exc:
-                if getattr(exc, "made_nothing", False):  # never called (an open circuit): nothing to undo, ever
+                if isinstance(exc, MadeNothing):  # never called (an open circuit): nothing to undo, ever
                     self._recorder.write("not_made", planned, f"{type(exc).__name__}: {exc}")
                     raise
                 # The call answered with an error: per its protocol nothing irreversible happened
@@ -80,38 +80,6 @@ class Journaled:
         """What the ledger knows of the changing call with these arguments (an earlier try's entry), or None."""
         planned = self._backend.plan(*args, **kwargs).model_copy(update={"disk": disk_of(self._backend)})
         return self._recorder.recorded(planned)
-
-
-class NotVisibleHere(Exception):
-    """The effect lives on a local disk this worker does not have: from here it can be neither removed
-    nor proved gone, so it stays open (a retry may run where the disk is) and is reported as left."""
-
-    def __init__(self, effect: Effect, here: str) -> None:
-        host = effect.disk.partition("/")[0]
-        super().__init__(
-            f"made on the local disk {effect.disk} (host {host}), which this worker does not see "
-            f"({'its disk is ' + here if here else 'its backend keeps nothing on a local disk'}); "
-            f"remove it there by hand, or clear compensation.undo so that it runs on that host"
-        )
-
-
-class LaunchTaken(ValueError):
-    """Another run of the campaign holds this launch: this run must make nothing (a retry cannot fix it)."""
-
-    def __init__(self, slug: str, launch: str, holder: str, since: datetime) -> None:
-        how = (
-            "a run with the same conf"
-            if launch.startswith("conf ")
-            else f"launch {launch.removeprefix('named ')!r}"
-            if launch.startswith("named ")
-            else launch
-        )
-        super().__init__(
-            f"campaign {slug!r}: {how} is already taken by run {holder!r} (since {since:%Y-%m-%d %H:%M} UTC), so this "
-            "run would send the same email, posts and blog post again; it made nothing. The launch is free again "
-            'once that run is rolled back; to send the campaign again on purpose, trigger with conf {"launch": "<a new name>"}'
-        )
-        self.holder = holder
 
 
 @dataclass
@@ -212,7 +180,7 @@ def compensate(ledger: Ledger, dag_id: str, run_id: str, open_backend: Callable[
                 raise NotVisibleHere(effect, here)
             removed = backend.undo(effect)
         except Exception as exc:
-            if getattr(exc, "irrevocable", False):  # out for good (a scheduled email already sent): report, never retry
+            if isinstance(exc, Irrevocable):  # out for good (a scheduled email already sent): report, never retry
                 ledger.settle(entry, "kept", f"{type(exc).__name__}: {exc}")
                 log.error("cannot undo %s %s (%s): %s", effect.kind, effect.key, entry.where, exc)
                 continue

@@ -18,6 +18,7 @@ from typing import Any
 from include.orchestrator import mail, tasks
 from include.orchestrator.approval import Decision, copy_pin, copy_version, differences, outgoing
 from include.orchestrator.blog_format import blog_post
+from include.orchestrator.errors import NotApproved, NotThisRun
 from include.orchestrator.model import Campaign, Port, RunPlan, at_utc, in_words, launch_name, plan_run
 from include.orchestrator.ports import (
     Banner,
@@ -61,7 +62,7 @@ class StepContext:
     ui_link: str = ""  # the gate's Required Actions page (the form that decides)
     item: str | None = None
     scheduled_for: datetime | None = None  # the logical date of a scheduled or backfill run
-    claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise saga.LaunchTaken
+    claim_launch: Callable[[str], None] = lambda launch: None  # hold the run's launch, or raise errors.LaunchTaken
     open_assets: Callable[[], Any] = lambda: None  # the asset store (``assets.AssetStore``) images are read from
     review_link: str = ""  # the run's reviewer page (the plugin's view on the run): images, copy, recipients
 
@@ -84,10 +85,6 @@ class StepContext:
         """The campaign this run uses: frozen by ``validate_conf`` when the run started, so an edit
         of the file (a recipient added, a sender changed, a channel removed) reaches only new runs."""
         return self.plan.snapshot() or self.current
-
-
-class NotThisRun(Exception):
-    """This mapped item is not part of the run (a channel left out by the trigger conf)."""
 
 
 def chosen_channel(ctx: StepContext) -> str:
@@ -423,10 +420,6 @@ PUBLISHERS: dict[str, Callable[[StepContext, Copy], Effect]] = {
     "social": _publish_social,
     "blog": _publish_blog,
 }
-
-
-class NotApproved(ValueError):
-    """What a channel is about to send is not what the approval pinned: nothing is sent (a retry cannot fix it)."""
 
 
 def approved_copy(ctx: StepContext, channel: str) -> Copy:

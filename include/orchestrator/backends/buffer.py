@@ -42,8 +42,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from include.orchestrator.backends.http_api import HttpApi, ServiceError, retry_after_seconds
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.backends.http_api import HttpApi, retry_after_seconds
+from include.orchestrator.errors import BufferNotFound, ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Effect, SocialPost
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,6 @@ query GetPost($input: PostInput!) {
 """
 RETRYABLE_CODES = ("RATE_LIMIT_EXCEEDED", "UNEXPECTED", "INTERNAL_SERVER_ERROR")
 RETRYABLE_TYPES = ("UnexpectedError",)
-
-
-class BufferNotFound(ServiceError):
-    """Buffer says the post (or channel) does not exist (``NOT_FOUND``)."""
 
 
 def fingerprint(text: str) -> str:

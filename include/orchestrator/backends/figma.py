@@ -43,9 +43,10 @@ from typing import Any
 from urllib.parse import quote
 
 from include.orchestrator.assets import AssetStore
-from include.orchestrator.backends.http_api import Credentials, HttpApi, ServiceError, error_text, retry_after_seconds
+from include.orchestrator.backends.http_api import Credentials, HttpApi, error_text, retry_after_seconds
 from include.orchestrator.backends.images import StoredImages
-from include.orchestrator.connections import ConnectionConfigError, _flag
+from include.orchestrator.connections import _flag
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError, UnsafeURLError
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
 SERVICE = "figma"
@@ -201,8 +202,8 @@ class FigmaDesign(StoredImages):
         """The image behind ``url``; every hop checked by the SSRF guard, the body size capped."""
         import httpx
 
-        from include.orchestrator.deadlines import DeadlineExceeded, within
-        from include.orchestrator.netguard import UnsafeURLError, check_url, guarded_transport
+        from include.orchestrator.deadlines import within
+        from include.orchestrator.netguard import check_url, guarded_transport
 
         headers = {"Accept": "image/png", "Accept-Encoding": "identity", "User-Agent": "campaign-orchestrator/0.1 (+design)"}
         # One total deadline over every hop (connect, headers and body): see include.orchestrator.deadlines.

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from include.orchestrator.backends.folder import OnDisk
 from include.orchestrator.blog_format import described
+from include.orchestrator.errors import GitError
 from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ _ENV = {
     "LC_ALL": "C",  # stable messages: push rejections are recognised by their text
 }
 _TIMEOUT = 120  # seconds; a local git command that takes longer is stuck
-
-
-class GitError(RuntimeError):
-    """A git command failed; the message carries git's own error output."""
 
 
 def safe_name(value: str, what: str) -> str:

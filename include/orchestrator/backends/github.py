@@ -45,10 +45,10 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from include.orchestrator.backends.git_repo import safe_name, safe_path
-from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
+from include.orchestrator.backends.http_api import retry_after_seconds
 from include.orchestrator.blog_format import described
-from include.orchestrator.connections import ConnectionConfigError
-from include.orchestrator.deadlines import DeadlineExceeded, within
+from include.orchestrator.deadlines import within
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
 from include.orchestrator.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 from include.orchestrator.backends.dashboards import dashboard_problems
-from include.orchestrator.backends.http_api import OK, HttpApi, ServiceError
+from include.orchestrator.backends.http_api import OK, HttpApi
+from include.orchestrator.errors import ServiceError
 from include.orchestrator.ports import Dashboard, Effect
 
 SERVICE = "Grafana"

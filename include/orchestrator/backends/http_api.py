@@ -26,33 +26,10 @@ from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from include.orchestrator.connections import ConnectionConfigError
-from include.orchestrator.deadlines import DeadlineExceeded, within
+from include.orchestrator.deadlines import within
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
 
 OK = range(200, 300)
-
-
-class ServiceError(Exception):
-    """An external service refused a call or did not answer. ``retryable``: a later try can succeed."""
-
-    def __init__(
-        self,
-        service: str,
-        action: str,
-        reason: str,
-        *,
-        status: int | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        code: str | None = None,
-        irrevocable: bool = False,
-    ) -> None:
-        hint = f" (retryable{f', retry after {retry_after:g} s' if retry_after is not None else ''})" if retryable else ""
-        super().__init__(f"{service}: {action} failed: {reason}{hint}")
-        self.service, self.action, self.reason = service, action, reason
-        self.status, self.retryable, self.retry_after = status, retryable, retry_after
-        self.code = code  # the service's own error code, when it has one (Slack's "channel_not_found")
-        self.irrevocable = irrevocable  # an undo refused because the effect is out for good (an email sent)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

@@ -43,15 +43,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from include.orchestrator.backends.copywriter import writer_note_lines
-from include.orchestrator.backends.http_api import (
-    BEARER,
-    HttpApi,
-    ServiceError,
-    error_text,
-    retry_after_header,
-    retry_after_seconds,
-)
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.backends.http_api import BEARER, HttpApi, error_text, retry_after_header, retry_after_seconds
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.model import cleaned, folded
 from include.orchestrator.ports import Copy, CopyBrief
 

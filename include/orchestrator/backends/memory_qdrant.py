@@ -47,7 +47,7 @@ from qdrant_client import QdrantClient, models
 
 from include.orchestrator import embeddings
 from include.orchestrator.backends.folder import OnDisk
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, MemoryLockTimeout, ServiceError
 from include.orchestrator.ports import Effect, Recollection
 
 BACKEND = "qdrant_local"
@@ -57,10 +57,6 @@ RESERVED = ("namespace", "key", "text")
 INDEXED = ("namespace", "key")  # payload fields a server indexes as keyword: every recall filters on them
 MEMORY_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "campaign-orchestrator/memory")
 _FRONT_MATTER = re.compile(r"---\r?\n(?:(.*?)\r?\n)?---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
-
-
-class MemoryLockTimeout(TimeoutError):
-    """Another process or thread held the memory store for longer than the lock timeout."""
 
 
 def point_id(namespace: str, key: str) -> str:
@@ -309,11 +305,11 @@ def _qdrant_message(content: bytes | str | None) -> str:
 
 
 def service_error(action: str, exc: Exception) -> Exception:
-    """qdrant-client's exception as ``http_api.ServiceError`` (same retry rules as every HTTP service)."""
+    """qdrant-client's exception as ``errors.ServiceError`` (same retry rules as every HTTP service)."""
     from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-    from include.orchestrator.backends.http_api import ServiceError, is_retryable_status, retry_after_seconds
+    from include.orchestrator.backends.http_api import is_retryable_status, retry_after_seconds
 
     if isinstance(exc, ResourceExhaustedResponse):  # a 429 with a numeric Retry-After
         wait = float(exc.retry_after_s)
@@ -396,8 +392,7 @@ class ServerQdrantMemory(_QdrantMemory):
         from qdrant_client.common.client_exceptions import QdrantException
         from qdrant_client.http.exceptions import ApiException
 
-        from include.orchestrator.backends.http_api import ServiceError
-        from include.orchestrator.deadlines import DeadlineExceeded, within
+        from include.orchestrator.deadlines import within
 
         client = self._connect()
         try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.ports import Note
 
 TITLE_WEIGHT, TAG_WEIGHT, BODY_WEIGHT = 3, 2, 1

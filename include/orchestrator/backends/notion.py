@@ -41,9 +41,9 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from include.orchestrator.backends.http_api import HttpApi, ServiceError, error_text
+from include.orchestrator.backends.http_api import HttpApi, error_text
 from include.orchestrator.backends.notes_folder import STOPWORDS
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.ports import Note
 
 SERVICE = "notion"

@@ -58,8 +58,8 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from include.orchestrator.backends.http_api import OK, HttpApi, ServiceError, retry_after_seconds
-from include.orchestrator.connections import ConnectionConfigError
+from include.orchestrator.backends.http_api import OK, HttpApi, retry_after_seconds
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from include.orchestrator.mail import html_body, one_line, text_body
 from include.orchestrator.ports import Effect, Email
 

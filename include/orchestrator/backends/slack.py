@@ -27,7 +27,7 @@ Errors: Slack answers most failures as HTTP 200 ``{"ok": false, "error": "<code>
 (``invalid_auth``, ``not_authed``, ``channel_not_found``, ``not_in_channel``, ``msg_too_long``, ...):
 those fail at once (retryable False), with the code in the message. HTTP 429 (``ratelimited``, with
 ``Retry-After``, https://docs.slack.dev/apis/web-api/rate-limits), 5xx, Slack's own transient
-codes, timeouts and connection errors are retryable. Everything becomes ``http_api.ServiceError``.
+codes, timeouts and connection errors are retryable. Everything becomes ``errors.ServiceError``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from include.orchestrator.backends.http_api import ServiceError, retry_after_seconds
-from include.orchestrator.connections import ConnectionConfigError
-from include.orchestrator.deadlines import DeadlineExceeded, within
+from include.orchestrator.backends.http_api import retry_after_seconds
+from include.orchestrator.deadlines import within
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
 from include.orchestrator.ports import Effect, Message
 
 SERVICE = "Slack"

@@ -24,19 +24,11 @@ import smtplib
 import ssl
 from email.utils import parseaddr
 
+from include.orchestrator.errors import SmtpDeliveryError
 from include.orchestrator.mail import as_bytes, message_id, mime_message
 from include.orchestrator.ports import Effect, Email
 
 log = logging.getLogger(__name__)
-
-
-class SmtpDeliveryError(Exception):
-    """The SMTP server did not take the email. ``retryable``: a later try can succeed (server
-    down, timeout, 4xx answer); otherwise the configuration or the message must change first."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -7,8 +7,8 @@ address again at connect time (DNS rebinding). Bodies are read up to ``max_bytes
 fetch (every hop: connect, headers and body) has one total deadline, ``timeout`` (see
 :mod:`include.orchestrator.deadlines`). Scraped text is data: it comes back as short plain strings, never evaluated or rendered.
 
-Errors say whether a retry can help: :class:`~include.orchestrator.netguard.UnsafeURLError`
-never (the URL is refused), :class:`FetchError` through its ``retryable`` flag (429, 5xx,
+Errors say whether a retry can help: :class:`~include.orchestrator.errors.UnsafeURLError`
+never (the URL is refused), :class:`FetchError` by its type, retryable or permanent (429, 5xx,
 timeouts and connection failures are; other 4xx, non-HTML pages and redirect loops are not).
 """
 
@@ -19,8 +19,9 @@ import re
 import httpx
 from selectolax.lexbor import LexborHTMLParser
 
-from include.orchestrator.deadlines import Deadline, DeadlineExceeded, within
-from include.orchestrator.netguard import UnsafeURLError, check_url, guarded_transport
+from include.orchestrator.deadlines import Deadline, within
+from include.orchestrator.errors import DeadlineExceeded, FetchError, UnsafeURLError
+from include.orchestrator.netguard import check_url, guarded_transport
 from include.orchestrator.ports import PageHeadlines
 
 MAX_REDIRECTS = 5
@@ -31,19 +32,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # Control characters and bidi overrides: invisible in text, able to disguise what it says.
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-class FetchError(Exception):
-    """A page could not be fetched or is not a usable HTML page."""
-
-    def __init__(
-        self, url: str, reason: str, status: int | None = None, retryable: bool = False, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"fetching {url!r} failed: {reason}" + (" (retryable)" if retryable else ""))
-        self.url = url
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after  # seconds, from a 429/503 Retry-After header
 
 
 def _clean(text: str) -> str:
