@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from include.orchestrator.backends.folder import OnDisk, write_atomic
-from include.orchestrator.connections import _path, get_connection
+from include.orchestrator.connection_fields import get_connection, local_path
 from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.ports import Image, checked_bytes
 
@@ -110,7 +110,7 @@ def assets_from(conn_id: str, conn: Any) -> AssetStore:
     """The store a connection describes; ConnectionConfigError naming it otherwise."""
     kind = (conn.conn_type or "").lower()
     if kind == "fs":
-        return AssetStore(conn_id, _path(conn_id, conn).resolve().as_uri())
+        return AssetStore(conn_id, local_path(conn_id, conn).resolve().as_uri())
     url = str(conn.extra_dejson.get("url") or "").strip()
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme or not rest.strip("/"):

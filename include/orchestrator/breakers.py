@@ -76,7 +76,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from include.orchestrator import connections
+from include.orchestrator import connection_fields
 from include.orchestrator.errors import CircuitOpenError, ConnectionConfigError, Retryable, retryable_flag
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class _RedisStore:
             db=db,
             username=conn.login or None,
             password=conn.password or None,
-            ssl=connections._flag(conn, "ssl"),
+            ssl=connection_fields.flag(conn, "ssl"),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
@@ -515,7 +515,7 @@ def build_breakers(conn_id: str, conn: Any) -> Breakers:
     kind = (conn.conn_type or "").lower()
     extra = conn.extra_dejson
     if kind == "fs":
-        store: Any = _SqliteStore(conn_id, connections._path(conn_id, conn))
+        store: Any = _SqliteStore(conn_id, connection_fields.local_path(conn_id, conn))
     elif kind == "redis":
         store = _RedisStore(conn_id, conn)
     else:
@@ -532,7 +532,7 @@ _CACHE_LOCK = threading.Lock()
 def open_breakers(conn_id: str = DEFAULT_CONN_ID, conn: Any = None) -> Breakers:
     """The breakers configured by Airflow connection ``conn_id``, read now; built once per process and setting."""
     if conn is None:
-        conn = connections.get_connection(conn_id)
+        conn = connection_fields.get_connection(conn_id)
     # Keyed by process too: a forked child must not reuse its parent's SQLite connection.
     key = (os.getpid(), conn_id, _fingerprint(conn))
     registry = _CACHE.get(key)

@@ -10,49 +10,27 @@ Connections are read at execute time only, never at parse.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
+from include.orchestrator.connection_fields import flag, get_connection, local_path
 from include.orchestrator.errors import ConnectionConfigError
 from include.orchestrator.model import PORTS, Port
 
 DEFAULT_CONN_IDS: dict[str, str] = {port: f"campaign_{port}" for port in PORTS}
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds dags/ and include/ (the Astro project)
-
-
-def airflow_home() -> Path:
-    return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
-
-
-def _path(conn_id: str, conn: Any) -> Path:
-    raw = conn.extra_dejson.get("path") or conn.host
-    if not raw:
-        raise ConnectionConfigError(f"connection {conn_id!r} (type fs) needs the extra 'path': the folder of its local backend")
-    path = Path(raw).expanduser()
-    base = PROJECT_ROOT if conn.extra_dejson.get("relative_to") == "project" else airflow_home()
-    return path if path.is_absolute() else base / path
-
-
-def _flag(conn: Any, name: str) -> bool:
-    value = conn.extra_dejson.get(name, False)
-    return value is True or str(value).lower() in ("true", "1", "yes")
-
-
 # One small factory per (port, connection type); imports stay inside so parsing loads none of them.
 def _memory_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory
 
-    return LocalQdrantMemory(conn_id, _path(conn_id, conn))
+    return LocalQdrantMemory(conn_id, local_path(conn_id, conn))
 
 
 def _notes_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.notes_folder import MarkdownNotes
 
-    return MarkdownNotes(conn_id, _path(conn_id, conn))
+    return MarkdownNotes(conn_id, local_path(conn_id, conn))
 
 
 def _web_http(conn_id: str, conn: Any) -> Any:
@@ -61,7 +39,7 @@ def _web_http(conn_id: str, conn: Any) -> Any:
     extra = conn.extra_dejson
     return HttpWebPages(
         conn_id,
-        allow_private_network=_flag(conn, "allow_private_network"),
+        allow_private_network=flag(conn, "allow_private_network"),
         timeout=float(extra.get("timeout", 10.0)),
     )
 
@@ -89,19 +67,19 @@ def _design_figma(conn_id: str, conn: Any) -> Any:
 def _review_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.git_repo import GitReview
 
-    return GitReview(conn_id, _path(conn_id, conn))
+    return GitReview(conn_id, local_path(conn_id, conn))
 
 
 def _notify_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.outbox import OutboxNotifier
 
-    return OutboxNotifier(conn_id, _path(conn_id, conn))
+    return OutboxNotifier(conn_id, local_path(conn_id, conn))
 
 
 def _email_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.outbox import OutboxEmail
 
-    return OutboxEmail(conn_id, _path(conn_id, conn))
+    return OutboxEmail(conn_id, local_path(conn_id, conn))
 
 
 def _email_smtp(conn_id: str, conn: Any) -> Any:
@@ -113,19 +91,19 @@ def _email_smtp(conn_id: str, conn: Any) -> Any:
 def _social_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.outbox import LocalSocialQueue
 
-    return LocalSocialQueue(conn_id, _path(conn_id, conn))
+    return LocalSocialQueue(conn_id, local_path(conn_id, conn))
 
 
 def _blog_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.git_repo import GitBlog
 
-    return GitBlog(conn_id, _path(conn_id, conn), branch=conn.extra_dejson.get("branch", "main"))
+    return GitBlog(conn_id, local_path(conn_id, conn), branch=conn.extra_dejson.get("branch", "main"))
 
 
 def _analytics_fs(conn_id: str, conn: Any) -> Any:
     from include.orchestrator.backends.dashboards import GrafanaFolder
 
-    return GrafanaFolder(conn_id, _path(conn_id, conn))
+    return GrafanaFolder(conn_id, local_path(conn_id, conn))
 
 
 def _service(module: str, name: str) -> Factory:
@@ -188,19 +166,6 @@ BACKENDS: dict[str, dict[str, tuple[Factory, str]]] = {
 
 def conn_id_for(port: Port, overrides: Mapping[Port, str] | None = None) -> str:
     return (overrides or {}).get(port, DEFAULT_CONN_IDS[port])
-
-
-def get_connection(conn_id: str) -> Any:
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return Connection.get(conn_id)
-    except AirflowNotFoundException:
-        raise ConnectionConfigError(
-            f"connection {conn_id!r} is not defined: add it to airflow_settings.yaml (or set "
-            f"AIRFLOW_CONN_{conn_id.upper()}); see the README's connection table"
-        ) from None
 
 
 def backend_for(port: str, conn_id: str, conn: Any) -> Any:

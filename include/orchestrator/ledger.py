@@ -334,11 +334,11 @@ class Ledger:
 
 def ledger_url(conn: Any) -> str:
     """The database URL of the ledger connection: ``fs`` (SQLite under extra.path) or ``postgres``."""
-    from include.orchestrator.connections import _path
+    from include.orchestrator.connection_fields import local_path
 
     kind = (conn.conn_type or "").lower()
     if kind == "fs":
-        folder = _path(LEDGER_CONN_ID, conn)
+        folder = local_path(LEDGER_CONN_ID, conn)
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'ledger.sqlite3'}"
     if kind in ("postgres", "postgresql"):
@@ -357,6 +357,6 @@ def ledger_url(conn: Any) -> str:
 
 
 def open_ledger() -> Ledger:
-    from include.orchestrator.connections import get_connection
+    from include.orchestrator.connection_fields import get_connection
 
     return Ledger(ledger_url(get_connection(LEDGER_CONN_ID)))

@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from include.orchestrator import tasks
-from include.orchestrator.connections import PROJECT_ROOT, airflow_home, backend_for
+from include.orchestrator.connection_fields import PROJECT_ROOT, airflow_home
+from include.orchestrator.connections import backend_for
 
 SETTINGS = PROJECT_ROOT / "airflow_settings.yaml"
 DEMO_CAMPAIGN = "spring-launch"

@@ -767,7 +767,7 @@ class ReviewWatch(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from include.orchestrator import review_watch
-        from include.orchestrator.connections import get_connection
+        from include.orchestrator.connection_fields import get_connection
 
         ti = context["ti"]
         api = get_connection(review_watch.API_CONN_ID)

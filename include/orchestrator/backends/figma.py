@@ -45,7 +45,7 @@ from urllib.parse import quote
 from include.orchestrator.assets import AssetStore
 from include.orchestrator.backends.http_api import Credentials, HttpApi, error_text, retry_after_seconds
 from include.orchestrator.backends.images import StoredImages
-from include.orchestrator.connections import _flag
+from include.orchestrator.connection_fields import flag
 from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError, UnsafeURLError
 from include.orchestrator.ports import Effect, Image, ImageSpec
 
@@ -120,7 +120,7 @@ class FigmaDesign(StoredImages):
             self.scale = -1.0
         if not MIN_SCALE <= self.scale <= MAX_SCALE:
             raise ConnectionConfigError(f"connection {conn_id!r} ({SERVICE}): scale must be a number from 0.01 to 4")
-        self.allow_private_network = _flag(conn, "allow_private_network")
+        self.allow_private_network = flag(conn, "allow_private_network")
         self.max_bytes = int(self.api.setting("max_bytes", MAX_PNG_BYTES))
         self._node_ids: dict[str, str] | None = None  # component name -> node id, read once per instance
         self._ambiguous: dict[str, list[str]] = {}  # names several published components share
