@@ -18,6 +18,9 @@ def test_the_installed_airflow_is_the_release_the_internals_were_read_against():
 @pytest.mark.parametrize("name", sorted(airflow_compat.INTERNALS))
 def test_every_internal_resolves(name):
     assert getattr(airflow_compat, name) is not None
+
+
+def test_a_name_outside_the_table_is_an_attribute_error():
     with pytest.raises(AttributeError):
         airflow_compat.__getattr__("not_an_internal")
 
