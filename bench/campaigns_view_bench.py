@@ -11,7 +11,7 @@ all 200 DAGs (a few minutes; parse time is not what is measured).
 **Runs.** Twelve are real: for each of the three samples, one run approved through the decision API
 (completed, with its note), one rejected (rolled back, with its note), one waiting at
 ``review.approval`` and one queued (triggered on a paused DAG), as in
-``tests/test_campaigns_view.py``. The other 988 are **cloned in SQL from those real runs**: their
+``tests/web/test_campaigns_view.py``. The other 988 are **cloned in SQL from those real runs**: their
 ``dag_run``, ``task_instance``, ``xcom``, ``dag_run_note`` and ``hitl_detail`` rows, copied under
 another DAG of the same sample (its dag version, a new run id, every timestamp shifted to the
 clone's own time, the source's slug, name and run id replaced in the XCom values, the conf and
@@ -77,8 +77,8 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from include.orchestrator import localdev  # noqa: E402
-from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
+from include.orchestrator.dev import localdev  # noqa: E402
+from include.orchestrator.domain.loader import CAMPAIGNS_DIR  # noqa: E402
 from tests.cluster import MetaDB, create_database, database_url, drop_database  # noqa: E402
 from tests.stack import AirflowStack  # noqa: E402
 from tests.worlds import local_connections  # noqa: E402
@@ -430,7 +430,7 @@ def where_the_time_goes(repeats: int) -> dict[str, Any]:
     from airflow.settings import Session, engine
     from sqlalchemy import event, func, select
 
-    from include.orchestrator import campaigns_view as view
+    from include.orchestrator.web import campaigns as view
 
     current: list[str | None] = [None]  # the function being measured; None: warming up
     statements: dict[tuple[str, str], list[float]] = {}
@@ -534,7 +534,7 @@ def main() -> int:
     name = create_database("campaign_view_bench")
     try:
         with tempfile.TemporaryDirectory(prefix="view-bench-") as work, contextlib.ExitStack() as resources:
-            from include.orchestrator.smtp_server import LocalSmtpServer
+            from include.orchestrator.dev.smtp_server import LocalSmtpServer
 
             root = Path(work)
             site = localdev.serve_demo_site()

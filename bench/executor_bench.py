@@ -3,7 +3,7 @@
 one after the other in one invocation, and what a campaign run costs in CPU against a floor.
 
 Both executors run on this machine against a fresh PostgreSQL metadata database each (dropped
-afterwards) and the same connection set, the one ``tests/test_cluster.py`` gives a cluster: ledger
+afterwards) and the same connection set, the one ``tests/airflow/test_cluster.py`` gives a cluster: ledger
 on PostgreSQL, breakers on Redis, images in S3 (moto server on loopback), memory on the Qdrant
 server double, email to a real SMTP server, review/notify/social/blog/analytics on the production
 backends against their doubles, notes from the project's markdown folder, competitor pages from the
@@ -66,8 +66,8 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from include.orchestrator import localdev  # noqa: E402
-from include.orchestrator.loader import CAMPAIGNS_DIR  # noqa: E402
+from include.orchestrator.dev import localdev  # noqa: E402
+from include.orchestrator.domain.loader import CAMPAIGNS_DIR  # noqa: E402
 from tests.cluster import (  # noqa: E402
     CeleryCluster,
     MetaDB,
@@ -79,7 +79,7 @@ from tests.cluster import (  # noqa: E402
 )
 from tests.stack import AirflowStack  # noqa: E402
 
-BROKER_DB, BREAKERS_DB = 13, 14  # Redis databases; tests/test_cluster.py uses 11 and 12
+BROKER_DB, BREAKERS_DB = 13, 14  # Redis databases; tests/airflow/test_cluster.py uses 11 and 12
 GATE = "review.approval"
 SLOTS = 8  # task slots of either executor: LocalExecutor parallelism; 2 Celery workers x 4
 HEARTBEAT_TIMEOUT, DETECTION_INTERVAL, RETRY_DELAY = 30, 5, 2

@@ -15,9 +15,9 @@ from typing import Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, BaseSensorOperator, TaskGroup, Variable
 
-from include.orchestrator import render
-from include.orchestrator.loader import load_campaigns
-from include.orchestrator.model import run_key
+from include.orchestrator.airflow import dags as render
+from include.orchestrator.domain.loader import load_campaigns
+from include.orchestrator.domain.model import run_key
 
 SLUG = "bench-gate"
 DRAFT = {

@@ -77,7 +77,7 @@ PHASES = ("research", "content", "design", "review", "distribution", "analytics"
 
 OURS_NOPARAMS_DAG_FILE = '''"""Airflow DAG file: dags/campaigns.py with the DAG params switched off (parse benchmark only)."""
 
-from include.orchestrator import render
+from include.orchestrator.airflow import dags as render
 
 render._params = lambda campaign: {}
 render.build_dags(globals())
@@ -256,8 +256,8 @@ def child_generate(spec: dict[str, Any]) -> dict[str, Any]:
     """Write N campaign files (validated by our loader) and the dag-factory YAML of the same campaigns."""
     import yaml
 
-    from include.orchestrator import render
-    from include.orchestrator.loader import parse_campaign
+    from include.orchestrator.airflow import dags as render
+    from include.orchestrator.domain.loader import parse_campaign
 
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     rng = random.Random(spec["seed"])

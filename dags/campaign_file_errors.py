@@ -1,5 +1,5 @@
 """Airflow DAG file that shows every invalid campaign file as an import error, without hiding the valid campaign DAGs."""
 
-from include.orchestrator.render import report_invalid_campaigns
+from include.orchestrator.airflow.dags import report_invalid_campaigns
 
 report_invalid_campaigns()

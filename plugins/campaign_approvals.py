@@ -5,8 +5,8 @@ from functools import cached_property
 
 from airflow.plugins_manager import AirflowPlugin
 
-from include.orchestrator.decisions import GateListener
-from include.orchestrator.run_notes import RunNoteListener
+from include.orchestrator.airflow.run_notes import RunNoteListener
+from include.orchestrator.approval.decisions import GateListener
 
 
 class CampaignApprovalsPlugin(AirflowPlugin):
@@ -28,6 +28,6 @@ class CampaignApprovalsPlugin(AirflowPlugin):
     def fastapi_apps(self) -> list[dict]:  # type: ignore[override]  # AirflowPlugin declares a plain class attribute; Airflow reads it as one
         # Built on first use, in the API server only: every task process loads plugins too, and
         # the app's imports would cost each of them ~0.9 s (measured with -X importtime).
-        from include.orchestrator.webapp import create_app
+        from include.orchestrator.web.app import create_app
 
         return [{"app": create_app(), "url_prefix": "/campaigns", "name": "Campaigns"}]

@@ -42,7 +42,7 @@ from tests.stack import AirflowStack, free_port
 
 PG_SERVER = "postgres@127.0.0.1:5432"  # user@host:port, trust auth
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-BROKER_DB = 11  # the Redis database of the cluster's Celery broker (tests/test_cluster.py; the bench uses 13)
+BROKER_DB = 11  # the Redis database of the cluster's Celery broker (tests/airflow/test_cluster.py; the bench uses 13)
 HOSTNAME_ENV = "CAMPAIGN_TEST_HOSTNAME"
 
 
@@ -112,8 +112,8 @@ def shared_services(stack: contextlib.ExitStack, root: Path, s3: Any, breakers_d
     embedded connections: they read the project's files or keep nothing."""
     import redis
 
-    from include.orchestrator import localdev
-    from include.orchestrator.smtp_server import LocalSmtpServer
+    from include.orchestrator.dev import localdev
+    from include.orchestrator.dev.smtp_server import LocalSmtpServer
     from tests.doubles.qdrant_server import QdrantServerDouble
     from tests.worlds import TOKEN, delivery_connections, delivery_doubles
 

@@ -85,7 +85,7 @@ class AirflowStack:
         migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, capture_output=True, text=True)
         if migrate.returncode:
             raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}{migrate.stderr[-3000:]}")
-        from include.orchestrator.localdev import import_pools
+        from include.orchestrator.dev.localdev import import_pools
 
         import_pools(self.env)
         for name in self.COMPONENTS:

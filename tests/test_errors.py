@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from include.orchestrator import errors
-from include.orchestrator.breakers import counts_as_failure
 from include.orchestrator.errors import (
     BufferNotFound,
     CircuitOpenError,
@@ -25,6 +24,7 @@ from include.orchestrator.errors import (
     SmtpDeliveryError,
     UnsafeURLError,
 )
+from include.orchestrator.resilience.breakers import counts_as_failure
 
 
 def kinds(exc: BaseException) -> set[str]:

@@ -5,7 +5,7 @@ import re
 from importlib.metadata import version
 from pathlib import Path
 
-from include.orchestrator import embeddings
+from include.orchestrator.backends.local import embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 

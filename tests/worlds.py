@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from include.orchestrator import localdev
-from include.orchestrator.loader import CAMPAIGNS_DIR
+from include.orchestrator.dev import localdev
+from include.orchestrator.domain.loader import CAMPAIGNS_DIR
 
 
 def local_connections(data: Path) -> dict[str, dict[str, Any]]:
@@ -35,7 +35,7 @@ def campaign_world(
     Yields the connections, the data folder, the SMTP server and the campaigns folder; the
     caller exports them (``export``) where its Airflow runs.
     """
-    from include.orchestrator.smtp_server import LocalSmtpServer
+    from include.orchestrator.dev.smtp_server import LocalSmtpServer
 
     site = localdev.serve_demo_site()
     data = root / "data"
@@ -66,7 +66,7 @@ def ready_for_reviewer_thread(dag_id: str) -> None:
     from airflow.models.hitl import HITLDetail  # noqa: F401
     from airflow.models.xcom import XComModel  # noqa: F401
 
-    import include.orchestrator.decisions  # noqa: F401
+    import include.orchestrator.approval.decisions  # noqa: F401
 
     localdev._waiting_run(dag_id)
 
@@ -118,7 +118,7 @@ def _git(*args: str) -> list[str]:
 
 def leftovers(world: dict[str, Any], run_keys: list[str] | None = None) -> dict[str, list[str]]:
     """Everything a run made that still exists, per kind (only the given runs' when ``run_keys``)."""
-    from include.orchestrator.backends.memory_qdrant import LocalQdrantMemory
+    from include.orchestrator.backends.local.memory_qdrant import LocalQdrantMemory
 
     data = world["data"]
 

@@ -8,9 +8,9 @@ import json
 import os
 import sys
 
+from include.orchestrator.domain.loader import CAMPAIGNS_DIR
+from include.orchestrator.domain.model import Campaign
 from include.orchestrator.errors import DecisionRefused
-from include.orchestrator.loader import CAMPAIGNS_DIR
-from include.orchestrator.model import Campaign
 
 SCHEMA_PATH = CAMPAIGNS_DIR / "campaign.schema.json"
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         # What the DAG processor will refuse too (it imports Airflow: a few seconds): the same check as the UI's.
-        from include.orchestrator.render import load_dags
+        from include.orchestrator.airflow.dags import load_dags
 
         campaigns, errors = load_dags()
         for campaign in campaigns:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error {error}")
         return 1 if errors else 0
 
-    from include.orchestrator import localdev
+    from include.orchestrator.dev import localdev
 
     if args.command == "demo":
         return localdev.demo()
@@ -88,7 +88,7 @@ def decide(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from include.orchestrator.approval import call_api
+    from include.orchestrator.approval.rules import call_api
 
     dag_id = args.campaign if args.campaign.startswith("campaign_") else f"campaign_{args.campaign}"
     path = f"/campaigns/api/v1/approvals/{quote(dag_id, safe='')}/{quote(args.run_id, safe='')}"
@@ -119,7 +119,7 @@ def decide(args: argparse.Namespace) -> int:
     if body is None:
         print(json.dumps(answer, indent=2))
     else:
-        from include.orchestrator.approval import Decision
+        from include.orchestrator.approval.rules import Decision
 
         print(Decision.model_validate(answer).summary())
     return 0

@@ -1,0 +1,249 @@
+"""The memory port on a Qdrant server (``ServerQdrantMemory``), against the Qdrant REST double."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from airflow.sdk import Connection
+
+from include.orchestrator.backends import registry as connections
+from include.orchestrator.backends.local.memory_qdrant import LocalQdrantMemory, ServerQdrantMemory, point_id
+from include.orchestrator.domain.ports import Effect
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.doubles import json_response
+from tests.doubles.qdrant_server import QdrantServerDouble
+
+KEY = "test-token"
+EXISTS = r"/collections/campaign_memory/exists"
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection"),  # the double speaks http
+    # qdrant-client checks the server version in a background thread, which may outlive a test's double.
+    pytest.mark.filterwarnings("ignore:Failed to obtain server version"),
+]
+
+
+@pytest.fixture
+def qdrant() -> Iterator[QdrantServerDouble]:
+    with QdrantServerDouble(api_key=KEY) as double:
+        yield double
+
+
+def connection(host: str, password: str | None = KEY, **extra: object) -> Connection:
+    return Connection(conn_id="campaign_memory", conn_type="qdrant", host=host, password=password, extra=json.dumps(extra))
+
+
+@pytest.fixture
+def memory(qdrant: QdrantServerDouble) -> ServerQdrantMemory:
+    return ServerQdrantMemory("campaign_memory", connection(qdrant.url))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the port's contract ------------------------------------------------------------------------
+
+
+def test_remember_recall_undo_round_trip(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
+    effect = memory.remember("research", "pricing", "Competitors lowered their subscription prices.", {"campaign": "spring"})
+    memory.remember("research", "hiring", "The team is hiring two backend engineers.", {"campaign": "spring"})
+    memory.remember("research", "pricing-autumn", "Rivals made their plans cheaper this autumn.", {"campaign": "autumn"})
+    memory.remember("voice", "pricing", "Talk about prices plainly and warmly.", {"campaign": "spring"})
+
+    assert (effect.port, effect.backend, effect.kind) == ("memory", "qdrant_server", "memory_points")
+    assert effect.conn_id == "campaign_memory"
+    # The same layout as the local store: one point per (namespace, key), the same deterministic id.
+    assert effect.ref == LocalQdrantMemory("campaign_memory", Path("unused")).plan("research", "pricing", "").ref
+    assert KEY not in effect.model_dump_json()
+    assert qdrant.collections() == ["campaign_memory"]
+    assert qdrant.indexes() == {"namespace": "keyword", "key": "keyword"}
+    stored = {p["id"]: p["payload"] for p in qdrant.points(namespace="research")}
+    assert stored[point_id("research", "pricing")] == {
+        "campaign": "spring",
+        "namespace": "research",
+        "key": "pricing",
+        "text": "Competitors lowered their subscription prices.",
+    }
+
+    hits = memory.recall("research", "cheaper plans from competitors", limit=5)  # real scores from the Qdrant engine
+    assert {h.key for h in hits[:2]} == {"pricing", "pricing-autumn"} and hits[-1].key == "hiring"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    spring = memory.recall("research", "cheaper plans from competitors", limit=5, where={"campaign": "spring"})
+    assert [(h.key, h.payload) for h in spring] == [("pricing", {"campaign": "spring"}), ("hiring", {"campaign": "spring"})]
+    assert memory.recall("nowhere", "prices", limit=3) == [] and memory.count() == 4 and memory.count("voice") == 1
+
+    assert memory.undo(effect) is True
+    assert memory.undo(Effect.model_validate_json(effect.model_dump_json())) is False  # as read back from the ledger
+    assert qdrant.point_keys() == ["research/hiring", "research/pricing-autumn", "voice/pricing"]
+    assert qdrant.problems == [] and qdrant.auth_failures == []
+
+
+def test_built_from_a_qdrant_connection(qdrant: QdrantServerDouble) -> None:
+    host, port = qdrant.url.removeprefix("http://").split(":")
+    conn = Connection(
+        conn_id="mem",
+        conn_type="qdrant",
+        host=host,
+        port=int(port),
+        password=KEY,
+        extra=json.dumps({"https": False, "collection": "team_memory"}),
+    )
+    memory = connections.backend_for("memory", "mem", conn)
+    assert isinstance(memory, ServerQdrantMemory) and qdrant.calls == []  # building it does no I/O
+    effect = memory.remember("drafts", "run-1", "A draft.", {})
+    assert effect.ref["collection"] == "team_memory" and qdrant.point_keys("team_memory") == ["drafts/run-1"]
+    assert qdrant.problems == []
+
+
+def test_remembering_twice_makes_one_point(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
+    first = memory.remember("brand_voices", "acme", "Friendly and short.", {})
+    second = memory.remember("brand_voices", "acme", "Formal and precise.", {"campaign": "b2b"})
+    assert first == second and memory.count() == 1 and qdrant.count("PUT", r"/collections/campaign_memory") == 1
+    [point] = qdrant.points()
+    assert point["payload"]["text"] == "Formal and precise." and point["payload"]["campaign"] == "b2b"
+    assert qdrant.problems == []
+
+
+def test_plan_is_the_effect_and_does_no_io(qdrant: QdrantServerDouble) -> None:
+    offline = ServerQdrantMemory("campaign_memory", connection(f"http://127.0.0.1:{closed_port()}"))
+    planned = offline.plan("research", "pricing", "Prices fell.", {"campaign": "spring"})  # nothing listens there
+    made = ServerQdrantMemory("campaign_memory", connection(qdrant.url)).remember(
+        "research", "pricing", "Prices fell.", {"campaign": "spring"}
+    )
+    assert (planned.key, planned.kind, planned.ref) == (made.key, made.kind, made.ref)
+    assert planned == made
+
+
+def test_undo_from_the_planned_effect_after_a_crash(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
+    assert memory.undo(memory.plan("research", "never", "")) is False  # no collection yet
+    memory.remember("research", "pricing", "Prices fell.", {})  # the task dies before recording the answer
+    planned = memory.plan("research", "pricing", "Prices fell.", {})
+    assert memory.undo(planned) is True and qdrant.points() == []
+    assert memory.undo(planned) is False
+    assert memory.undo(memory.plan("research", "never", "")) is False  # collection there, point never made
+    with pytest.raises(ValueError, match="cannot undo"):
+        memory.undo(
+            Effect(
+                port="memory",
+                conn_id="campaign_memory",
+                backend="qdrant_local",
+                kind="memory_points",
+                key="k",
+                ref={"collection": "campaign_memory", "point_ids": []},
+            )
+        )
+    assert qdrant.problems == []
+
+
+def test_collection_created_by_another_task_meanwhile_is_adopted(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
+    other = ServerQdrantMemory("campaign_memory", connection(qdrant.url))
+    other.remember("research", "first", "Made by the other task.", {})
+    # Our task looked before the other created it: the server now answers the create with 409.
+    qdrant.fail_next("GET", EXISTS, 200, json_response({"result": {"exists": False}, "status": "ok", "time": 0.0}))
+    memory.remember("research", "second", "Made by this task.", {})
+    assert qdrant.point_keys() == ["research/first", "research/second"]
+    assert qdrant.count("PUT", r"/collections/campaign_memory") == 2  # the second create got 409 and was adopted
+    assert qdrant.problems == []
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("password", "reason"), [(None, "Must provide an API key"), ("wrong-key", "Invalid API key")])
+def test_missing_or_wrong_api_key_fails_fast(qdrant: QdrantServerDouble, password: str | None, reason: str) -> None:
+    memory = ServerQdrantMemory("campaign_memory", connection(qdrant.url, password=password))
+    with pytest.raises(ServiceError, match=reason) as caught:
+        memory.remember("research", "pricing", "Prices fell.", {})
+    assert caught.value.retryable is False and caught.value.status == 403 and "remember research/pricing" in str(caught.value)
+    assert "wrong-key" not in str(caught.value)
+    assert qdrant.auth_failures and qdrant.points() == [] and qdrant.problems == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", EXISTS, 401, "Unauthorized: Invalid API key or JWT"),
+        ("POST", r"/collections/campaign_memory/points/query", 404, "Not found: Collection `campaign_memory` doesn't exist!"),
+        ("POST", r"/collections/campaign_memory/points/query", 400, "Wrong input: Vector dimension error: expected dim: 384"),
+    ],
+)
+def test_client_errors_fail_fast_with_qdrants_message(
+    qdrant: QdrantServerDouble, memory: ServerQdrantMemory, method: str, path: str, status: int, message: str
+) -> None:
+    memory.remember("research", "pricing", "Prices fell.", {})
+    qdrant.fail_next(method, path, status, {"message": message})
+    with pytest.raises(ServiceError) as caught:
+        memory.recall("research", "prices", limit=3)
+    error = caught.value
+    assert (error.service, error.status, error.retryable, error.retry_after) == ("qdrant", status, False, None)
+    assert message in str(error) and "recall from research" in str(error)
+    assert qdrant.problems == []
+
+
+def test_rate_limit_is_retryable_with_retry_after_in_both_forms(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
+    qdrant.fail_next("GET", EXISTS, 429, {"message": "Rate limiting exceeded: Write rate limit exceeded"}, {"Retry-After": "7"})
+    with pytest.raises(ServiceError, match="Write rate limit exceeded") as caught:
+        memory.remember("research", "pricing", "Prices fell.", {})
+    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (429, True, 7.0)
+
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    qdrant.fail_next("GET", EXISTS, 429, {"message": "Rate limiting exceeded"}, {"Retry-After": when})
+    with pytest.raises(ServiceError) as caught:
+        memory.remember("research", "pricing", "Prices fell.", {})
+    assert caught.value.status == 429 and caught.value.retryable is True
+    assert caught.value.retry_after is not None and 100 < caught.value.retry_after <= 121
+    assert qdrant.points() == [] and qdrant.problems == []
+
+
+@pytest.mark.parametrize(("status", "headers", "retry_after"), [(500, {}, None), (503, {"Retry-After": "30"}, 30.0)])
+def test_server_errors_are_retryable(
+    qdrant: QdrantServerDouble, memory: ServerQdrantMemory, status: int, headers: dict[str, str], retry_after: float | None
+) -> None:
+    memory.remember("research", "pricing", "Prices fell.", {})
+    delete = r"/collections/campaign_memory/points/delete"
+    qdrant.fail_next("POST", delete, status, {"message": "Service internal error"}, headers)
+    effect = memory.plan("research", "pricing", "Prices fell.")
+    with pytest.raises(ServiceError, match="Service internal error") as caught:
+        memory.undo(effect)
+    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (status, True, retry_after)
+    assert memory.undo(effect) is True  # the retry succeeds
+    assert qdrant.problems == []
+
+
+def test_connection_refused_is_retryable() -> None:
+    memory = ServerQdrantMemory("campaign_memory", connection(f"http://127.0.0.1:{closed_port()}"))
+    with pytest.raises(ServiceError, match="connection failed") as caught:
+        memory.recall("research", "prices", limit=3)
+    assert caught.value.retryable is True and caught.value.status is None
+
+
+def test_connection_settings_are_checked_without_io() -> None:
+    with pytest.raises(ConnectionConfigError, match="'campaign_memory'.*needs a host"):
+        ServerQdrantMemory("campaign_memory", Connection(conn_id="campaign_memory", conn_type="qdrant"))
+    with pytest.raises(ConnectionConfigError, match="in host and in the extra .url.: keep one"):
+        ServerQdrantMemory("campaign_memory", connection("http://a:6333", url="http://b:6333"))
+
+
+def test_the_double_refuses_what_qdrant_refuses(qdrant: QdrantServerDouble) -> None:
+    headers = {"api-key": KEY}
+    vectors = {"vectors": {"size": 2, "distance": "Cosine"}}
+    ok = requests.put(f"{qdrant.url}/collections/c", json=vectors, headers=headers, timeout=5)
+    assert ok.status_code == 200 and ok.json()["result"] is True and ok.json()["status"] == "ok"
+    typo = {"points": [{"id": 1, "vectr": [1, 0]}]}
+    bad = requests.put(f"{qdrant.url}/collections/c/points", json=typo, headers=headers, timeout=5)
+    assert bad.status_code == 400 and "Format error in JSON body" in bad.json()["status"]["error"]
+    odd = requests.post(f"{qdrant.url}/collections/c/points/count?wait=maybe", json={}, headers=headers, timeout=5)
+    assert odd.status_code == 400
+    missing = requests.post(f"{qdrant.url}/collections/nope/points/count", json={}, headers=headers, timeout=5)
+    assert missing.status_code == 404 and missing.json()["status"]["error"] == "Not found: Collection `nope` doesn't exist!"
+    assert len(qdrant.problems) == 2 and "vectr" in qdrant.problems[0] and "wait" in qdrant.problems[1]

@@ -1,0 +1,322 @@
+"""The Slack notify backend against the Slack Web API double (tests/doubles/slack.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from airflow.sdk import Connection
+
+from include.orchestrator.backends import registry as connections
+from include.orchestrator.backends.cloud.slack import SlackNotifier
+from include.orchestrator.domain.ports import Message
+from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.doubles.slack import SlackDouble
+
+CHANNEL = "C0REVIEWS1"
+HISTORY = r"/api/conversations\.history"
+POST = r"/api/chat\.postMessage"
+DELETE = r"/api/chat\.delete"
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackDouble]:
+    with SlackDouble() as double:
+        yield double
+
+
+def conn(double: SlackDouble | None = None, *, base_url: str | None = None, **extra: object) -> Connection:
+    settings = {"channel": CHANNEL, "base_url": base_url or (double.api_url if double else "http://127.0.0.1:9/api/"), **extra}
+    token = double.token if double else "xoxb-test-token"
+    return Connection(conn_id="slack_test", conn_type="slack", password=token, extra=json.dumps(settings))
+
+
+def notifier(double: SlackDouble, **kwargs: object) -> SlackNotifier:
+    return SlackNotifier("slack_test", conn(double, **kwargs))
+
+
+def message(key: str = "spring-launch-r1a2b3-review-request") -> Message:
+    return Message(
+        key=key,
+        to=["dana", "admin"],
+        subject="Review needed: Spring <Launch> & more",
+        text="Copy says <!channel> and <https://evil.example|click>.\nDecide within 1 day.",
+        link="http://localhost:8080/dags/campaign_spring-launch/runs/r1?tab=details&x=1",
+    )
+
+
+def posts(double: SlackDouble) -> int:
+    return double.count("POST", POST)
+
+
+# --- the changing call ------------------------------------------------------------------------
+def test_notify_posts_escaped_mrkdwn_with_metadata(slack: SlackDouble) -> None:
+    effect = notifier(slack).notify(message())
+
+    [posted] = slack.live_messages(CHANNEL)
+    assert effect.kind == "slack_message" and effect.port == "notify" and effect.backend == "slack"
+    assert effect.ref == {"channel": CHANNEL, "ts": posted["ts"], "key": message().key}
+    assert posted["metadata"] == {"event_type": "campaign_notification", "event_payload": {"key": message().key}}
+    text = posted["text"]
+    assert text.startswith("*Review needed: Spring &lt;Launch&gt; &amp; more*\n")
+    assert "&lt;!channel&gt;" in text and "&lt;https://evil.example|click&gt;" in text  # no mention, no link from the copy
+    assert "<http://localhost:8080/dags/campaign_spring-launch/runs/r1?tab=details&amp;x=1|Open in Airflow>" in text
+    assert text.endswith("For: dana, admin")
+    [lookup, post] = slack.received
+    assert post["method"] == "chat.postMessage" and post["json"] is True and post["args"]["unfurl_links"] is False
+    assert lookup["method"] == "conversations.history" and lookup["args"]["include_all_metadata"] is True
+    assert int(lookup["args"]["limit"]) <= 200 and float(lookup["args"]["oldest"]) > time.time() - 8 * 86400
+    assert slack.problems == []
+
+
+def test_notify_twice_posts_once(slack: SlackDouble) -> None:
+    first = notifier(slack).notify(message())
+    second = notifier(slack).notify(message())  # a retry: a new process, a new backend
+
+    assert posts(slack) == 1 and len(slack.live_messages()) == 1
+    assert second.ref == first.ref and second.key == first.key
+    assert "already posted" in second.summary
+    assert slack.problems == []
+
+
+def test_lookup_pages_through_history_for_an_earlier_post(slack: SlackDouble) -> None:
+    notifier(slack).notify(message())
+    for i in range(40):
+        slack.add_message(CHANNEL, f"chatter {i}")
+    slack.max_page = 15  # Slack may return fewer messages than asked (non-Marketplace apps: 15)
+
+    again = notifier(slack).notify(message())
+
+    assert posts(slack) == 1 and "already posted" in again.summary
+    assert slack.count("POST", HISTORY) >= 1 + 3  # the first lookup, then three pages
+    assert slack.problems == []
+
+
+def test_other_keys_are_other_messages(slack: SlackDouble) -> None:
+    slack.add_message(CHANNEL, "someone else's", metadata={"event_type": "other_app", "event_payload": {"key": message().key}})
+    notifier(slack).notify(message("key-one"))
+    notifier(slack).notify(message("key-two"))
+
+    assert posts(slack) == 2 and len(slack.live_messages()) == 3
+    assert slack.problems == []
+
+
+# --- plan and undo ---------------------------------------------------------------------------------
+def test_plan_names_the_effect_without_io(slack: SlackDouble) -> None:
+    planned = notifier(slack).plan(message())
+
+    assert slack.calls == []
+    assert planned.ref == {"channel": CHANNEL, "key": message().key}
+    made = notifier(slack).notify(message())
+    assert (planned.key, planned.kind, planned.port, planned.conn_id) == (made.key, made.kind, made.port, made.conn_id)
+    assert slack.problems == []
+
+
+def test_undo_the_made_effect_then_again(slack: SlackDouble) -> None:
+    backend = notifier(slack)
+    effect = backend.notify(message())
+
+    assert backend.undo(effect) is True
+    assert slack.live_messages() == [] and len(slack.deleted_messages()) == 1
+    assert backend.undo(effect) is False  # message_not_found: already gone
+    assert slack.problems == []
+
+
+def test_undo_from_the_planned_effect_after_a_crash(slack: SlackDouble) -> None:
+    notifier(slack).notify(message())  # posted, but the task died before recording the ts
+
+    backend = notifier(slack)
+    assert backend.undo(backend.plan(message())) is True
+    assert slack.live_messages() == []
+    assert backend.undo(backend.plan(message())) is False
+    assert slack.problems == []
+
+
+def test_undo_when_never_posted(slack: SlackDouble) -> None:
+    backend = notifier(slack)
+    assert backend.undo(backend.plan(message())) is False
+    assert slack.count("POST", DELETE) == 0
+    assert slack.problems == []
+
+
+def test_undo_refuses_someone_elses_message(slack: SlackDouble) -> None:
+    # Another app's message carrying our key: the bot may not delete it, and a retry cannot change that.
+    slack.add_message(
+        CHANNEL,
+        "not ours",
+        user="U0OTHER001",
+        metadata={"event_type": "campaign_notification", "event_payload": {"key": message().key}},
+    )
+    backend = notifier(slack)
+
+    with pytest.raises(ServiceError) as raised:
+        backend.undo(backend.plan(message()))
+    assert raised.value.retryable is False and "cant_delete_message" in str(raised.value)
+    assert len(slack.live_messages()) == 1
+    assert slack.problems == []
+
+
+def test_backend_for_builds_the_slack_notifier(slack: SlackDouble) -> None:
+    backend = connections.backend_for("notify", "slack_test", conn(slack))
+
+    assert isinstance(backend, SlackNotifier)
+    assert backend.undo(backend.notify(message())) is True
+    assert slack.problems == []
+
+
+# --- errors ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("setup", "code"),
+    [
+        (lambda d: setattr(d, "token", "xoxb-another-token"), "invalid_auth"),
+        (lambda d: d.channels.pop(CHANNEL), "channel_not_found"),
+        (lambda d: d.not_member.add(CHANNEL), "not_in_channel"),
+    ],
+    ids=["bad-token", "no-channel", "not-a-member"],
+)
+def test_slack_refusals_fail_fast_with_the_code(slack: SlackDouble, setup, code: str) -> None:
+    backend = notifier(slack)  # holds the token xoxb-test-token
+    setup(slack)
+
+    with pytest.raises(ServiceError) as raised:
+        backend.notify(message())
+    error = raised.value
+    assert error.retryable is False and error.status == 200 and code in str(error)
+    assert "xoxb-test-token" not in str(error)
+    assert posts(slack) == 0
+    assert slack.problems == []
+
+
+def test_error_in_the_changing_call_fails_fast(slack: SlackDouble) -> None:
+    slack.fail_next("POST", POST, 200, {"error": "msg_too_long"})
+
+    with pytest.raises(ServiceError) as raised:
+        notifier(slack).notify(message())
+    assert raised.value.retryable is False and "msg_too_long" in str(raised.value)
+    assert slack.live_messages() == []
+    assert slack.problems == []
+
+
+def test_missing_scope_names_the_scope(slack: SlackDouble) -> None:
+    slack.fail_next("POST", HISTORY, 200, {"error": "missing_scope", "needed": "channels:history", "provided": "chat:write"})
+
+    with pytest.raises(ServiceError) as raised:
+        notifier(slack).notify(message())
+    assert raised.value.retryable is False and "missing_scope" in str(raised.value) and "channels:history" in str(raised.value)
+    assert slack.problems == []
+
+
+def test_rate_limit_with_retry_after_seconds_is_retryable_and_not_retried_by_the_client(slack: SlackDouble) -> None:
+    slack.fail_next("POST", HISTORY, 429, {"error": "ratelimited"}, headers={"Retry-After": "30"})
+
+    with pytest.raises(ServiceError) as raised:
+        notifier(slack).notify(message())
+    error = raised.value
+    assert error.retryable is True and error.status == 429 and error.retry_after == 30 and "ratelimited" in str(error)
+    assert slack.count("POST", HISTORY) == 1 and posts(slack) == 0  # no retry inside slack_sdk
+    assert slack.problems == []
+
+
+def test_rate_limit_with_retry_after_date(slack: SlackDouble) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    slack.fail_next("POST", POST, 429, {"error": "ratelimited"}, headers={"Retry-After": when})
+
+    with pytest.raises(ServiceError) as raised:
+        notifier(slack).notify(message())
+    assert raised.value.retryable is True and raised.value.retry_after is not None and 60 < raised.value.retry_after <= 121
+    assert slack.problems == []
+
+
+def test_server_error_is_retryable(slack: SlackDouble) -> None:
+    from werkzeug import Response
+
+    slack.fail_next("POST", DELETE, 503, Response("upstream unavailable", status=503, headers={"Retry-After": "5"}))
+    backend = notifier(slack)
+    effect = backend.notify(message())
+
+    with pytest.raises(ServiceError) as raised:
+        backend.undo(effect)
+    assert raised.value.retryable is True and raised.value.status == 503 and raised.value.retry_after == 5
+    assert slack.count("POST", DELETE) == 1  # slack_sdk did not retry on its own
+    assert backend.undo(effect) is True  # Airflow's next try
+    assert slack.problems == []
+
+
+def test_transient_slack_code_is_retryable(slack: SlackDouble) -> None:
+    slack.fail_next("POST", POST, 200, {"error": "internal_error"})
+
+    with pytest.raises(ServiceError) as raised:
+        notifier(slack).notify(message())
+    assert raised.value.retryable is True
+    assert slack.problems == []
+
+
+def test_timeout_is_retryable() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        backend = SlackNotifier("slack_test", conn(base_url=f"http://127.0.0.1:{port}/api/", timeout=1))
+        with pytest.raises(ServiceError) as raised:
+            backend.notify(message())
+    assert raised.value.retryable is True and "no answer" in str(raised.value)
+
+
+def test_connection_refused_is_retryable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    backend = SlackNotifier("slack_test", conn(base_url=f"http://127.0.0.1:{port}/api/"))
+
+    with pytest.raises(ServiceError) as raised:
+        backend.notify(message())
+    assert raised.value.retryable is True and "connection failed" in str(raised.value)
+
+
+def test_dropped_connection_is_retryable_and_tried_once() -> None:
+    # slack_sdk's default handler retries a dropped connection once, after a sleep: the hook must not.
+    accepted: list[int] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(5)
+
+        def serve() -> None:
+            try:
+                while True:
+                    peer, _ = server.accept()
+                    accepted.append(1)
+                    peer.recv(65536)
+                    peer.close()  # no status line: RemoteDisconnected
+            except OSError:
+                return
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        backend = SlackNotifier("slack_test", conn(base_url=f"http://127.0.0.1:{server.getsockname()[1]}/api/"))
+        with pytest.raises(ServiceError) as raised:
+            backend.notify(message())
+        server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)
+    assert raised.value.retryable is True and "connection failed" in str(raised.value)
+    assert len(accepted) == 1
+
+
+# --- configuration -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("channel", [None, "#reviews", "reviews"])
+def test_channel_must_be_a_channel_id(channel: str | None) -> None:
+    backend = SlackNotifier("slack_test", conn(channel=channel))
+    with pytest.raises(ConnectionConfigError, match=r"'slack_test'.*'channel'"):
+        backend.plan(message())
+
+
+def test_token_is_required() -> None:
+    bare = Connection(conn_id="slack_test", conn_type="slack", extra=json.dumps({"channel": CHANNEL}))
+    with pytest.raises(ConnectionConfigError, match=r"'slack_test'.*token"):
+        SlackNotifier("slack_test", bare)
