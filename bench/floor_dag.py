@@ -1,7 +1,7 @@
 """The floor of ``bench/executor_bench.py``: for every campaign file, a DAG of the same shape whose
 tasks do nothing.
 
-``floor_<slug>`` mirrors ``render.build_dag`` task for task: ``validate_conf``, then the groups
+``floor_<slug>`` mirrors ``airflow/dags.build_dag`` task for task: ``validate_conf``, then the groups
 research (``search_notes``, ``scrape_competitor`` mapped over the competitor URLs,
 ``recall_research``), content (three in a row), design (``render_image`` mapped over the
 channels), review (``open_review`` -> ``notify_reviewers`` -> ``approval``, here a no-op task

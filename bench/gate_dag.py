@@ -2,7 +2,7 @@
 
 ``validate_conf`` -> ``content.write_copy`` (a fixed draft: the bench measures waiting, not
 writing) -> ``review.approval`` -> ``distribution.publish_email`` (real SMTP delivery).
-``BENCH_GATE`` picks the gate: ``hitl`` is ours (``render.ApprovalGate``); ``reschedule`` is the
+``BENCH_GATE`` picks the gate: ``hitl`` is ours (``airflow/gate.ApprovalGate``); ``reschedule`` is the
 classic baseline, a reschedule-mode sensor that polls an Airflow Variable every minute.
 """
 
@@ -15,7 +15,10 @@ from typing import Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, BaseSensorOperator, TaskGroup, Variable
 
-from include.orchestrator.airflow import dags as render
+from include.orchestrator.airflow.gate import ApprovalGate
+from include.orchestrator.airflow.operators import CampaignStep
+from include.orchestrator.airflow.retry import default_args
+from include.orchestrator.airflow.runtime import CAMPAIGNS
 from include.orchestrator.domain.loader import load_campaigns
 from include.orchestrator.domain.model import run_key
 
@@ -49,7 +52,7 @@ class PollingGate(BaseSensorOperator):
 
 def build(target: dict[str, Any]) -> None:
     [campaign], _ = load_campaigns(slug=SLUG)
-    render.CAMPAIGNS[campaign.dag_id] = campaign
+    CAMPAIGNS[campaign.dag_id] = campaign
     timeout = campaign.approval.timeout
     with DAG(
         dag_id=campaign.dag_id,
@@ -58,17 +61,17 @@ def build(target: dict[str, Any]) -> None:
         catchup=False,
         max_active_runs=int(os.environ.get("BENCH_MAX_RUNS", "2000")),
         max_active_tasks=int(os.environ.get("BENCH_MAX_RUNS", "2000")),
-        default_args=render.default_args(campaign),
+        default_args=default_args(campaign),
     ) as dag:
-        plan = render.CampaignStep(task_id="validate_conf", step="validate_conf", retries=0)
+        plan = CampaignStep(task_id="validate_conf", step="validate_conf", retries=0)
         with TaskGroup("content"):
             write_copy = PythonOperator(task_id="write_copy", python_callable=fixed_draft)
         with TaskGroup("review"):
             if os.environ.get("BENCH_GATE", "hitl") == "hitl":
-                gate = render.ApprovalGate(task_id="approval", response_timeout=timeout, retries=0)
+                gate = ApprovalGate(task_id="approval", response_timeout=timeout, retries=0)
             else:
                 gate = PollingGate(task_id="approval", mode="reschedule", poke_interval=60, timeout=timeout, retries=0)
         with TaskGroup("distribution"):
-            publish = render.CampaignStep(task_id="publish_email", step="publish_channel", item="email")
+            publish = CampaignStep(task_id="publish_email", step="publish_channel", item="email")
         plan >> write_copy >> gate >> publish
     target[dag.dag_id] = dag

@@ -155,10 +155,12 @@ def _timedelta_yaml(value: Any) -> dict[str, Any]:
 
 
 def dagfactory_config(campaign: Any, render: Any, with_params: bool) -> dict[str, Any]:
-    """The dag-factory 1.1.0 YAML document of one campaign, shaped like ``render.build_dag``."""
+    """The dag-factory 1.1.0 YAML document of one campaign, shaped like ``airflow/dags.build_dag``."""
+    from include.orchestrator.airflow.retry import default_args as campaign_defaults
+
     default_args = {  # a retry policy is an object dag-factory's YAML cannot carry
         k: _timedelta_yaml(v) if hasattr(v, "total_seconds") else v
-        for k, v in render.default_args(campaign).items()
+        for k, v in campaign_defaults(campaign).items()
         if k != "retry_policy"
     }
     python_op = "airflow.providers.standard.operators.python.PythonOperator"

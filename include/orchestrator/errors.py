@@ -4,11 +4,12 @@ The decisions made on errors elsewhere read these types, never attributes (an ex
 library is still judged by its own ``retryable`` attribute, if it has one: :func:`retryable_flag`):
 
 - :class:`Retryable`: a later try can succeed (timeouts, refused connections, 429, 5xx, an open
-  circuit). ``render.CampaignStep`` lets Airflow retry it, ``render.RetryAfterPolicy`` waits at least
-  its ``retry_after`` (seconds the service asked for, or None), and ``breakers`` counts it as a
-  failure of the service (nothing else counts).
+  circuit). ``CampaignStep`` (``airflow/operators.py``) lets Airflow retry it,
+  ``RetryAfterPolicy`` (``airflow/retry.py``) waits at least its ``retry_after`` (seconds the
+  service asked for, or None), and ``breakers`` counts it as a failure of the service (nothing
+  else counts).
 - :class:`Permanent`: a retry cannot fix it (a 4xx, a refused URL, a missing connection):
-  ``render.CampaignStep`` fails the task at once (so does every ``ValueError``).
+  ``CampaignStep`` fails the task at once (so does every ``ValueError``).
 - :class:`Irrevocable` (a :class:`Permanent`): an undo refused because the effect is out for good
   (an email sent, a post published): ``saga.compensate`` settles the entry as kept, never retries it.
 - :class:`MadeNothing`: the call provably was not made (an open circuit): ``saga.Journaled``
@@ -67,7 +68,7 @@ def retryable_flag(exc: BaseException) -> Any:
     """The ``retryable`` attribute of an exception from outside the package, else None.
 
     The package's errors are judged by their type; an exception of another library (or a test's
-    transport) may still say ``retryable = True/False``, which breakers and ``render`` honour as
+    transport) may still say ``retryable = True/False``, which breakers and the operators (``airflow/operators.py``) honour as
     they always have.
     """
     return None if isinstance(exc, CampaignError) else getattr(exc, "retryable", None)
@@ -95,7 +96,7 @@ class ConnectionConfigError(Permanent):
     """A port's connection is missing or configured in a way no backend understands."""
 
 
-# --- external services (backends/http_api.py and every service backend) ---------------------------
+# --- external services (backends/common/http_api.py and every service backend) ---------------------------
 
 
 class ServiceError(CampaignError):

@@ -25,7 +25,7 @@ def test_a_name_outside_the_table_is_an_attribute_error():
         airflow_compat.__getattr__("not_an_internal")
 
 
-# name -> the keyword parameters we call it with (render.py, decisions.py, webapp.py)
+# name -> the keyword parameters we call it with (airflow/, approval/decisions.py, web/app.py)
 CALLED_WITH = {
     "upsert_hitl_detail": {"ti_id", "options", "subject", "body", "defaults", "multiple", "params", "assigned_users"},
     "requires_access_dag": {"method", "access_entity"},
@@ -49,7 +49,7 @@ def test_the_auth_manager_checks_we_call_take_our_arguments():
     )
 
 
-# model -> the columns and attributes we read or write (decisions.py, campaigns_view.py, run_notes.py, localdev.py)
+# model -> the columns and attributes we read or write (approval/decisions, web/campaigns, airflow/run_notes, dev/localdev)
 COLUMNS = {
     "DagModel": {"dag_id", "dag_display_name", "owners", "is_paused", "timetable_summary", "description", "is_stale"},
     "DagRun": {"id", "dag_id", "run_id", "_state", "run_type", "triggering_user_name", "queued_at", "start_date", "end_date",

@@ -7,7 +7,8 @@ from email.utils import format_datetime
 
 from airflow.sdk.definitions.retry_policy import RetryAction
 
-from include.orchestrator.airflow.dags import RetryAfterPolicy, build_dag
+from include.orchestrator.airflow.dags import build_dag
+from include.orchestrator.airflow.retry import RetryAfterPolicy
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.model import Campaign
 from include.orchestrator.errors import ServiceError

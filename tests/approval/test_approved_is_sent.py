@@ -15,7 +15,7 @@ from include.orchestrator.domain.model import Campaign, campaign_version, plan_r
 from include.orchestrator.domain.ports import Copy, Image
 from include.orchestrator.domain.steps import STEPS, StepContext, approved_copy
 from include.orchestrator.errors import DecisionRefused, NotApproved, NotThisRun
-from include.orchestrator.saga import compensation as saga
+from include.orchestrator.saga import outcome
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
 DRAFT = Copy(
@@ -148,7 +148,7 @@ def test_long_settings_are_pinned_by_size_and_hash_and_short_ones_as_they_are():
 
 
 def test_an_email_sent_in_batches_is_one_line_of_the_note_naming_the_uncertain_batches():
-    from include.orchestrator.saga.compensation import Line, Report
+    from include.orchestrator.saga.outcome import Line, Report
 
     def batch(n: int, state: str = "made") -> Line:
         return Line(
@@ -190,8 +190,8 @@ def test_a_mapped_item_airflow_marks_removed_after_a_reparse_does_not_stop_the_c
     # A zero-length literal mapping's placeholder turns "removed" when the edited file is parsed
     # mid-run (Airflow's verify_integrity): the channels must still go out.
     states = {"research.scrape_competitor": ["removed"], "distribution.publish_blog": ["success"]}
-    assert saga.blocking_failure(CAMPAIGN, states, list(states)) is None
-    assert saga.blocking_failure(CAMPAIGN, {**states, "distribution.publish_blog": ["failed"]}, list(states))
+    assert outcome.blocking_failure(CAMPAIGN, states, list(states)) is None
+    assert outcome.blocking_failure(CAMPAIGN, {**states, "distribution.publish_blog": ["failed"]}, list(states))
 
 
 def test_a_social_post_longer_than_its_channel_takes_is_refused_at_the_gate_and_never_cut():

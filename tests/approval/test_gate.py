@@ -306,7 +306,7 @@ def test_a_rejection_in_the_form_needs_a_reason(world):
 def test_an_approval_that_empties_a_copy_field_is_refused_by_name():
     from airflow.sdk.exceptions import AirflowFailException
 
-    from include.orchestrator.airflow.dags import ApprovalGate
+    from include.orchestrator.airflow.gate import ApprovalGate
     from include.orchestrator.approval.rules import GateState
     from include.orchestrator.domain.ports import Copy
 
@@ -439,7 +439,7 @@ def assert_rolled_back(world, name: str, reason: str) -> dict:
     """The run failed with ``reason`` on its note; every effect it made is gone; compensating again changes nothing."""
     from include.orchestrator.backends.registry import backend_for
     from include.orchestrator.domain.model import run_key
-    from include.orchestrator.saga import compensation as saga
+    from include.orchestrator.saga import compensation
     from tests.worlds import found, leftovers
 
     stack, dag_id, run_id = world["stack"], f"campaign_gate-{name}", world["runs"][name]
@@ -459,7 +459,7 @@ def assert_rolled_back(world, name: str, reason: str) -> dict:
         conn = json.loads(world["env"][f"AIRFLOW_CONN_{conn_id.upper()}"])
         return backend_for(port, conn_id, localdev.sdk_connection(conn_id, conn))
 
-    saga.compensate(ledger(world), dag_id, run_id, open_backend)
+    compensation.compensate(ledger(world), dag_id, run_id, open_backend)
     again = [(e.id, e.state) for e in ledger(world).entries(dag_id, run_id)] == [(e.id, e.state) for e in entries]
     ENDINGS.append(
         {

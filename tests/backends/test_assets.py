@@ -20,8 +20,9 @@ from include.orchestrator.backends.local.images import PillowDesign
 from include.orchestrator.backends.local.outbox import OutboxNotifier
 from include.orchestrator.domain.ports import ImageSpec, Message
 from include.orchestrator.errors import ConnectionConfigError
-from include.orchestrator.saga import compensation as saga
+from include.orchestrator.saga import compensation, outcome
 from include.orchestrator.saga.ledger import Ledger
+from include.orchestrator.saga.recorder import Recorder
 from tests.s3_server import S3Server
 
 
@@ -133,32 +134,32 @@ def test_a_disk_id_is_stable_per_folder_and_differs_between_disks(tmp_path: Path
     assert local.disk_id() == OnDisk.disk_of(tmp_path / "assets")
 
 
-def _notify(recorder: saga.Recorder, outbox: OutboxNotifier) -> None:
+def _notify(recorder: Recorder, outbox: OutboxNotifier) -> None:
     recorder.wrap("notify", outbox).notify(Message(key="spring-abc-review-request", to=["dana"], subject="s", text="t"))
 
 
 def test_an_effect_on_a_disk_this_worker_lacks_is_left_never_absent(tmp_path: Path) -> None:
     """Worker A made a notification on its own disk; compensation runs on worker B."""
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    recorder = saga.Recorder("d", "r", "review.notify_reviewers", -1, lambda: ledger)
+    recorder = Recorder("d", "r", "review.notify_reviewers", -1, lambda: ledger)
     on_a = OutboxNotifier("campaign_notify", tmp_path / "host-a" / "outbox")
     _notify(recorder, on_a)
     [entry] = ledger.entries("d", "r")
     assert entry.effect.disk == on_a.disk_id() and entry.state == "made"
 
     on_b = OutboxNotifier("campaign_notify", tmp_path / "host-b" / "outbox")  # same conn id, another disk
-    entries = saga.compensate(ledger, "d", "r", lambda port, conn_id: on_b)
+    entries = compensation.compensate(ledger, "d", "r", lambda port, conn_id: on_b)
     [entry] = entries
     assert entry.state == "failed" and "does not see" in entry.error and on_a.disk_id() in entry.error
     assert list((tmp_path / "host-a" / "outbox").glob("*.json"))  # untouched: B could not see it
-    result = saga.report("d", "r", "rolled back", "rejected", entries)
+    result = outcome.report("d", "r", "rolled back", "rejected", entries)
     assert result.status == "cleanup needed" and [line.key for line in result.left] == ["spring-abc-review-request"]
     assert result.absent == []
 
     # Run again where the disk is (a retry of compensation.undo on worker A): undone, truthfully.
-    entries = saga.compensate(ledger, "d", "r", lambda port, conn_id: on_a)
+    entries = compensation.compensate(ledger, "d", "r", lambda port, conn_id: on_a)
     assert [e.state for e in entries] == ["undone"] and not list((tmp_path / "host-a" / "outbox").glob("*.json"))
-    assert saga.report("d", "r", "rolled back", "rejected", entries).status == "rolled back"
+    assert outcome.report("d", "r", "rolled back", "rejected", entries).status == "rolled back"
 
 
 def test_a_retry_on_another_disk_is_its_own_entry(tmp_path: Path) -> None:
@@ -166,10 +167,10 @@ def test_a_retry_on_another_disk_is_its_own_entry(tmp_path: Path) -> None:
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     on_a = OutboxNotifier("campaign_notify", tmp_path / "host-a" / "outbox")
     on_b = OutboxNotifier("campaign_notify", tmp_path / "host-b" / "outbox")
-    _notify(saga.Recorder("d", "r", "review.notify_reviewers", -1, lambda: ledger), on_a)
-    _notify(saga.Recorder("d", "r", "review.notify_reviewers", -1, lambda: ledger), on_b)
+    _notify(Recorder("d", "r", "review.notify_reviewers", -1, lambda: ledger), on_a)
+    _notify(Recorder("d", "r", "review.notify_reviewers", -1, lambda: ledger), on_b)
     assert sorted(e.effect.disk for e in ledger.entries("d", "r")) == sorted([on_a.disk_id(), on_b.disk_id()])
-    entries = saga.compensate(ledger, "d", "r", lambda port, conn_id: on_b)
+    entries = compensation.compensate(ledger, "d", "r", lambda port, conn_id: on_b)
     assert sorted(e.state for e in entries) == ["failed", "undone"]  # B's copy undone, A's left open
 
 
@@ -178,4 +179,4 @@ def test_a_planned_entry_on_the_same_disk_is_proved_absent(tmp_path: Path) -> No
     outbox = OutboxNotifier("campaign_notify", tmp_path / "outbox")
     planned = outbox.plan(Message(key="k", to=["dana"], subject="s", text="t"))
     ledger.planned("d", "r", "review.notify_reviewers", -1, planned.model_copy(update={"disk": outbox.disk_id()}))
-    assert [e.state for e in saga.compensate(ledger, "d", "r", lambda port, conn_id: outbox)] == ["absent"]
+    assert [e.state for e in compensation.compensate(ledger, "d", "r", lambda port, conn_id: outbox)] == ["absent"]

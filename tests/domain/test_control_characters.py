@@ -230,7 +230,7 @@ def test_the_required_actions_form_refuses_as_one_types_what_the_gate_refuses():
     """The form's fields carry the copy's own rule as a JSON-schema pattern."""
     import jsonschema
 
-    from include.orchestrator.airflow.dags import ApprovalGate
+    from include.orchestrator.airflow.gate import ApprovalGate
 
     form = ApprovalGate._form(DRAFT, CHANNELS)
     assert form["email_subject"].schema["pattern"] == form["headline"].schema["pattern"] == SINGLE_LINE_PATTERN

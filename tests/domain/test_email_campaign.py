@@ -44,8 +44,9 @@ from include.orchestrator.domain import mail, steps
 from include.orchestrator.domain.model import Campaign, EmailChannel, plan_run
 from include.orchestrator.domain.ports import Banner, Copy, ImageSpec
 from include.orchestrator.errors import ConnectionConfigError, SmtpDeliveryError
-from include.orchestrator.saga import compensation as saga
+from include.orchestrator.saga import compensation
 from include.orchestrator.saga.ledger import Ledger
+from include.orchestrator.saga.recorder import Recorder
 from tests.doubles.sendgrid import SendGridDouble
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ def context(folder: Path, the_campaign: Campaign, backend: Any, ledger_url: str 
     plan = plan_run(the_campaign, DAG_ID, RUN_ID, {}).model_dump(mode="json")
     results = {"validate_conf": plan, "design.render_image": [image]}
     ledger = Ledger(ledger_url or f"sqlite:///{folder / 'ledger.sqlite3'}")
-    recorder = saga.Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: ledger)
+    recorder = Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: ledger)
     return steps.StepContext(
         current=the_campaign,
         dag_id=DAG_ID,
@@ -221,7 +222,7 @@ def test_a_thousand_recipients_over_smtp_each_once_undisclosed_with_banner_and_u
     made = entries(tmp_path)
     assert [e.effect.key for e in made] == [f"spring-launch-{campaign_plan_key()}-email-{n:04d}" for n in range(1, 21)]
     assert all(e.state == "made" and len(e.effect.ref["to"]) == 50 and not e.effect.undoable for e in made)
-    assert saga.pivot(made) is made[0]  # the first batch out is the point of no return
+    assert compensation.pivot(made) is made[0]  # the first batch out is the point of no return
     assert "20 batch(es), 1000 recipient(s) sent" in result["summary"]
     assert "20 batch(es), 1000 recipient(s) sent by an earlier try" in again["summary"]
     assert [b["state"] for b in again["ref"]["batches"]] == ["sent by an earlier try"] * 20
@@ -278,7 +279,7 @@ def test_a_batch_refused_for_now_is_sent_on_retry_and_the_others_are_not_sent_ag
         assert refused.value.retryable
         first = entries(tmp_path)
         assert [(e.state, bool(e.error)) for e in first] == [("made", False), ("made", False), ("planned", True)]
-        assert saga.pivot(first) is first[0]
+        assert compensation.pivot(first) is first[0]
         result = publish_over_smtp(str(tmp_path), 230, 50)  # the retry
         received = server.messages()
     assert Counter(a for m in received for a in envelope(m)) == Counter(recipients(230))
@@ -288,7 +289,7 @@ def test_a_batch_refused_for_now_is_sent_on_retry_and_the_others_are_not_sent_ag
 
 def test_pivot_is_the_first_batch_out_not_a_refused_one(tmp_path: Path) -> None:
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    recorder = saga.Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: ledger)
+    recorder = Recorder(DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: ledger)
     smtp = SmtpEmail("campaign_email")
     batches = [
         smtp.plan(
@@ -305,10 +306,10 @@ def test_pivot_is_the_first_batch_out_not_a_refused_one(tmp_path: Path) -> None:
     ]
     recorder.write("planned", batches[0])
     recorder.write("call_failed", batches[0], "SMTPDataError: (554, b'rejected')")  # not delivered
-    assert saga.pivot(ledger.entries(DAG_ID, RUN_ID)) is None
+    assert compensation.pivot(ledger.entries(DAG_ID, RUN_ID)) is None
     recorder.write("planned", batches[1])  # the task died during this one: it may be out
     [_, maybe] = ledger.entries(DAG_ID, RUN_ID)
-    assert saga.pivot(ledger.entries(DAG_ID, RUN_ID)) == maybe
+    assert compensation.pivot(ledger.entries(DAG_ID, RUN_ID)) == maybe
     assert recorder.recorded(batches[1]) == maybe and recorder.recorded(batches[0]).error
 
 
@@ -325,7 +326,7 @@ def test_a_batch_left_planned_is_reported_not_resent(tmp_path: Path, monkeypatch
             text="t",
             unsubscribe="https://x.example/u",
         )
-        earlier = saga.Recorder(
+        earlier = Recorder(
             DAG_ID, RUN_ID, "distribution.publish_email", -1, lambda: Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
         )
         earlier.write("planned", SmtpEmail("campaign_email").plan(second))

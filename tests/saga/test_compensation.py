@@ -23,7 +23,7 @@ import pytest
 
 from include.orchestrator.backends.registry import backend_for
 from include.orchestrator.dev.localdev import sdk_connection
-from include.orchestrator.saga import compensation as saga
+from include.orchestrator.saga import compensation, recorder
 from include.orchestrator.saga.ledger import Ledger, ledger_url
 from tests.worlds import campaign_world, export, found, leftovers, run_campaign
 
@@ -81,14 +81,14 @@ def _edit(scenario: Scenario):
 
 def _inject(monkeypatch, scenario: Scenario) -> None:
     """The step's task dies between making its effect and recording it as made."""
-    write = saga.Recorder.write
+    write = recorder.Recorder.write
 
     def crashing(self, what, effect, error=""):
         if what == "made" and self.task_id == scenario.task_id and scenario.map_index in (None, self.map_index):
             raise RuntimeError(f"injected crash after making {effect.kind} {effect.key}")
         return write(self, what, effect, error)
 
-    monkeypatch.setattr(saga.Recorder, "write", crashing)
+    monkeypatch.setattr(recorder.Recorder, "write", crashing)
 
 
 def _ledger(world) -> Ledger:
@@ -145,7 +145,7 @@ def test_fault_matrix(scenario: Scenario, tmp_path, monkeypatch, airflow_db):
         # Compensating again changes nothing: same ledger, same world.
         ledger = _ledger(world)
         before = [(e.id, e.state) for e in ledger.entries(DAG_ID, run.run_id)]
-        saga.compensate(ledger, DAG_ID, run.run_id, _open_backend(world))
+        compensation.compensate(ledger, DAG_ID, run.run_id, _open_backend(world))
         second = (
             "no change"
             if ([(e.id, e.state) for e in ledger.entries(DAG_ID, run.run_id)] == before and found(leftovers(world)) == left)
@@ -191,7 +191,7 @@ def test_an_undo_that_keeps_failing_is_named_in_the_report_and_the_alert(tmp_pat
         for key, value in export(world).items():
             monkeypatch.setenv(key, value)
         _inject(monkeypatch, scenario)
-        undo = saga.compensate
+        undo = compensation.compensate
 
         def blocked_image(ledger, dag_id, run_id, open_backend):
             # Someone replaced the blog image by a folder: unlinking it fails, for real.
@@ -200,7 +200,7 @@ def test_an_undo_that_keeps_failing_is_named_in_the_report_and_the_alert(tmp_pat
                 (image / "kept").mkdir(parents=True)
             return undo(ledger, dag_id, run_id, open_backend)
 
-        monkeypatch.setattr(saga, "compensate", blocked_image)
+        monkeypatch.setattr(compensation, "compensate", blocked_image)
         run, (state, rows) = run_campaign({})
         states = {r["task"]: r["state"] for r in rows}
         report = next(r["value"] for r in rows if r["task"] == "compensation.report")

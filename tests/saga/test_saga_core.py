@@ -5,6 +5,7 @@ the alert say. The same functions run inside compensation.report on a real Airfl
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +14,7 @@ from include.orchestrator.approval.rules import Decision
 from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.domain.ports import Effect
-from include.orchestrator.saga import compensation as saga
+from include.orchestrator.saga import compensation, outcome
 from include.orchestrator.saga.ledger import Entry
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")  # social continues on failure, blog compensates
@@ -55,14 +56,14 @@ def test_policies_of_the_campaign_under_test():
     ],
 )  # fmt: skip
 def test_verdict(run, errors, expected):
-    assert saga.verdict(CAMPAIGN, run, ORDER, None, errors) == expected
+    assert outcome.verdict(CAMPAIGN, run, ORDER, None, errors) == expected
 
 
 def test_a_rejection_is_the_verdict_whatever_the_states_say():
     record = Decision(decision="rejected", by="dana", means="rest", at=datetime.now(UTC), reason="off brand")
     run = states(review__approval="failed", analytics__create_dashboard="upstream_failed")
     gate = record.model_dump(mode="json")
-    assert saga.verdict(CAMPAIGN, run, ORDER, gate, {}) == ("rolled back", "rejected by dana: off brand")
+    assert outcome.verdict(CAMPAIGN, run, ORDER, gate, {}) == ("rolled back", "rejected by dana: off brand")
 
 
 @pytest.mark.parametrize(
@@ -76,32 +77,94 @@ def test_a_rejection_is_the_verdict_whatever_the_states_say():
     ],
 )
 def test_blocking_failure(upstream_states, blocked):
-    assert saga.blocking_failure(CAMPAIGN, upstream_states, list(upstream_states)) == blocked
+    assert outcome.blocking_failure(CAMPAIGN, upstream_states, list(upstream_states)) == blocked
 
 
 def test_the_pivot_is_the_first_effect_made_that_cannot_be_undone():
     memory, email = entry(1, "memory", "undone"), entry(2, "email", "made", undoable=False)
-    assert saga.pivot([memory, email]) == email
+    assert compensation.pivot([memory, email]) == email
     # A task that died during the call may have sent it: the pivot; one whose call answered with an error did not.
-    assert saga.pivot([memory, entry(3, "email", "planned", undoable=False)]) is not None
-    assert saga.pivot([memory, entry(4, "email", "planned", undoable=False, error="550 refused")]) is None
-    assert saga.left_open([memory, email]) == []  # past the pivot nothing is left to undo: the campaign is live
+    assert compensation.pivot([memory, entry(3, "email", "planned", undoable=False)]) is not None
+    assert compensation.pivot([memory, entry(4, "email", "planned", undoable=False, error="550 refused")]) is None
+    assert compensation.left_open([memory, email]) == []  # past the pivot nothing is left to undo: the campaign is live
 
 
 def test_the_report_sorts_every_entry_by_what_the_verdict_means_for_it():
     entries = [entry(1, "memory", "undone"), entry(2, "design", "absent"), entry(3, "blog", "failed", error="timeout")]
-    result = saga.report("d", "r", "rolled back", "blog failed", entries, seconds=1.5)
+    result = outcome.report("d", "r", "rolled back", "blog failed", entries, seconds=1.5)
     assert result.status == "cleanup needed" and not result.ok
     assert [line.port for line in result.left] == ["blog"] and len(result.undone) == 1 and len(result.absent) == 1
-    alert = saga.cleanup_alert(CAMPAIGN, "abc", result)
+    alert = outcome.cleanup_alert(CAMPAIGN, "abc", result)
     assert "1 item(s) left to clean up by hand" in alert.text and alert.subject.endswith("cleanup needed")
     assert set(alert.to) == {*CAMPAIGN.approval.approvers, CAMPAIGN.owner}
 
-    clean = saga.report("d", "r", "rolled back", "rejected", entries[:2])
+    clean = outcome.report("d", "r", "rolled back", "rejected", entries[:2])
     assert clean.status == "rolled back" and clean.left == []
 
-    live = saga.report("d", "r", "rolled back", "dashboard failed", [*entries[:2], entry(4, "email", "made", undoable=False)])
+    live = outcome.report("d", "r", "rolled back", "dashboard failed", [*entries[:2], entry(4, "email", "made", undoable=False)])
     assert live.status == "failed after going live" and [line.port for line in live.kept] == ["email"]
 
-    done = saga.report("d", "r", "completed", "", entries[:2])
+    done = outcome.report("d", "r", "completed", "", entries[:2])
     assert done.ok and len(done.kept) == 2 and done.left == []
+
+
+# --- conclude: the report task's work, on a real SQLite ledger -----------------------------------
+def run_end(**by_task: str) -> outcome.RunEnd:
+    return outcome.RunEnd(dag_id="d", run_id="r", run_key="r", states=states(**by_task), order=ORDER, gate=None,
+                          errors={}, seconds=0.1, campaign_version="v1")  # fmt: skip
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    from include.orchestrator.saga.ledger import Ledger
+
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+
+
+def notifier(sent: list):
+    def notify(message):
+        sent.append(message)
+        return Effect(port="notify", conn_id="campaign_notify", backend="local", kind="message", key=message.key, ref={})
+
+    return notify
+
+
+def made(ledger, n: int, port: str, undoable: bool = True) -> Effect:
+    effect = entry(n, port, "made", undoable).effect
+    ledger.planned("d", "r", f"t.{port}", -1, effect)
+    ledger.made("d", "r", f"t.{port}", -1, effect)
+    return effect
+
+
+def test_conclude_a_clean_rollback_alerts_nobody_and_frees_the_launch(ledger, caplog):
+    assert ledger.claim_launch("d", "spring", "r") is None
+    sent = []
+    result = outcome.conclude(
+        ledger, CAMPAIGN, run_end(analytics__create_dashboard="skipped"), notifier(sent), logging.getLogger("test")
+    )
+    assert (result.status, result.left, result.campaign_version, sent) == ("rolled back", [], "v1", [])
+    assert ledger.claim_launch("d", "spring", "r2") is None  # released: the same launch may run again
+
+
+def test_conclude_alerts_the_people_when_something_is_left_and_keeps_the_launch(ledger):
+    assert ledger.claim_launch("d", "spring", "r") is None
+    made(ledger, 1, "blog")  # made and never undone: compensation failed to remove it
+    sent = []
+    log = logging.getLogger("test")
+    result = outcome.conclude(ledger, CAMPAIGN, run_end(analytics__create_dashboard="skipped"), notifier(sent), log)
+    assert result.status == "cleanup needed" and [line.key for line in result.left] == ["k1"]
+    assert len(sent) == 1 and "1 item(s) left to clean up by hand:\n- [blog] blog blog 1" in sent[0].text
+    assert ledger.claim_launch("d", "spring", "r2") is not None  # still held by r: something of it may be out
+
+
+def test_conclude_reports_truthfully_when_the_alert_cannot_be_sent(ledger, caplog):
+    made(ledger, 1, "email", undoable=False)  # live: past the pivot
+
+    def refuse(message):
+        raise ConnectionError("notify is down")
+
+    log = logging.getLogger("test")
+    with caplog.at_level("INFO"):
+        result = outcome.conclude(ledger, CAMPAIGN, run_end(analytics__create_dashboard="skipped"), refuse, log)
+    assert result.status == "failed after going live"
+    assert "could not send the alert" in caplog.text and "failed after going live" in caplog.text

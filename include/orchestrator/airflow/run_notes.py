@@ -23,7 +23,7 @@ NOTE_LIMIT = 1000  # the length of Airflow's note column
 def report_of(session: Any, dag_id: str, run_id: str) -> Any:
     """The run's report, or None when the report task left none (it did not run, or crashed)."""
     from include.orchestrator.airflow.compat import XComModel
-    from include.orchestrator.saga.compensation import Report
+    from include.orchestrator.saga.outcome import Report
 
     where = {"dag_id": dag_id, "run_id": run_id, "task_id": tasks.REPORT, "key": "return_value"}
     row = session.query(XComModel.value).filter_by(**where).first()

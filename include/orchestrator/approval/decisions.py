@@ -401,7 +401,7 @@ def _mark_refusal(session: Session, ti: Any, by: str, state: GateState | None) -
     would let approve. Roles are known from config with the simple auth manager only: with
     others, role approvers decide through the form or the API (their marks are refused).
     """
-    from include.orchestrator.airflow.dags import role_members
+    from include.orchestrator.airflow.runtime import role_members
 
     try:
         approval = _campaign(session, ti).approval
@@ -448,7 +448,7 @@ class GateListener:
 
 
 def add_routes(app: Any) -> None:
-    """The decision API on the plugin's FastAPI app (``webapp.py``): Airflow's auth guards every route."""
+    """The decision API on the plugin's FastAPI app (``web/app.py``): Airflow's auth guards every route."""
     from fastapi import Body, Depends, HTTPException
 
     from include.orchestrator.airflow.compat import DagAccessEntity, GetUserDep, SessionDep, requires_access_dag

@@ -1,7 +1,7 @@
 """The approval gate's rules, Airflow-free: who may decide, what a decision records, edited copy.
 
-The gate (``render.ApprovalGate``) waits in Airflow's ``awaiting_input`` state; decisions reach
-it through Airflow's Required Actions form, the campaign decision API (``decisions.py``, used by
+The gate (``airflow/gate.ApprovalGate``) waits in Airflow's ``awaiting_input`` state; decisions reach
+it through Airflow's Required Actions form, the campaign decision API (``approval/decisions.py``, used by
 ``python -m include.orchestrator approve|reject``) or by marking the gate success or failed. All
 of them end in the same :class:`Decision` record, the gate task's XCom ``return_value``.
 """

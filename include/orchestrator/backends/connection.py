@@ -1,6 +1,6 @@
 """Reading one Airflow connection: fetching it, the local folder it names, its boolean extras.
 
-Kept apart from ``connections.py`` (which picks a port's backend and so imports every backend):
+Kept apart from ``registry.py`` (which picks a port's backend and so imports every backend):
 the backends, the breakers, the asset store and the ledger read their own connections through
 this module, which imports nothing of the package but its errors.
 """

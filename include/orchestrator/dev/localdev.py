@@ -199,7 +199,7 @@ def _result_text(row: dict[str, Any]) -> str:
 
         return Decision.model_validate(value).summary()
     if "status" in value and "reason" in value:  # compensation.report: how the run ended
-        from include.orchestrator.saga.compensation import Report
+        from include.orchestrator.saga.outcome import Report
 
         return Report.model_validate(value).summary().splitlines()[0]
     effects = value.get("effects") or []
@@ -252,7 +252,7 @@ def demo(slug: str = DEMO_CAMPAIGN, timeout: float = 600) -> int:
         print(f"\nRun {run_id} of {dag_id}: {state.upper()} in {wall:.1f} s\n")
         report = next((r["value"] for r in rows if r["task"] == tasks.REPORT and isinstance(r["value"], dict)), None)
         if report:
-            from include.orchestrator.saga.compensation import Report
+            from include.orchestrator.saga.outcome import Report
 
             print("  " + Report.model_validate(report).summary().replace("\n", "\n  ") + "\n")
         for row in rows:

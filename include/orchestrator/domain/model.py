@@ -1,6 +1,6 @@
 """The campaign model: what a campaign file may say, validated by pydantic.
 
-Airflow-free on purpose: the renderer (``render.py``) turns a :class:`Campaign` into a DAG, and
+Airflow-free on purpose: the DAG factory (``airflow/dags.py``) turns a :class:`Campaign` into a DAG, and
 the first task of every run validates the trigger conf against :class:`RunOverrides` and builds
 the :class:`RunPlan` the other tasks follow.
 """

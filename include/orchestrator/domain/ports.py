@@ -2,7 +2,7 @@
 
 A phase never knows which backend it talks to. Each port has a local backend (real parts on
 this machine: Qdrant on disk, git, Pillow, SMTP, folders) and, later, production backends; the
-Airflow connection configured for the port decides which one runs (see ``connections.py``).
+Airflow connection configured for the port decides which one runs (see ``backends/registry.py``).
 
 Every call that changes the world returns an :class:`Effect`: a plain record of what it created,
 enough for ``undo`` to remove it later, idempotently. Records travel through XCom and the saga
@@ -10,7 +10,7 @@ ledger, so they are JSON-only and never carry secrets.
 
 Each such call has a twin, ``plan``, taking the same arguments and touching nothing: the effect
 the call is about to make, named by its idempotency key. The saga ledger writes it down before
-the call (``saga.py``), so that a task killed between making an effect and recording it still
+the call (``saga/recorder.py``), so that a task killed between making an effect and recording it still
 leaves a record from which ``undo`` can find it.
 """
 
@@ -119,7 +119,7 @@ class ImageSpec(BaseModel):
 
 
 class Image(BaseModel):
-    """A rendered image, stored in the asset store (``assets.py``) under ``url``: tasks of a run may
+    """A rendered image, stored in the asset store (``backends/assets.py``) under ``url``: tasks of a run may
     run on hosts that share no disk, so an image travels by URL, never by local path."""
 
     channel: str
@@ -162,7 +162,7 @@ class Message(BaseModel):
 class Banner(BaseModel):
     """An email's banner: the design phase's "email" image, with its bytes (``checked_bytes``), shown above the text."""
 
-    url: str  # in the asset store (``assets.py``)
+    url: str  # in the asset store (``backends/assets.py``)
     sha256: str
     width: int
     height: int

@@ -1,5 +1,5 @@
 """The task ids of a campaign's DAG: the one contract between the DAG the renderer builds
-(``render.build_dag``, task groups named after the phases) and the Airflow-free code that reads a
+(``airflow/dags.build_dag``, task groups named after the phases) and the Airflow-free code that reads a
 run's results by task (steps, saga, approval, the decision API, the Campaigns view).
 
 ``tests/airflow/test_dag_integrity.py`` checks that the DAG has exactly these tasks.

@@ -23,7 +23,7 @@ reopened next time.
 
 Not covered: name resolution (``getaddrinfo`` is not interruptible; the system resolver's own
 timeouts bound it) and sockets other threads open (e.g. fsspec's event loop for S3, see
-``assets.py``).
+``backends/assets.py``).
 """
 
 from __future__ import annotations

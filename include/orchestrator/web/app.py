@@ -1,6 +1,6 @@
 """The plugin's FastAPI app, mounted by the API server at ``/campaigns``.
 
-- ``/api/v1/approvals/...``: the campaign decision API (``decisions.py``).
+- ``/api/v1/approvals/...``: the campaign decision API (``approval/decisions.py``).
 - ``/api/v1/campaigns``, ``/api/v1/campaigns/{dag_id}``, ``/api/v1/runs/{dag_id}/{run_id}``
   (and ``.../images/{channel}``): the Campaigns view's data, as JSON for scripts.
 - ``/ui/campaigns`` and ``/ui/runs/{dag_id}/{run_id}``: the same as pages, which Airflow's UI

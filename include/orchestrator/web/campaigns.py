@@ -1,7 +1,7 @@
 """What the Campaigns view shows, read from Airflow's metadata DB: campaigns, their runs, each
 run's phase, its approval and its outcome.
 
-Runs in the API server (the plugin's FastAPI app, ``webapp.py``). Every function takes the
+Runs in the API server (the plugin's FastAPI app, ``web/app.py``). Every function takes the
 request's session and the DAG ids the caller may read, so nobody sees a campaign their auth
 manager hides. A handful of queries per call whatever the number of campaigns (measured in
 ``bench/campaigns_view_bench.py``): the DAG table, the recent runs, their task states, and the
@@ -27,7 +27,7 @@ from include.orchestrator.domain import tasks
 from include.orchestrator.domain.model import Campaign, RunPlan, campaign_version
 from include.orchestrator.errors import CampaignFilesInvalid
 
-# The DAG's task groups in the order a run goes through them (render.build_dag).
+# The DAG's task groups in the order a run goes through them (airflow/dags.build_dag).
 PHASES = ("validate_conf", "research", "content", "design", "review", "distribution", "analytics", "compensation")
 PHASE_NAMES = {"validate_conf": "plan"}
 DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
@@ -217,7 +217,7 @@ def outcome_of(run_state: str, report: Any, published: dict[str, Any], brief: bo
 
     ``brief`` (lists): the status and what is left to clean up by hand, nothing else.
     """
-    from include.orchestrator.saga.compensation import Line, Report
+    from include.orchestrator.saga.outcome import Line, Report
 
     if run_state not in ("success", "failed"):
         return None

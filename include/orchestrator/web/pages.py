@@ -1,6 +1,6 @@
 """The Campaigns view's HTML: the overview and one run's page (review, decision, outcome).
 
-Plain HTML built from the view's models (``campaigns_view.py``); every value that came from a
+Plain HTML built from the view's models (``campaigns.py``); every value that came from a
 campaign file, a run's conf, copy or a reviewer is escaped with :func:`html.escape`, and no
 script is inline (the app sends a Content-Security-Policy that forbids it). Times are written
 in UTC inside ``<time datetime=...>``; ``static/campaigns.js`` shows them in the viewer's time

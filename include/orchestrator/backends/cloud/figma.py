@@ -3,7 +3,7 @@
 The design lives in Figma: a designer keeps one component per channel (email, social, blog) in a
 file, and this backend exports it as it is. The spec's headline, subline and colours do NOT change
 a Figma component, and its size is the component's own (times ``scale``), not the spec's; use the
-Pillow backend (``images.py``) for cards drawn from the copy.
+Pillow backend (``backends/local/images.py``) for cards drawn from the copy.
 
 Calls, as the Figma REST API documents them (https://developers.figma.com/docs/rest-api/, the
 OpenAPI spec at https://github.com/figma/rest-api-spec, errors at
@@ -18,7 +18,7 @@ https://developers.figma.com/docs/rest-api/rate-limits):
 - the URL itself (an S3 object, expiring), downloaded at once WITHOUT the Figma token, through the
   SSRF guard of :mod:`include.orchestrator.resilience.netguard` (private and metadata addresses refused unless
   the connection sets ``allow_private_network``), checked to be a PNG, stored in the asset store
-  (``assets.py``) as ``images/<spec.key>.png``.
+  (``backends/assets.py``) as ``images/<spec.key>.png``.
 
 Errors answer ``{"status": 403, "err": "Invalid token"}`` (or ``{"error": true, "status": 404,
 "message": ...}`` on the components endpoint); 429 carries ``Retry-After`` and the

@@ -52,7 +52,7 @@ SERVICE = "llm"
 ACTION = "write copy"
 ENDPOINT = "chat/completions"  # relative to the host, which carries the version path
 
-# What the later steps and the review form accept (approval.py refuses edits over 20 000 characters).
+# What the later steps and the review form accept (approval/rules.py refuses edits over 20 000 characters).
 HEADLINE_MAX = 120
 SUBJECT_MAX = 150
 TITLE_MAX = 150

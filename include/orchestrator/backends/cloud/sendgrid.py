@@ -16,7 +16,7 @@ and these extras:
 - ``send_delay_seconds`` (default 900): the undo window between scheduling and sending (0 sends
   at once, leaving no window: undo then always reports the email as sent).
 
-**Content.** The Single Send carries the same text and HTML as SMTP and the outbox (``mail.py``):
+**Content.** The Single Send carries the same text and HTML as SMTP and the outbox (``domain/mail.py``):
 ``plain_content`` and ``html_content``, the copy escaped, the campaign's unsubscribe line visible in
 both. Single Sends take no attachments (``email_config`` has no attachment field, unlike Mail Send's
 ``attachments`` with ``content_id``), so the banner cannot travel inline by Content-ID as it does

@@ -8,7 +8,7 @@ One ``send`` is one batch (``mail.batches``): one SMTP transaction whose recipie
 envelope only (``RCPT TO``), never in a header. ``SmtpHook.send_email_smtp`` cannot do that: it
 builds its own text/html-only MIME message with every recipient in ``To:`` (and retries
 ``sendmail`` itself, which could deliver a batch twice). So the hook only opens the connection,
-with the connection's TLS/SSL, login and timeout settings, and the message composed by ``mail.py``
+with the connection's TLS/SSL, login and timeout settings, and the message composed by ``domain/mail.py``
 goes through its ``smtplib`` client's ``sendmail``; the saga ledger and Airflow do the retrying.
 
 A delivered email cannot be recalled, so the effect is recorded as not undoable: compensation can

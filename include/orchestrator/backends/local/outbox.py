@@ -5,7 +5,7 @@ Nothing leaves the machine: a notification is a JSON file, an email a real RFC 5
 name derived from the effect's key, so an Airflow retry rewrites or adopts what a previous try
 made instead of adding a second copy; undo deletes it and is a no-op when it is already gone.
 
-:class:`FolderBackend` (``folder.py``) is the shared helper ("write under a deterministic name
+:class:`FolderBackend` (``backends/common/folder.py``) is the shared helper ("write under a deterministic name
 atomically; undo = delete if present").
 """
 
