@@ -24,8 +24,8 @@ from airflow.sdk import Connection
 from include.orchestrator.backends.cloud.github import GithubApi
 from include.orchestrator.backends.cloud.grafana import GrafanaApi
 from include.orchestrator.backends.cloud.slack import SlackNotifier
-from include.orchestrator.backends.local.dashboards import campaign_dashboard
 from include.orchestrator.backends.local.web import HttpWebPages
+from include.orchestrator.domain.dashboard import campaign_dashboard
 from include.orchestrator.domain.ports import Dashboard, Message
 from include.orchestrator.errors import FetchError, ServiceError, UnsafeURLError
 from include.orchestrator.resilience.netguard import METADATA_ADDRESSES, METADATA_HOSTNAMES, check_url

@@ -455,7 +455,7 @@ def publish_channel(ctx: StepContext) -> StepOutput:
 # --- analytics -------------------------------------------------------------------------------
 @step
 def create_dashboard(ctx: StepContext) -> StepOutput:
-    from include.orchestrator.backends.local.dashboards import campaign_dashboard
+    from include.orchestrator.domain.dashboard import campaign_dashboard
 
     campaign, plan = ctx.campaign, ctx.plan
     uid = f"{campaign.slug[:27]}-{plan.run_key}"  # Grafana uids are at most 40 characters

@@ -13,7 +13,7 @@ from airflow.sdk import Connection
 
 from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.cloud.grafana import GrafanaApi
-from include.orchestrator.backends.local.dashboards import campaign_dashboard
+from include.orchestrator.domain.dashboard import campaign_dashboard
 from include.orchestrator.domain.ports import Dashboard
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
 from tests.doubles.grafana import GrafanaDouble

@@ -14,16 +14,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from include.orchestrator.backends.common.text import WRITER_NOTES_MAX, clean, writer_note_lines
 from include.orchestrator.backends.local.copywriter import (
     FALLBACK,
     HEADLINE_MAX,
     SUBJECT_MAX,
-    WRITER_NOTES_MAX,
     TemplateCopywriter,
     clauses,
-    clean,
     sentences,
-    writer_note_lines,
 )
 from include.orchestrator.domain.ports import Copy, CopyBrief
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from include.orchestrator.backends.cloud.smtp_email import SmtpEmail
-from include.orchestrator.backends.local.dashboards import GrafanaFolder, campaign_dashboard, dashboard_problems
+from include.orchestrator.backends.local.dashboards import GrafanaFolder
 from include.orchestrator.backends.local.outbox import LocalSocialQueue, OutboxEmail, OutboxNotifier
 from include.orchestrator.dev.smtp_server import LocalSmtpServer, free_port
+from include.orchestrator.domain.dashboard import campaign_dashboard, dashboard_problems
 from include.orchestrator.domain.ports import Dashboard, Email, Message, SocialPost
 from include.orchestrator.errors import SmtpDeliveryError
 

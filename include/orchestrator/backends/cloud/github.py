@@ -44,8 +44,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from include.orchestrator.backends.common.git_names import safe_name, safe_path
 from include.orchestrator.backends.common.http_api import retry_after_seconds
-from include.orchestrator.backends.local.git_repo import safe_name, safe_path
 from include.orchestrator.domain.blog_format import described
 from include.orchestrator.domain.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError

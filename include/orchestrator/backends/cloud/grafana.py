@@ -12,7 +12,7 @@ which Grafana 12 lists as the legacy ``/api/dashboards`` API; it still serves it
   dashboard holding our title in the folder is a conflict a retry cannot fix (fails at once);
 - ``DELETE /api/dashboards/uid/{uid}`` to undo; 404 means already gone.
 
-The model comes from ``dashboards.campaign_dashboard``, the form Grafana's import page takes: its
+The model comes from ``domain/dashboard.campaign_dashboard``, the form Grafana's import page takes: its
 data source is the input ``${DS_PROMETHEUS}``. The ``db`` endpoint does not resolve inputs, so the
 placeholder is replaced by the uid of the connection's Prometheus data source and the export-only
 keys (``__inputs``, ``__requires``, ``__elements``) are dropped.
@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 from include.orchestrator.backends.common.http_api import OK, HttpApi
-from include.orchestrator.backends.local.dashboards import dashboard_problems
+from include.orchestrator.domain.dashboard import dashboard_problems
 from include.orchestrator.domain.ports import Dashboard, Effect
 from include.orchestrator.errors import ServiceError
 

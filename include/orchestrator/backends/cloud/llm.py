@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from include.orchestrator.backends.common.http_api import BEARER, HttpApi, error_text, retry_after_header, retry_after_seconds
-from include.orchestrator.backends.local.copywriter import writer_note_lines
+from include.orchestrator.backends.common.text import writer_note_lines
 from include.orchestrator.domain.model import cleaned, folded
 from include.orchestrator.domain.ports import Copy, CopyBrief
 from include.orchestrator.errors import ConnectionConfigError, ServiceError

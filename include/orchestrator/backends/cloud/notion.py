@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from include.orchestrator.backends.common.http_api import HttpApi, error_text
-from include.orchestrator.backends.local.notes_folder import STOPWORDS
+from include.orchestrator.backends.common.text import STOPWORDS
 from include.orchestrator.domain.ports import Note
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
 

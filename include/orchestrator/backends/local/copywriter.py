@@ -24,16 +24,15 @@ untrusted text in it inert (``blog_format.body_text``; a backslash added here wo
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
+from include.orchestrator.backends.common.text import clean, shown, writer_note_lines
 from include.orchestrator.domain.ports import Copy, CopyBrief
 
 NAME = "offline template copywriter (no LLM)"
 HEADLINE_MAX = 80  # the image's headline and the blog title
 SUBJECT_MAX = 70  # before the campaign's subject prefix (at most 40 more)
-WRITER_NOTES_MAX = 2000  # as the trigger form allows; only whole lines are kept
 FALLBACK = "What's new"  # the short field when nothing from the brief fits: a fixed phrase, never a cut one
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
@@ -42,11 +41,6 @@ _STOP = frozenset(
     "also just only over most very such make made each other which these those then there here "
     "where while using used best need needs team teams".split()
 )
-# Invisible format characters (Unicode Cf) are dropped: soft hyphens, zero-width spaces, and bidi
-# overrides that can make a subject line read backwards. Kept: the joiners and emoji tags, which
-# shape letters and emoji.
-_KEPT_FORMAT = re.compile("[\u200c\u200d\U000e0020-\U000e007f]")
-_NEWLINES = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n\n"})
 # A sentence ends at . ! ? (and closing quotes or brackets) before a space, or at CJK full-width stops.
 _SENTENCE_END = re.compile(r"([.!?]+)([\"'”’)\]]*)\s+|[。！？]+[」』）]*")
 _ABBREVIATIONS = frozenset("e.g. i.e. vs. cf. approx. incl. mr. mrs. ms. dr. st.".split())
@@ -61,26 +55,6 @@ def themes(texts: list[str], limit: int = 3) -> list[str]:
 
 
 # --- text, cleaned and split ---------------------------------------------------------------------
-
-
-def clean(text: str) -> str:
-    """Text as plain lines: no control or invisible format characters, spaces collapsed, at most one blank line in a row.
-
-    "…" becomes "...": a reader cannot tell a source's ellipsis from a cut, and this copy never cuts."""
-    text = text.replace("\r\n", "\n").translate(_NEWLINES)
-    text = "".join(c if c == "\n" else " " if c.isspace() else "" if _invisible(c) else c for c in text)
-    lines = [" ".join(line.split()) for line in text.replace("…", "...").split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _invisible(c: str) -> bool:
-    category = unicodedata.category(c)
-    return category == "Cc" or (category == "Cf" and not _KEPT_FORMAT.match(c))
-
-
-def shown(text: str) -> bool:
-    """Whether some character of the text is seen (not a space, control, format or unassigned one)."""
-    return any(unicodedata.category(c)[0] not in "CZ" for c in text)
 
 
 def sentences(text: str) -> list[str]:
@@ -137,20 +111,6 @@ def full_stop(text: str) -> str:
 def fit(candidates: Iterable[str], limit: int) -> str | None:
     """The first candidate that shows something in at most ``limit`` characters."""
     return next((c for c in candidates if len(c) <= limit and shown(c)), None)
-
-
-def writer_note_lines(text: str, limit: int = WRITER_NOTES_MAX) -> list[str]:
-    """The run's writer notes as plain lines: cleaned, blank lines dropped, whole lines up to
-    ``limit`` characters in all (a line that does not fit is left out, never cut)."""
-    lines, used = [], 0
-    for line in clean(text).split("\n"):
-        if not shown(line):
-            continue
-        used += len(line) + 1
-        if used - 1 > limit:
-            break
-        lines.append(line)
-    return lines
 
 
 def _sign_off(voice: str, campaign_name: str) -> str:

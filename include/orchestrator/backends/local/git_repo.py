@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,15 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from include.orchestrator.backends.common.folder import OnDisk
+from include.orchestrator.backends.common.git_names import safe_branch, safe_name, safe_path
 from include.orchestrator.domain.blog_format import described
 from include.orchestrator.domain.ports import BlogPost, Effect, ReviewBundle, checked_bytes
 from include.orchestrator.errors import GitError
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,150}$")  # campaign slugs and run keys
-_BRANCH = re.compile(r"^[a-z0-9][a-z0-9-]{0,100}(/[a-z0-9][a-z0-9-]{0,150})?$")  # main, review/<key>
-_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,150}$")  # one path component
 _ENV = {
     "GIT_AUTHOR_NAME": "campaign-orchestrator",
     "GIT_AUTHOR_EMAIL": "campaigns@localhost",
@@ -47,26 +44,6 @@ _ENV = {
     "LC_ALL": "C",  # stable messages: push rejections are recognised by their text
 }
 _TIMEOUT = 120  # seconds; a local git command that takes longer is stuck
-
-
-def safe_name(value: str, what: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(f"{what} {value!r} is not allowed: lowercase letters, digits and '-' only")
-    return value
-
-
-def safe_branch(value: str) -> str:
-    if not _BRANCH.match(value):
-        raise ValueError(f"branch {value!r} is not allowed: lowercase letters, digits, '-' and one '/'")
-    return value
-
-
-def safe_path(value: str) -> str:
-    """A relative path inside a repository: plain components, no '..', no '.git', no spaces."""
-    parts = value.split("/")
-    if len(value) > 300 or not all(_PART.match(p) and ".." not in p and p.lower() != ".git" for p in parts):
-        raise ValueError(f"path {value!r} is not allowed: relative, components of letters, digits, '_', '-', '.', no '..'")
-    return value
 
 
 def _git(args: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None) -> bytes:

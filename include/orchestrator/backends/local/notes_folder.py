@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
+from include.orchestrator.backends.common.text import STOPWORDS
 from include.orchestrator.domain.ports import Note
 from include.orchestrator.errors import ConnectionConfigError
 
 TITLE_WEIGHT, TAG_WEIGHT, BODY_WEIGHT = 3, 2, 1
 # Words too common to say anything about relevance.
-STOPWORDS = frozenset("a an and are as at be by for from in is it of on or our that the their this to we with who what".split())
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*\r?$\n?", re.DOTALL | re.MULTILINE)
 _HEADING = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
