@@ -19,7 +19,6 @@ from include.orchestrator.airflow.runtime import (
 )
 from include.orchestrator.approval import rules as gate_rules
 from include.orchestrator.approval.rules import APPROVE, REJECT, Decision, GateState
-from include.orchestrator.domain import tasks
 from include.orchestrator.domain.model import (
     MULTI_LINE_PATTERN,
     at_utc,
@@ -125,7 +124,7 @@ class ApprovalGate(HITLOperator):
 
     @staticmethod
     def _body(ctx: StepContext, state: GateState) -> str:
-        review = ctx.pull(tasks.OPEN_REVIEW) or {}
+        review = ctx.review
         where = review.get("branch") or review.get("key") or "the review bundle"
         plan, campaign = ctx.plan, ctx.campaign
         notes = " ".join(plan.writer_notes.split())

@@ -81,6 +81,33 @@ class StepContext:
         return [Image.model_validate(i) for i in self.pull(tasks.RENDER_IMAGE) or [] if i]
 
     @cached_property
+    def brand_voice(self) -> str:
+        return str(self.pull(tasks.BRAND_VOICE)["text"])
+
+    @cached_property
+    def research_headlines(self) -> list[str]:
+        """The competitors' headlines, from every page scraped (a page that failed to load has none)."""
+        return [h for page in self.pull(tasks.SCRAPE_COMPETITOR) or [] if page for h in page["headlines"]]
+
+    @cached_property
+    def research_notes(self) -> list[str]:
+        """The research notes found, then the past research recalled from memory."""
+        found = self.pull(tasks.SEARCH_NOTES) or []
+        recalled = self.pull(tasks.RECALL_RESEARCH) or []
+        return [n["text"] for n in found] + [r["text"] for r in recalled]
+
+    @cached_property
+    def review(self) -> dict[str, Any]:
+        """Where the review bundle is: its key and the backend's reference (branch, repository, pull request)."""
+        return dict(self.pull(tasks.OPEN_REVIEW) or {})
+
+    @cached_property
+    def decision(self) -> Decision | None:
+        """The gate's decision record; None when the run has none (a refused mark, a task forced by hand)."""
+        raw = self.pull(tasks.GATE)
+        return Decision.model_validate(raw) if raw else None
+
+    @cached_property
     def campaign(self) -> Campaign:
         """The campaign this run uses: frozen by ``validate_conf`` when the run started, so an edit
         of the file (a recipient added, a sender changed, a channel removed) reaches only new runs."""
@@ -171,17 +198,15 @@ def load_brand_voice(ctx: StepContext) -> StepOutput:
 @step
 def write_copy(ctx: StepContext) -> StepOutput:
     campaign, plan = ctx.campaign, ctx.plan
-    pages = [p for p in ctx.pull(tasks.SCRAPE_COMPETITOR) or [] if p]
     brief = CopyBrief(
         campaign_name=campaign.name,
         product_description=campaign.product.description,
         audience=plan.audience,
-        brand_voice=ctx.pull(tasks.BRAND_VOICE)["text"],
+        brand_voice=ctx.brand_voice,
         channels=plan.channels,
         social_max_length=campaign.channels.social.max_length if campaign.channels.social else 280,
-        research_headlines=[h for page in pages for h in page["headlines"]],
-        research_notes=[n["text"] for n in ctx.pull(tasks.SEARCH_NOTES) or []]
-        + [r["text"] for r in ctx.pull(tasks.RECALL_RESEARCH) or []],
+        research_headlines=ctx.research_headlines,
+        research_notes=ctx.research_notes,
         writer_notes=plan.writer_notes,
         call_to_action=campaign.product.call_to_action,
         url=str(campaign.product.url or ""),
@@ -278,7 +303,7 @@ def open_review(ctx: StepContext) -> StepOutput:
 @step
 def notify_reviewers(ctx: StepContext) -> StepOutput:
     campaign, plan = ctx.campaign, ctx.plan
-    review = ctx.pull(tasks.OPEN_REVIEW)
+    review = ctx.review
     named = launch_name(plan.launch)
     message = Message(
         key=plan.key("review-request"),
@@ -425,10 +450,9 @@ PUBLISHERS: dict[str, Callable[[StepContext, Copy], Effect]] = {
 def approved_copy(ctx: StepContext, channel: str) -> Copy:
     """The copy the reviewer approved (their edit, else the draft), once checked that everything
     ``channel`` is about to send (its settings, image and copy) is what the approval pinned."""
-    raw = ctx.pull(tasks.GATE)
-    if not raw:  # e.g. a gate whose mark was refused, then a distribution task forced by hand
+    record = ctx.decision
+    if record is None:  # e.g. a gate whose mark was refused, then a distribution task forced by hand
         raise NotApproved(f"{channel}: the run has no decision record: nothing is sent without an approval")
-    record = Decision.model_validate(raw)
     copy = Copy.model_validate(record.edited_copy) if record.edited_copy else ctx.draft
     if not record.approved:
         raise NotApproved(f"{channel}: the run was not approved ({record.summary()})")

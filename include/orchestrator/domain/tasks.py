@@ -7,6 +7,9 @@ run's results by task (steps, saga, approval, the decision API, the Campaigns vi
 
 from __future__ import annotations
 
+# The task groups of the forward steps, in the order a run goes through them (after PLAN).
+PHASES = ("research", "content", "design", "review", "distribution", "analytics")
+
 PLAN = "validate_conf"
 SEARCH_NOTES = "research.search_notes"
 SCRAPE_COMPETITOR = "research.scrape_competitor"

@@ -27,8 +27,8 @@ from include.orchestrator.domain import tasks
 from include.orchestrator.domain.model import Campaign, RunPlan, campaign_version
 from include.orchestrator.errors import CampaignFilesInvalid
 
-# The DAG's task groups in the order a run goes through them (airflow/dags.build_dag).
-PHASES = ("validate_conf", "research", "content", "design", "review", "distribution", "analytics", "compensation")
+# Where a run can be, in order: the plan, the forward task groups, compensation.
+PHASES = (tasks.PLAN, *tasks.PHASES, tasks.COMPENSATION_GROUP)
 PHASE_NAMES = {"validate_conf": "plan"}
 DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
 RECENT_RUNS = 5
