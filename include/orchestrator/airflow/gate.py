@@ -17,6 +17,7 @@ from include.orchestrator.airflow.runtime import (
     run_label,
     step_context,
 )
+from include.orchestrator.approval import records
 from include.orchestrator.approval import rules as gate_rules
 from include.orchestrator.approval.rules import APPROVE, REJECT, Decision, GateState
 from include.orchestrator.domain.model import (
@@ -214,19 +215,15 @@ class ApprovalGate(HITLOperator):
                 approved, edited = gate_rules.apply_edits(approved, state.channels, params_input, state.limits())
             except DecisionRefused as exc:
                 raise self._refuse(ti, f"refused the approval by {user['name']}: its copy cannot be used: {exc}") from None
-        return Decision(
-            decision=decision,
-            by=user["name"],
-            by_id=user["id"],
-            means="airflow-ui",
+        return records.from_form(
+            state,
+            approve=decision == "approved",
+            user_id=user["id"],
+            user_name=user["name"],
+            reason=reason,
+            copy=approved,
+            edited=edited,
             at=event["responded_at"],
-            reason=reason[:2000],
-            draft_version=state.draft_version,
-            copy_version=gate_rules.copy_version(approved),
-            edited_fields=edited,
-            edited_copy=approved.model_dump() if edited else None,
-            triggered_by=state.triggered_by,
-            pinned=state.pin(approved) if decision == "approved" else {},
         )
 
     def _remind(self, ctx: StepContext, ti: Any, state: GateState) -> None:
@@ -249,16 +246,7 @@ class ApprovalGate(HITLOperator):
 
     def _timed_out(self, context: Any, state: GateState) -> dict[str, Any]:
         timeout = run_campaign(self, context["ti"]).approval.timeout
-        record = Decision(
-            decision="rejected",
-            by="timeout",
-            means="timeout",
-            at=gate_rules.now(),
-            reason=f"no decision within {in_words(timeout)} (deadline {at_utc(state.deadline)})",
-            draft_version=state.draft_version,
-            triggered_by=state.triggered_by,
-        )
-        return self._finish(context["ti"], record)
+        return self._finish(context["ti"], records.on_timeout(state, timeout))
 
     def _finish(self, ti: Any, record: Decision) -> dict[str, Any]:
         self.log.info("decision: %s", record.summary())

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
-from include.orchestrator.approval import rules
+from include.orchestrator.approval import records, rules
 from include.orchestrator.approval.rules import APPROVE, REJECT, Decision, GateState
 from include.orchestrator.domain import tasks
 from include.orchestrator.domain.model import RunPlan
@@ -184,19 +184,15 @@ def decide(
         raise DecisionRefused(400, "a rejection needs a reason")
     draft = Copy.model_validate(gate.draft)
     approved, edited = rules.apply_edits(draft, gate.channels, request.copy_edits, gate.limits())
-    record = Decision(
-        decision="approved" if approve else "rejected",
-        by=user_name,
-        by_id=user_id,
-        means=means or request.via,
-        at=rules.now(),
+    record = records.from_api(
+        gate,
+        approve=approve,
+        user_id=user_id,
+        user_name=user_name,
         reason=reason,
-        draft_version=gate.draft_version,
-        copy_version=rules.copy_version(approved),
-        edited_fields=edited,
-        edited_copy=approved.model_dump() if edited else None,
-        triggered_by=gate.triggered_by,
-        pinned=gate.pin(approved) if approve else {},
+        copy=approved,
+        edited=edited,
+        means=means or request.via,
     )
     _end(session, ti, detail, record, {"reason": record.reason, **rules.form_values(approved, gate.channels)}, user_id)
     return record
@@ -220,18 +216,7 @@ def decide_from_github(session: Session, *, dag_id: str, run_id: str) -> Decisio
     verdict = rules.github_verdict(approvers, poll.pull_state, [r.model_dump() for r in poll.reviews], url)
     if verdict is None:
         raise DecisionRefused(409, f"no decision on the review pull request yet {url}: waiting for {', '.join(approvers)}")
-    record = Decision(
-        decision=verdict.decision,
-        by=verdict.login,
-        by_id=f"github:{verdict.login}",
-        means="github-review",
-        at=rules.now(),
-        reason=verdict.reason,
-        draft_version=gate.draft_version,
-        copy_version=gate.draft_version if verdict.decision == "approved" else "",
-        triggered_by=gate.triggered_by,
-        pinned=gate.pin(Copy.model_validate(gate.draft)) if verdict.decision == "approved" else {},
-    )
+    record = records.from_github(gate, verdict)
     _end(session, ti, detail, record, {"reason": record.reason}, None)
     return record
 
@@ -374,19 +359,7 @@ def record_manual(ti: Any, approved: bool) -> Decision | None:
         _refuse_mark(session, ti, detail, by, why)
         return None
     note = ti.note or ""
-    verb = "success" if approved else "failed"
-    what = "the run" if whole_run else "the approval task"
-    record = Decision(
-        decision="approved" if approved else "rejected",
-        by=by,
-        means="run-cancelled" if whole_run and not approved else "mark-success" if approved else "mark-failed",
-        at=rules.now(),
-        reason=note or f"{what} was marked {verb} in Airflow",
-        draft_version=gate["draft_version"] if gate else "",
-        copy_version=gate["draft_version"] if gate and approved else "",
-        triggered_by=gate.get("triggered_by") if gate else None,
-        pinned=state.pin(Copy.model_validate(state.draft)) if state and approved else {},
-    )
+    record = records.from_mark(state, approved=approved, by=by, whole_run=whole_run, note=note)
     if detail is not None and not detail.response_received:
         _close(detail, by, by, record.at, approved, {"reason": record.reason})
     _keep(session, ti, record, None if note else record.summary(), None)
