@@ -16,6 +16,7 @@ from include.orchestrator.errors import (
     DeadlineExceeded,
     FetchError,
     Irrevocable,
+    IrrevocableServiceError,
     MadeNothing,
     MemoryLockTimeout,
     Permanent,
@@ -45,12 +46,12 @@ def test_service_errors_are_the_variant_their_flags_name_and_read_as_before() ->
     assert type(busy).__name__ == "ServiceError"  # reports and ledger entries print this
     ours = ServiceError("GitHub", "open", "HTTP 422", status=422)
     assert kinds(ours) == {"Permanent"} and ours.retryable is False and str(ours) == "GitHub: open failed: HTTP 422"
-    sent = ServiceError("SendGrid", "undo", "sent", retryable=False, irrevocable=True)
+    sent = IrrevocableServiceError("SendGrid", "undo", "sent")
     assert kinds(sent) == {"Permanent", "Irrevocable"}
     assert all(isinstance(e, ServiceError) for e in (busy, ours, sent))
     assert kinds(BufferNotFound("Buffer", "delete", "NOT_FOUND", status=200)) == {"Permanent"}
     with pytest.raises(TypeError):
-        ServiceError("Slack", "post", "?", retryable=True, irrevocable=True)
+        IrrevocableServiceError("SendGrid", "undo", "sent", retryable=True)
     with pytest.raises(TypeError):
         BufferNotFound("Buffer", "delete", "NOT_FOUND", retryable=True)
 

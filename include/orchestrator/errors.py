@@ -84,8 +84,6 @@ def _variant(cls: type[_E], family: type[CampaignError], chosen: type[CampaignEr
         return chosen  # type: ignore[return-value]
     if "retryable" in flags and bool(flags["retryable"]) != issubclass(cls, Retryable):
         raise TypeError(f"{cls.__name__} is {'' if issubclass(cls, Retryable) else 'not '}retryable")
-    if flags.get("irrevocable") and not issubclass(cls, Irrevocable):
-        raise TypeError(f"{cls.__name__} is not irrevocable")
     return cls
 
 
@@ -102,16 +100,13 @@ class ConnectionConfigError(Permanent):
 class ServiceError(CampaignError):
     """An external service refused a call or did not answer. ``retryable``: a later try can succeed.
 
-    ``ServiceError(...)`` returns a :class:`RetryableServiceError` when ``retryable`` is true, an
-    :class:`IrrevocableServiceError` when ``irrevocable`` is true (an undo refused because the effect
-    is out for good, an email sent), else a :class:`PermanentServiceError`.
+    ``ServiceError(...)`` returns a :class:`RetryableServiceError` when ``retryable`` is true, else a
+    :class:`PermanentServiceError`. An undo refused because the effect is out for good (an email
+    sent) raises :class:`IrrevocableServiceError` itself.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> ServiceError:
-        retryable, irrevocable = bool(kwargs.get("retryable")), bool(kwargs.get("irrevocable"))
-        if retryable and irrevocable:
-            raise TypeError("a ServiceError is retryable or irrevocable, not both")
-        chosen = RetryableServiceError if retryable else IrrevocableServiceError if irrevocable else PermanentServiceError
+        chosen = RetryableServiceError if kwargs.get("retryable") else PermanentServiceError
         return super().__new__(_variant(cls, ServiceError, chosen, kwargs), *args)
 
     def __init__(
@@ -124,7 +119,6 @@ class ServiceError(CampaignError):
         retryable: bool = False,
         retry_after: float | None = None,
         code: str | None = None,
-        irrevocable: bool = False,
     ) -> None:
         retryable = isinstance(self, Retryable)  # what __new__ chose from the flag
         hint = f" (retryable{f', retry after {retry_after:g} s' if retry_after is not None else ''})" if retryable else ""

@@ -137,6 +137,25 @@ def _engine(url: str) -> Engine:
     return engine
 
 
+def _row(dag_id: str, run_id: str, task_id: str, map_index: int, effect: Effect, state: str, now: datetime) -> dict[str, Any]:
+    """A new entry: what ``planned`` and ``made`` insert when the effect has no entry yet."""
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "port": effect.port,
+        "conn_id": effect.conn_id,
+        "key": _key(effect),
+        "task_id": task_id,
+        "map_index": map_index,
+        "state": state,
+        "effect": effect.model_dump_json(),
+        "error": "",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class Ledger:
     """The entries of every run, in one table."""
 
@@ -213,21 +232,7 @@ class Ledger:
         now = _now()
         state = entries_table.c.state
         self._upsert(
-            {
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "port": effect.port,
-                "conn_id": effect.conn_id,
-                "key": _key(effect),
-                "task_id": task_id,
-                "map_index": map_index,
-                "state": "planned",
-                "effect": effect.model_dump_json(),
-                "error": "",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            },
+            _row(dag_id, run_id, task_id, map_index, effect, "planned", now),
             {"state": case((state.in_(("undone", "absent")), "planned"), else_=state), "error": "", "updated_at": now},
         )
 
@@ -260,21 +265,7 @@ class Ledger:
         """The call returned: keep its answer (a commit id, a message id) for the undo."""
         now = _now()
         self._upsert(
-            {
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "port": effect.port,
-                "conn_id": effect.conn_id,
-                "key": _key(effect),
-                "task_id": task_id,
-                "map_index": map_index,
-                "state": "made",
-                "effect": effect.model_dump_json(),
-                "error": "",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            },
+            _row(dag_id, run_id, task_id, map_index, effect, "made", now),
             {"state": "made", "effect": effect.model_dump_json(), "error": "", "updated_at": now},
         )
 

@@ -44,7 +44,7 @@ from typing import Any
 
 from include.orchestrator.backends.common.http_api import HttpApi, retry_after_seconds
 from include.orchestrator.domain.ports import Effect, SocialPost
-from include.orchestrator.errors import BufferNotFound, ConnectionConfigError, ServiceError
+from include.orchestrator.errors import BufferNotFound, ConnectionConfigError, IrrevocableServiceError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +332,9 @@ class BufferSocial:
             removed = True
             log.info("deleted Buffer post %s for %s", node["id"], item["profile"])
         if published:
-            raise ServiceError(
+            raise IrrevocableServiceError(
                 SERVICE,
                 f"undo post {effect.key}",
                 f"published already: {'; '.join(published)}: a published post cannot be recalled through Buffer",
-                retryable=False,
-                irrevocable=True,
             )
         return removed

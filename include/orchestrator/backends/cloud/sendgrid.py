@@ -61,7 +61,7 @@ from urllib.parse import parse_qs, urlsplit
 from include.orchestrator.backends.common.http_api import OK, HttpApi, retry_after_seconds
 from include.orchestrator.domain.mail import html_body, one_line, text_body
 from include.orchestrator.domain.ports import Effect, Email
-from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from include.orchestrator.errors import ConnectionConfigError, IrrevocableServiceError
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +285,11 @@ class SendGridEmail:
             send_at = parse_time(single.get("send_at"))
             due = single.get("status") == "scheduled" and send_at is not None and send_at <= self.now()
             if single.get("status") in SENT or due:
-                raise ServiceError(
+                raise IrrevocableServiceError(
                     SERVICE,
                     f"undo Single Send {name!r}",
                     f"sent at {single.get('send_at') or 'an unknown time'} (status {single.get('status')}): "
                     "a delivered email cannot be recalled",
-                    retryable=False,
-                    irrevocable=True,
                 )
         for single in singles:
             sid = single["id"]
