@@ -15,7 +15,7 @@ GitHub again itself: the watcher only notices, it cannot decide anything on its 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,7 +47,7 @@ class WatchReport:
         )
 
 
-def watch(  # noqa: C901 -- one polling round; each pull request's failure is caught and reported where it happens
+def watch(
     ledger: Ledger,
     *,
     since: datetime,
@@ -62,53 +62,80 @@ def watch(  # noqa: C901 -- one polling round; each pull request's failure is ca
     whose gate waits, ``apply(dag_id, run_id)`` asks the decision API (raises ``DecisionRefused``).
     """
     report = WatchReport()
-    runs: dict[str, list[tuple[str, Effect]]] = {}
-    for dag_id, run_id, effect in ledger.made_effects("review", "github_pull_request", since):
-        runs.setdefault(dag_id, []).append((run_id, effect))
     tags = ledger.poll_tags()
     backends: dict[str, Any] = {}
-    for dag_id, items in runs.items():
-        campaign = campaign_of(dag_id)
-        if campaign is None or not campaign.approval.github_approvers:
-            continue
-        live = waiting(dag_id, [run_id for run_id, _ in items])
-        for run_id, effect in items:
-            if run_id not in live:
-                continue
-            report.waiting += 1
-            where = f"{dag_id}/{run_id}"
-            try:
-                if effect.conn_id not in backends:
-                    backends[effect.conn_id] = open_backend("review", effect.conn_id)
-                poll = backends[effect.conn_id].poll_reviews(effect.ref, tags.get((dag_id, run_id)))
-            except Exception as exc:  # one pull request's trouble must not stop the others
-                report.errors.append(f"{where}: {type(exc).__name__}: {exc}")
-                continue
-            if poll.rate_remaining is not None:
-                report.rate_remaining = poll.rate_remaining
-            if poll.not_modified:
-                report.unchanged += 1
-                continue
-            reviews = [r.model_dump() for r in poll.reviews]
-            url = str(effect.ref.get("url", ""))
-            verdict = rules.github_verdict(campaign.approval.github_approvers, poll.pull_state, reviews, url)
-            if verdict is not None:
-                try:
-                    apply(dag_id, run_id)
-                    report.decided.append(f"{where}: {verdict.decision} by {verdict.login}")
-                except DecisionRefused as exc:
-                    if exc.status != 409:
-                        report.errors.append(f"{where}: {exc.status} {exc}")
-                        continue  # the tag is not kept: the next round sees the change again and retries
-                    report.skipped.append(f"{where}: {exc}")
-                except Exception as exc:
-                    report.errors.append(f"{where}: {type(exc).__name__}: {exc}")
-                    continue
-            if poll.etag:
-                ledger.set_poll_tag(dag_id, run_id, poll.etag)
+
+    def backend(conn_id: str) -> Any:
+        if conn_id not in backends:
+            backends[conn_id] = open_backend("review", conn_id)
+        return backends[conn_id]
+
+    for dag_id, run_id, effect, approvers in _waiting_reviews(ledger, since, campaign_of, waiting):
+        report.waiting += 1
+        etag = _watch_one(report, dag_id, run_id, effect, approvers, tags.get((dag_id, run_id)), backend, apply)
+        if etag:
+            ledger.set_poll_tag(dag_id, run_id, etag)
     log.info("github review watch: %s", report.summary())
     for line in report.decided:
         log.info("decided %s", line)
     for line in report.errors:
         log.warning("could not watch %s", line)
     return report
+
+
+def _waiting_reviews(
+    ledger: Ledger, since: datetime, campaign_of: Callable[[str], Any], waiting: Callable[[str, list[str]], set[str]]
+) -> Iterator[tuple[str, str, Effect, list[str]]]:
+    """Each review pull request whose run's gate waits and whose campaign lets GitHub reviews decide."""
+    runs: dict[str, list[tuple[str, Effect]]] = {}
+    for dag_id, run_id, effect in ledger.made_effects("review", "github_pull_request", since):
+        runs.setdefault(dag_id, []).append((run_id, effect))
+    for dag_id, items in runs.items():
+        campaign = campaign_of(dag_id)
+        if campaign is None or not campaign.approval.github_approvers:
+            continue
+        live = waiting(dag_id, [run_id for run_id, _ in items])
+        for run_id, effect in items:
+            if run_id in live:
+                yield dag_id, run_id, effect, list(campaign.approval.github_approvers)
+
+
+def _watch_one(
+    report: WatchReport,
+    dag_id: str,
+    run_id: str,
+    effect: Effect,
+    approvers: list[str],
+    etag: str | None,
+    backend: Callable[[str], Any],
+    apply: Callable[[str, str], Any],
+) -> str | None:
+    """Poll one pull request and apply its decision; the ETag to keep, or None to see it again next round.
+
+    One pull request's trouble never stops the others: it is reported where it happens."""
+    where = f"{dag_id}/{run_id}"
+    try:
+        poll = backend(effect.conn_id).poll_reviews(effect.ref, etag)
+    except Exception as exc:
+        report.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+        return None
+    if poll.rate_remaining is not None:
+        report.rate_remaining = poll.rate_remaining
+    if poll.not_modified:
+        report.unchanged += 1
+        return None
+    reviews = [r.model_dump() for r in poll.reviews]
+    verdict = rules.github_verdict(approvers, poll.pull_state, reviews, str(effect.ref.get("url", "")))
+    if verdict is not None:
+        try:
+            apply(dag_id, run_id)
+            report.decided.append(f"{where}: {verdict.decision} by {verdict.login}")
+        except DecisionRefused as exc:
+            if exc.status != 409:
+                report.errors.append(f"{where}: {exc.status} {exc}")
+                return None  # the tag is not kept: the next round sees the change again and retries
+            report.skipped.append(f"{where}: {exc}")
+        except Exception as exc:
+            report.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+            return None
+    return poll.etag or None
