@@ -99,14 +99,10 @@ def closed_port() -> int:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes (``.git`` internals left out: see the git harnesses' state)."""
+    """Every file under ``folder`` with its bytes, but lock files (taken by a read as well)."""
     if not folder.exists():
         return {}
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and ".git" not in p.relative_to(folder).parts[:1] and not p.name.endswith(".lock")
-    }
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".lock"}
 
 
 def tree(folder: Path) -> list[str]:
