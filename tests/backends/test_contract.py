@@ -54,7 +54,7 @@ from include.orchestrator.backends.local.memory_qdrant import LocalQdrantMemory,
 from include.orchestrator.backends.local.outbox import LocalSocialQueue, OutboxEmail, OutboxNotifier
 from include.orchestrator.backends.registry import BACKENDS
 from include.orchestrator.dev.smtp_server import LocalSmtpServer
-from include.orchestrator.domain.ports import BlogPost, Dashboard, Effect, Email, ImageSpec, Message, ReviewBundle
+from include.orchestrator.domain.ports import CHANGING_CALLS, BlogPost, Dashboard, Effect, Email, ImageSpec, Message, ReviewBundle
 from include.orchestrator.errors import Retryable, ServiceError, SmtpDeliveryError
 from tests.backends.cloud import test_buffer as buffer
 from tests.backends.cloud import test_figma as figma
@@ -143,8 +143,8 @@ class Harness:
         raise NotImplementedError
 
     def call(self, backend: Any) -> Any:
-        """The port's one changing call (or, for a read-only port, its read); returns the effect."""
-        raise NotImplementedError
+        """The port's one changing call (``ports.CHANGING_CALLS``; a read-only port's read); returns the effect."""
+        return made_effect(getattr(backend, CHANGING_CALLS[self.registry[0]])(*self.arguments()))
 
     def plan(self, backend: Any) -> Effect:
         return backend.plan(*self.arguments())
@@ -188,9 +188,6 @@ class SendGrid(Harness):
     def arguments(self) -> tuple[Any, ...]:
         return (sendgrid.EMAIL,)
 
-    def call(self, backend: SendGridEmail) -> Effect:
-        return backend.send(sendgrid.EMAIL)
-
     def state(self) -> Any:
         return self.double.single_sends(), self.double.lists(), self.double.contacts()
 
@@ -219,9 +216,6 @@ class Buffer(Harness):
 
     def arguments(self) -> tuple[Any, ...]:
         return (buffer.POST,)
-
-    def call(self, backend: BufferSocial) -> Effect:
-        return backend.post(buffer.POST)
 
     def state(self) -> Any:
         return self.double.posts()
@@ -259,9 +253,6 @@ class Figma(Harness):
     def arguments(self) -> tuple[Any, ...]:
         return (figma.spec(),)
 
-    def call(self, backend: FigmaDesign) -> Effect:
-        return made_effect(backend.render(figma.spec()))
-
     def state(self) -> Any:
         return files(self.folder)
 
@@ -288,9 +279,6 @@ class GithubReviewHarness(Harness):
 
     def arguments(self) -> tuple[Any, ...]:
         return (self.bundle(),)
-
-    def call(self, backend: GithubReview) -> Effect:
-        return backend.open_review(self.bundle())
 
     def state(self) -> Any:
         return self.double.branches(), self.double.pulls()
@@ -326,9 +314,6 @@ class GithubBlogHarness(Harness):
     def arguments(self) -> tuple[Any, ...]:
         return (github.POST,)
 
-    def call(self, backend: GithubBlog) -> Effect:
-        return backend.publish(github.POST)
-
     def state(self) -> Any:
         return self.double.files("main"), [c["message"] for c in self.double.commits("main")]
 
@@ -349,9 +334,6 @@ class Grafana(Harness):
 
     def arguments(self) -> tuple[Any, ...]:
         return (grafana.dashboard(),)
-
-    def call(self, backend: GrafanaApi) -> Effect:
-        return backend.create_dashboard(grafana.dashboard())
 
     def state(self) -> Any:
         return self.double.dashboards()
@@ -382,9 +364,6 @@ class Slack(Harness):
     def arguments(self) -> tuple[Any, ...]:
         return (slack.message(),)
 
-    def call(self, backend: SlackNotifier) -> Effect:
-        return backend.notify(slack.message())
-
     def state(self) -> Any:
         return self.double.live_messages(), self.double.deleted_messages()
 
@@ -411,9 +390,6 @@ class QdrantServer(Harness):
 
     def arguments(self) -> tuple[Any, ...]:
         return self.arguments_
-
-    def call(self, backend: ServerQdrantMemory) -> Effect:
-        return backend.remember(*self.arguments_)
 
     def state(self) -> Any:
         return self.double.point_keys() if self.double.collections() else None
@@ -525,9 +501,6 @@ class OutboxNotify(Local):
     def arguments(self) -> tuple[Any, ...]:
         return (MESSAGE,)
 
-    def call(self, backend: OutboxNotifier) -> Effect:
-        return backend.notify(MESSAGE)
-
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / f"{MESSAGE.key}.json").exists()
 
@@ -542,9 +515,6 @@ class OutboxMail(Local):
     def arguments(self) -> tuple[Any, ...]:
         return (EMAIL,)
 
-    def call(self, backend: OutboxEmail) -> Effect:
-        return backend.send(EMAIL)
-
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / f"{EMAIL.key}.eml").exists()
 
@@ -558,9 +528,6 @@ class SocialQueue(Local):
 
     def arguments(self) -> tuple[Any, ...]:
         return (SOCIAL,)
-
-    def call(self, backend: LocalSocialQueue) -> Effect:
-        return backend.post(SOCIAL)
 
     def add_foreign(self) -> None:
         LocalSocialQueue("campaign_social", self.folder).post(SOCIAL.model_copy(update={"key": "another-post"}))
@@ -580,9 +547,6 @@ class DashboardFolder(Local):
     def arguments(self) -> tuple[Any, ...]:
         return (DASHBOARD,)
 
-    def call(self, backend: GrafanaFolder) -> Effect:
-        return backend.create_dashboard(DASHBOARD)
-
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / f"{DASHBOARD.uid}.json").exists()
 
@@ -596,9 +560,6 @@ class Pillow(Local):
 
     def arguments(self) -> tuple[Any, ...]:
         return (IMAGE,)
-
-    def call(self, backend: PillowDesign) -> Effect:
-        return made_effect(backend.render(IMAGE))
 
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / "images" / f"{IMAGE.key}.png").exists()
@@ -621,9 +582,6 @@ class GitReviewHarness(Local):
     def arguments(self) -> tuple[Any, ...]:
         return (self.bundle(),)
 
-    def call(self, backend: GitReview) -> Effect:
-        return backend.open_review(self.bundle())
-
     def state(self) -> Any:
         return list_branches(self.folder) if self.folder.exists() else None
 
@@ -640,9 +598,6 @@ class GitBlogHarness(Local):
 
     def arguments(self) -> tuple[Any, ...]:
         return (BLOG_POST,)
-
-    def call(self, backend: GitBlog) -> Effect:
-        return backend.publish(BLOG_POST)
 
     def state(self) -> Any:
         return read_file(self.folder, "main", BLOG_POST.path) if self.folder.exists() else None
@@ -661,9 +616,6 @@ class QdrantLocal(Local):
 
     def arguments(self) -> tuple[Any, ...]:
         return self.arguments_
-
-    def call(self, backend: LocalQdrantMemory) -> Effect:
-        return backend.remember(*self.arguments_)
 
     def state(self) -> Any:
         if not self.folder.exists():
@@ -702,9 +654,6 @@ class Smtp(Harness):
 
     def arguments(self) -> tuple[Any, ...]:
         return (EMAIL,)
-
-    def call(self, backend: SmtpEmail) -> Effect:
-        return backend.send(EMAIL)
 
     def state(self) -> Any:
         return [m["Message-ID"] for m in self.server.messages()]
