@@ -131,6 +131,7 @@ class Harness:
     error_text: ClassVar[str] = "Too many requests"  # what of them the error must repeat
     timeout: ClassVar[float] = 0.3
     secret: ClassVar[str] = "test-token"
+    args: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, double: Any, tmp_path: Path, stack: ExitStack) -> None:
         self.double, self.tmp_path, self.stack = double, tmp_path, stack  # stack: what setup opens, closed after the test
@@ -150,7 +151,8 @@ class Harness:
         return backend.plan(*self.arguments())
 
     def arguments(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """The changing call's arguments (the plan takes the same)."""
+        return self.args
 
     def state(self) -> Any:
         """What the backend's effects change, as plain data: compared before and after an undo."""
@@ -177,6 +179,7 @@ def made_effect(result: Any) -> Effect:
 
 class SendGrid(Harness):
     name, registry, double_type, shared = "sendgrid", ("email", "http"), SendGridDouble, True
+    args = (sendgrid.EMAIL,)
     planned_ref = {"name": sendgrid.EMAIL.key, "to": sendgrid.EMAIL.to}
     kept = ("name", "to")
     first = ("GET", "/v3/marketing/lists")
@@ -184,9 +187,6 @@ class SendGrid(Harness):
 
     def backend(self, url: str | None = None, **extra: Any) -> SendGridEmail:
         return sendgrid.backend(url or self.double, **extra)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (sendgrid.EMAIL,)
 
     def state(self) -> Any:
         return self.double.single_sends(), self.double.lists(), self.double.contacts()
@@ -199,6 +199,7 @@ class SendGrid(Harness):
 
 class Buffer(Harness):
     name, registry, double_type, shared = "buffer", ("social", "http"), BufferDouble, True
+    args = (buffer.POST,)
     planned_ref = {
         "profiles": [
             {"profile": "pipewise-x", "channel_id": "chan-x"},
@@ -214,9 +215,6 @@ class Buffer(Harness):
     def backend(self, url: str | None = None, **extra: Any) -> BufferSocial:
         return buffer.backend(url or self.double, **extra)
 
-    def arguments(self) -> tuple[Any, ...]:
-        return (buffer.POST,)
-
     def state(self) -> Any:
         return self.double.posts()
 
@@ -226,6 +224,7 @@ class Buffer(Harness):
 
 class Figma(Harness):
     name, registry, double_type, shared = "figma", ("design", "http"), FigmaDouble, True
+    args = (figma.spec(),)
     kept = ("url",)
     first = ("GET", r"/v1/files/.*/components")
     error_body = {"err": "Rate limit exceeded"}
@@ -249,9 +248,6 @@ class Figma(Harness):
 
     def backend(self, url: str | None = None, **extra: Any) -> FigmaDesign:
         return FigmaDesign("campaign_design", figma.conn(url or self.url, **extra), figma.store(self.folder))
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (figma.spec(),)
 
     def state(self) -> Any:
         return files(self.folder)
@@ -295,6 +291,7 @@ class GithubReviewHarness(Harness):
 
 class GithubBlogHarness(Harness):
     name, registry, double_type = "github-blog", ("blog", "github"), GithubDouble
+    args = (github.POST,)
     planned_ref = {
         "repository": "acme/campaigns",
         "branch": "main",
@@ -310,9 +307,6 @@ class GithubBlogHarness(Harness):
         host = url + "/api/v3" if url else self.url
         return GithubBlog("campaign_blog", github.github_conn(host, conn_id="campaign_blog", **{"branch": "main", **extra}))
 
-    def arguments(self) -> tuple[Any, ...]:
-        return (github.POST,)
-
     def state(self) -> Any:
         return self.double.files("main"), [c["message"] for c in self.double.commits("main")]
 
@@ -323,6 +317,7 @@ class GithubBlogHarness(Harness):
 
 class Grafana(Harness):
     name, registry, double_type = "grafana", ("analytics", "http"), GrafanaDouble
+    args = (grafana.dashboard(),)
     planned_ref = {"uid": grafana.UID, "folder_uid": "campaigns"}
     kept = ("uid", "folder_uid")
     first = ("GET", grafana.BY_UID)
@@ -330,9 +325,6 @@ class Grafana(Harness):
 
     def backend(self, url: str | None = None, **extra: Any) -> GrafanaApi:
         return GrafanaApi("grafana_test", grafana.conn(url or self.url, **extra))
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (grafana.dashboard(),)
 
     def state(self) -> Any:
         return self.double.dashboards()
@@ -346,6 +338,7 @@ class Grafana(Harness):
 
 class Slack(Harness):
     name, registry, double_type = "slack", ("notify", "slack"), SlackDouble
+    args = (slack.message(),)
     planned_ref = {"channel": slack.CHANNEL, "key": slack.message().key}
     kept = ("channel", "key")
     first = ("POST", slack.HISTORY)
@@ -359,9 +352,6 @@ class Slack(Harness):
         if url is None:
             return slack.notifier(self.double, **extra)
         return SlackNotifier("slack_test", slack.conn(base_url=f"{url}/api/", **extra))
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (slack.message(),)
 
     def state(self) -> Any:
         return self.double.live_messages(), self.double.deleted_messages()
@@ -378,7 +368,7 @@ class QdrantServer(Harness):
     plan_is_made = True
     first = ("GET", memory_server.EXISTS)
     undo_request = ("POST", r"/collections/campaign_memory/points/delete")
-    arguments_ = ("research", "pricing", "Prices fell.", {"campaign": "spring"})
+    args = ("research", "pricing", "Prices fell.", {"campaign": "spring"})
 
     @staticmethod
     def double_type() -> QdrantServerDouble:  # type: ignore[override]
@@ -386,9 +376,6 @@ class QdrantServer(Harness):
 
     def backend(self, url: str | None = None, **extra: Any) -> ServerQdrantMemory:
         return ServerQdrantMemory("campaign_memory", memory_server.connection(url or self.url, **extra))
-
-    def arguments(self) -> tuple[Any, ...]:
-        return self.arguments_
 
     def state(self) -> Any:
         return self.double.point_keys() if self.double.collections() else None
@@ -477,9 +464,14 @@ class Local(Harness):
 
     lacks = dict.fromkeys(("undo_that_hits_a_5xx", *NETWORK_CASES), NO_NETWORK)
 
+    backend_type: ClassVar[Any]  # built as backend_type("campaign_<port>", folder)
+
     @property
     def folder(self) -> Path:
         return self.tmp_path / self.name
+
+    def backend(self, url: str | None = None, **extra: Any) -> Any:
+        return self.backend_type(f"campaign_{self.registry[0]}", self.folder)
 
     def state(self) -> Any:
         return files(self.folder)
@@ -487,6 +479,8 @@ class Local(Harness):
 
 class OutboxNotify(Local):
     name, registry = "outbox-notify", ("notify", "fs")
+    backend_type = OutboxNotifier
+    args = (MESSAGE,)
 
     @property
     def planned_ref(self) -> dict[str, Any]:  # type: ignore[override]
@@ -494,25 +488,15 @@ class OutboxNotify(Local):
 
     kept = ("path",)
 
-    def backend(self, url: str | None = None, **extra: Any) -> OutboxNotifier:
-        return OutboxNotifier("campaign_notify", self.folder)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (MESSAGE,)
-
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / f"{MESSAGE.key}.json").exists()
 
 
 class OutboxMail(Local):
     name, registry = "outbox-email", ("email", "fs")
+    backend_type = OutboxEmail
+    args = (EMAIL,)
     plan_is_made = True
-
-    def backend(self, url: str | None = None, **extra: Any) -> OutboxEmail:
-        return OutboxEmail("campaign_email", self.folder)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (EMAIL,)
 
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / f"{EMAIL.key}.eml").exists()
@@ -520,13 +504,9 @@ class OutboxMail(Local):
 
 class SocialQueue(Local):
     name, registry = "social-queue", ("social", "fs")
+    backend_type = LocalSocialQueue
+    args = (SOCIAL,)
     plan_is_made = True
-
-    def backend(self, url: str | None = None, **extra: Any) -> LocalSocialQueue:
-        return LocalSocialQueue("campaign_social", self.folder)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (SOCIAL,)
 
     def add_foreign(self) -> None:
         LocalSocialQueue("campaign_social", self.folder).post(SOCIAL.model_copy(update={"key": "another-post"}))
@@ -538,13 +518,9 @@ class SocialQueue(Local):
 
 class DashboardFolder(Local):
     name, registry = "grafana-folder", ("analytics", "fs")
+    backend_type = GrafanaFolder
+    args = (DASHBOARD,)
     plan_is_made = True
-
-    def backend(self, url: str | None = None, **extra: Any) -> GrafanaFolder:
-        return GrafanaFolder("campaign_analytics", self.folder)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (DASHBOARD,)
 
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / f"{DASHBOARD.uid}.json").exists()
@@ -552,13 +528,11 @@ class DashboardFolder(Local):
 
 class Pillow(Local):
     name, registry = "pillow", ("design", "fs")
+    args = (IMAGE,)
     kept = ("url",)
 
     def backend(self, url: str | None = None, **extra: Any) -> PillowDesign:
         return PillowDesign("campaign_design", AssetStore("campaign_assets", self.folder.resolve().as_uri()))
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (IMAGE,)
 
     def undone(self, retried: bool = False) -> None:
         assert not (self.folder / "images" / f"{IMAGE.key}.png").exists()
@@ -566,6 +540,7 @@ class Pillow(Local):
 
 class GitReviewHarness(Local):
     name, registry = "git-review", ("review", "fs")
+    backend_type = GitReview
     kept = ("branch",)
 
     def bundle(self) -> ReviewBundle:
@@ -574,9 +549,6 @@ class GitReviewHarness(Local):
         return ReviewBundle(
             key="launch-abc123-review", campaign_slug="launch", title="Review Launch", markdown="# R\n", images=[image]
         )
-
-    def backend(self, url: str | None = None, **extra: Any) -> GitReview:
-        return GitReview("campaign_review", self.folder)
 
     def arguments(self) -> tuple[Any, ...]:
         return (self.bundle(),)
@@ -590,13 +562,9 @@ class GitReviewHarness(Local):
 
 class GitBlogHarness(Local):
     name, registry = "git-blog", ("blog", "fs")
+    backend_type = GitBlog
+    args = (BLOG_POST,)
     kept = ("path",)
-
-    def backend(self, url: str | None = None, **extra: Any) -> GitBlog:
-        return GitBlog("campaign_blog", self.folder)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (BLOG_POST,)
 
     def state(self) -> Any:
         return read_file(self.folder, "main", BLOG_POST.path) if self.folder.exists() else None
@@ -607,14 +575,9 @@ class GitBlogHarness(Local):
 
 class QdrantLocal(Local):
     name, registry = "qdrant-local", ("memory", "fs")
+    backend_type = LocalQdrantMemory
     plan_is_made = True
-    arguments_ = ("research", "pricing", "Prices fell.", {"campaign": "spring"})
-
-    def backend(self, url: str | None = None, **extra: Any) -> LocalQdrantMemory:
-        return LocalQdrantMemory("campaign_memory", self.folder)
-
-    def arguments(self) -> tuple[Any, ...]:
-        return self.arguments_
+    args = ("research", "pricing", "Prices fell.", {"campaign": "spring"})
 
     def state(self) -> Any:
         if not self.folder.exists():
@@ -631,6 +594,7 @@ class QdrantLocal(Local):
 
 class Smtp(Harness):
     name, registry = "smtp", ("email", "smtp")
+    args = (EMAIL,)
     lacks = {
         **dict.fromkeys(UNDO_CASES, DELIVERED),
         **dict.fromkeys(("429_retry_after_seconds", "429_retry_after_date", "5xx"), SMTP_STATUSES),
@@ -653,9 +617,6 @@ class Smtp(Harness):
         conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": settings}
         self.env.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", json.dumps(conn))
         return SmtpEmail("campaign_email")
-
-    def arguments(self) -> tuple[Any, ...]:
-        return (EMAIL,)
 
     def state(self) -> Any:
         return [m["Message-ID"] for m in self.server.messages()]
