@@ -52,10 +52,11 @@ from include.orchestrator.backends.local.git_repo import GitBlog, GitReview, lis
 from include.orchestrator.backends.local.images import PillowDesign
 from include.orchestrator.backends.local.memory_qdrant import LocalQdrantMemory, ServerQdrantMemory
 from include.orchestrator.backends.local.outbox import LocalSocialQueue, OutboxEmail, OutboxNotifier
+from include.orchestrator.backends.local.web import HttpWebPages
 from include.orchestrator.backends.registry import BACKENDS
 from include.orchestrator.dev.smtp_server import LocalSmtpServer
 from include.orchestrator.domain.ports import CHANGING_CALLS, BlogPost, Dashboard, Effect, Email, ImageSpec, Message, ReviewBundle
-from include.orchestrator.errors import Retryable, ServiceError, SmtpDeliveryError
+from include.orchestrator.errors import FetchError, Retryable, ServiceError, SmtpDeliveryError
 from tests.backends.cloud import test_buffer as buffer
 from tests.backends.cloud import test_figma as figma
 from tests.backends.cloud import test_github as github
@@ -129,7 +130,9 @@ class Harness:
     undo_request: ClassVar[tuple[str, str]] = ("", "")  # a request every undo of a made effect sends
     error_body: ClassVar[dict[str, Any]] = {"message": "Too many requests"}  # the service's words in a 429
     error_text: ClassVar[str] = "Too many requests"  # what of them the error must repeat
+    server_error_text: ClassVar[str] = "Internal server error"  # and of a 500's
     timeout: ClassVar[float] = 0.3
+    content_type: ClassVar[str] = "application/json"  # of an answer that trickles
     secret: ClassVar[str] = "test-token"
     args: ClassVar[tuple[Any, ...]] = ()
 
@@ -432,6 +435,39 @@ class Notion(Harness):
         return None  # it reads: nothing to compare
 
 
+class Web(Harness):
+    """Research's page fetch: any site, here a double serving one page (its trouble is the site's)."""
+
+    name, registry = "web", ("web", "http")
+    lacks = {
+        **dict.fromkeys(("plan_without_io", *UNDO_CASES), READ_ONLY),
+        "429_retry_after_date": "web._retry_after reads delta-seconds only, on purpose ('the HTTP-date form is rare')",
+    }
+    first = ("GET", "/pricing")
+    content_type = "text/html; charset=utf-8"  # a page: anything else is refused before its body is read
+    error_text, server_error_text = "HTTP 429", "HTTP 500"  # a site's error page is not read
+    site = ""
+
+    @staticmethod
+    def double_type() -> ServiceDouble:  # type: ignore[override]
+        double = ServiceDouble(name="a competitor's site")
+        page = "<html><head><title>Pricing</title></head><body><h1>Plans for every team</h1></body></html>"
+        double.route("GET", "/pricing", lambda request, groups: Response(page, content_type="text/html; charset=utf-8"))
+        return double
+
+    def backend(self, url: str | None = None, **extra: Any) -> HttpWebPages:
+        self.site = url or self.url  # the page's address is the call's argument, not the backend's
+        return HttpWebPages("campaign_web", allow_private_network=True, **extra)
+
+    def call(self, backend: HttpWebPages) -> Any:
+        page = backend.fetch_headlines(f"{self.site}/pricing")
+        assert (page.title, page.headlines) == ("Pricing", ["Plans for every team"])
+        return page
+
+    def state(self) -> Any:
+        return None  # it reads: nothing to compare
+
+
 # --- local backends: no service, the same plan and undo contract --------------------------------
 
 MESSAGE = Message(key="spring-review", to=["lead@example.com"], subject="Review", text="Please look", link="http://x/y")
@@ -626,10 +662,6 @@ class Smtp(Harness):
 NOT_HERE: dict[tuple[str, str], str] = {
     ("notes", "fs"): f"{READ_ONLY}; {NO_NETWORK} (tests/backends/local/test_research.py)",
     ("writer", "generic"): f"{READ_ONLY}; {NO_NETWORK} (tests/backends/local/test_copywriter.py)",
-    ("web", "http"): (
-        f"{READ_ONLY}; fetches any site, not one service: its 429/5xx/timeout/refused cases are in "
-        "tests/backends/local/test_research.py against its own page server"
-    ),
 }
 
 HARNESSES: list[type[Harness]] = [
@@ -643,6 +675,7 @@ HARNESSES: list[type[Harness]] = [
     QdrantServer,
     Llm,
     Notion,
+    Web,
     OutboxNotify,
     OutboxMail,
     SocialQueue,
@@ -779,7 +812,7 @@ def failed_call(h: Harness, backend: Any | None = None, asked: int = 1) -> Servi
     before = h.state() if h.double is not None else None
     with pytest.raises(Retryable) as raised:
         h.call(backend or h.backend())
-    assert isinstance(raised.value, (ServiceError, SmtpDeliveryError))
+    assert isinstance(raised.value, (ServiceError, SmtpDeliveryError, FetchError))
     assert_no_secret(h, str(raised.value))
     if h.double is not None:
         assert h.double.count(*h.first) == asked
@@ -807,7 +840,7 @@ def test_429_retry_after_date(h: Harness) -> None:
 def test_5xx(h: Harness) -> None:
     h.double.fail_next(*h.first, 500, {"message": "Internal server error"})
     error = failed_call(h)
-    assert (error.status, error.retry_after) == (500, None) and "Internal server error" in str(error)  # the service's words
+    assert (error.status, error.retry_after) == (500, None) and h.server_error_text in str(error)
     h.double.calls.clear()
     h.double.fail_next(*h.first, 503, {"message": "Service unavailable"}, headers={"Retry-After": "5"})
     error = failed_call(h)
@@ -815,7 +848,7 @@ def test_5xx(h: Harness) -> None:
     h.call(h.backend())  # the next try succeeds
 
 
-def trickle(seconds: float) -> Response:
+def trickle(seconds: float, content_type: str) -> Response:
     """An answer whose headers come at once and whose body one byte every 50 ms for ``seconds``: no
     single read waits long enough for a client's per-read timeout, only the call's total deadline stops it."""
 
@@ -826,12 +859,12 @@ def trickle(seconds: float) -> Response:
             time.sleep(0.05)
         yield b"{}"
 
-    return Response(body(), status=200, content_type="application/json")
+    return Response(body(), status=200, content_type=content_type)
 
 
 @pytest.mark.parametrize("h", backends("timeout"), indirect=True)
 def test_timeout(h: Harness) -> None:
-    h.double.fail_next(*h.first, 200, trickle(h.timeout + 3))
+    h.double.fail_next(*h.first, 200, trickle(h.timeout + 3, h.content_type))
     started = time.monotonic()
     error = failed_call(h, h.backend(timeout=h.timeout))
     assert f"no answer within {h.timeout:g} s from 127.0.0.1 (the total deadline" in str(error)
