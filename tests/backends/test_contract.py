@@ -11,9 +11,11 @@ Every backend of a port that changes the world promises the same things (``domai
   answers False and changes nothing;
 - a service's trouble is :class:`Retryable`: 429 with ``Retry-After`` in either form of RFC 9110
   (delta-seconds, HTTP-date) carries the wait asked for; 5xx is retryable (with the wait of a
-  ``Retry-After`` it sends) and the next try succeeds; a hanging service runs into the call's total
+  ``Retry-After`` it sends) and the next try succeeds; a service sending its answer too slowly (the
+  headers at once, then one byte at a time, so no single read times out) runs into the call's total
   deadline; a refused connection is retryable. The client never retries by itself (the double sees
-  one request), a failed call made nothing, and no error shows the token.
+  one request), a failed call made nothing, and no error shows the token. The read-only ports that
+  call a service (the LLM writer, Notion notes, the web page fetch) share these cases.
 
 Each backend comes with a small harness (below): how to build it against its test double (a real
 local HTTP server at the network boundary, ``tests/doubles``) or on ``tmp_path``, its one changing
@@ -86,7 +88,7 @@ pytestmark = [
 READ_ONLY = "a read-only port: it changes nothing, so there is nothing to plan or undo"
 NO_NETWORK = "no network: it works on a local folder or repository, so no service can answer 429/5xx, hang or refuse"
 LOCAL_UNDO = "its undo removes a file in the asset store: it calls no service"
-SMTP_STATUSES = "SMTP has no HTTP statuses: its 4xx/5xx replies are judged in smtp_email._retryable (test_delivery_backends)"
+SMTP_STATUSES = "SMTP has no HTTP statuses or Retry-After: its own reply codes are judged by smtp_email._retryable"
 DELIVERED = "SMTP delivers at once: a delivered email cannot be recalled, so undo is always False (effect.undoable is False)"
 UNDO_CASES = ("undo_twice", "undo_from_the_planned_entry", "undo_when_never_made", "undo_that_hits_a_5xx")
 NETWORK_CASES = ("429_retry_after_seconds", "429_retry_after_date", "5xx", "timeout", "refused_connection")
@@ -636,7 +638,7 @@ class Smtp(Harness):
         **dict.fromkeys(("429_retry_after_seconds", "429_retry_after_date", "5xx"), SMTP_STATUSES),
         "timeout": (
             "SMTP calls have no total deadline (resilience/deadlines.py bounds HTTP calls): the connection's "
-            "timeout bounds each socket operation, so a server trickling its replies is not stopped; not tested"
+            "timeout bounds each socket operation, so a server trickling its replies would not be stopped; not tested"
         ),
     }
 
