@@ -419,6 +419,7 @@ class Notion(Harness):
     first = ("GET", r"/v1/data_sources/[^/]+")
     error_body = {"code": "rate_limited", "message": "You have been rate limited."}
     error_text = "rate_limited"
+    server_error_text = "internal_server_error: Internal server error"  # Notion's code, then its message
     source = "0" * 32
 
     def setup(self) -> None:

@@ -178,6 +178,22 @@ def test_missing_scope_names_the_scope(slack: SlackDouble) -> None:
     assert slack.problems == []
 
 
+def test_a_5xx_whose_body_is_not_slacks_json_is_retryable(slack: SlackDouble) -> None:
+    # A proxy's plain-text 503 (the JSON one, and the undo's next try, are in tests/backends/test_contract.py).
+    from werkzeug import Response
+
+    slack.fail_next("POST", DELETE, 503, Response("upstream unavailable", status=503, headers={"Retry-After": "5"}))
+    backend = notifier(slack)
+    effect = backend.notify(message())
+
+    with pytest.raises(ServiceError) as raised:
+        backend.undo(effect)
+    assert raised.value.retryable is True and raised.value.status == 503 and raised.value.retry_after == 5
+    assert slack.count("POST", DELETE) == 1  # slack_sdk did not retry on its own
+    assert backend.undo(effect) is True  # Airflow's next try
+    assert slack.problems == []
+
+
 def test_transient_slack_code_is_retryable(slack: SlackDouble) -> None:
     slack.fail_next("POST", POST, 200, {"error": "internal_error"})
 
