@@ -1,12 +1,14 @@
-"""The Grafana analytics backend against the Grafana dashboard API double (tests/doubles/grafana.py)."""
+"""The Grafana analytics backend against the Grafana dashboard API double (tests/doubles/grafana.py).
+
+What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
+both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
+which builds this backend with the helpers below; this file keeps what is this service's own.
+"""
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import pytest
 from airflow.sdk import Connection
@@ -110,45 +112,6 @@ def test_root_folder_when_no_folder_is_configured(grafana: GrafanaDouble) -> Non
 
 
 # --- plan and undo ---------------------------------------------------------------------------------
-def test_plan_names_the_effect_without_io(grafana: GrafanaDouble) -> None:
-    planned = api(grafana).plan(dashboard())
-
-    assert grafana.calls == []
-    assert planned.ref == {"uid": UID, "folder_uid": "campaigns"}
-    made = api(grafana).create_dashboard(dashboard())
-    assert (planned.key, planned.kind, planned.port, planned.conn_id) == (made.key, made.kind, made.port, made.conn_id)
-    assert grafana.problems == []
-
-
-def test_undo_the_made_effect_then_again(grafana: GrafanaDouble) -> None:
-    backend = api(grafana)
-    effect = backend.create_dashboard(dashboard())
-
-    assert backend.undo(effect) is True
-    assert grafana.dashboards() == {}
-    assert backend.undo(effect) is False
-    assert grafana.problems == []
-
-
-def test_undo_from_the_planned_effect_after_a_crash(grafana: GrafanaDouble) -> None:
-    api(grafana).create_dashboard(dashboard())  # made, but the task died before recording the answer
-
-    backend = api(grafana)
-    assert backend.undo(backend.plan(dashboard())) is True
-    assert grafana.dashboards() == {}
-    assert backend.undo(backend.plan(dashboard())) is False
-    assert grafana.problems == []
-
-
-def test_undo_when_never_made(grafana: GrafanaDouble) -> None:
-    grafana.add_dashboard("another-run", "Campaign Spring Launch 2027 (other)")
-    backend = api(grafana)
-
-    assert backend.undo(backend.plan(dashboard())) is False
-    assert list(grafana.dashboards()) == ["another-run"]
-    assert grafana.problems == []
-
-
 def test_backend_for_builds_the_grafana_backend(grafana: GrafanaDouble) -> None:
     backend = connections.backend_for("analytics", "grafana_test", conn(grafana.url))
 
@@ -183,57 +146,6 @@ def test_access_denied_fails_fast(grafana: GrafanaDouble) -> None:
         backend.undo(backend.plan(dashboard()))
     assert raised.value.retryable is False and raised.value.status == 403 and "Access denied" in str(raised.value)
     assert grafana.problems == []
-
-
-def test_rate_limit_with_retry_after_seconds(grafana: GrafanaDouble) -> None:
-    grafana.fail_next("POST", SAVE, 429, {"message": "Too many requests"}, headers={"Retry-After": "12"})
-
-    with pytest.raises(ServiceError) as raised:
-        api(grafana).create_dashboard(dashboard())
-    assert raised.value.retryable is True and raised.value.status == 429 and raised.value.retry_after == 12
-    assert grafana.dashboards() == {}
-    assert api(grafana).create_dashboard(dashboard()).ref["uid"] == UID  # the next try succeeds
-    assert grafana.problems == []
-
-
-def test_rate_limit_with_retry_after_date(grafana: GrafanaDouble) -> None:
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
-    grafana.fail_next("GET", BY_UID, 429, {"message": "Too many requests"}, headers={"Retry-After": when})
-
-    with pytest.raises(ServiceError) as raised:
-        api(grafana).create_dashboard(dashboard())
-    assert raised.value.retryable is True and raised.value.retry_after is not None and 30 < raised.value.retry_after <= 91
-    assert grafana.problems == []
-
-
-def test_server_error_is_retryable(grafana: GrafanaDouble) -> None:
-    grafana.fail_next("POST", SAVE, 502, {"message": "Bad gateway"}, headers={"Retry-After": "3"})
-
-    with pytest.raises(ServiceError) as raised:
-        api(grafana).create_dashboard(dashboard())
-    assert raised.value.retryable is True and raised.value.status == 502 and raised.value.retry_after == 3
-    assert grafana.problems == []
-
-
-def test_timeout_is_retryable() -> None:
-    with socket.socket() as silent:  # accepts connections (backlog) and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        backend = GrafanaApi("grafana_test", conn(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1))
-        with pytest.raises(ServiceError) as raised:
-            backend.create_dashboard(dashboard())
-    assert raised.value.retryable is True and "no answer" in str(raised.value)
-
-
-def test_connection_refused_is_retryable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again below: nothing listens there
-    backend = GrafanaApi("grafana_test", conn(f"http://127.0.0.1:{port}"))
-
-    with pytest.raises(ServiceError) as raised:
-        backend.undo(backend.plan(dashboard()))
-    assert raised.value.retryable is True and "connection failed" in str(raised.value)
 
 
 # --- configuration and the model -------------------------------------------------------------------

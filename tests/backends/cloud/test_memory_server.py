@@ -1,11 +1,14 @@
-"""The memory port on a Qdrant server (``ServerQdrantMemory``), against the Qdrant REST double."""
+"""The memory port on a Qdrant server (``ServerQdrantMemory``), against the Qdrant REST double.
+
+What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
+both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
+which builds this backend with the helpers below; this file keeps what is this service's own.
+"""
 
 from __future__ import annotations
 
-import email.utils
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,23 +117,12 @@ def test_remembering_twice_makes_one_point(qdrant: QdrantServerDouble, memory: S
     assert qdrant.problems == []
 
 
-def test_plan_is_the_effect_and_does_no_io(qdrant: QdrantServerDouble) -> None:
-    offline = ServerQdrantMemory("campaign_memory", connection(f"http://127.0.0.1:{closed_port()}"))
-    planned = offline.plan("research", "pricing", "Prices fell.", {"campaign": "spring"})  # nothing listens there
-    made = ServerQdrantMemory("campaign_memory", connection(qdrant.url)).remember(
-        "research", "pricing", "Prices fell.", {"campaign": "spring"}
-    )
-    assert (planned.key, planned.kind, planned.ref) == (made.key, made.kind, made.ref)
-    assert planned == made
-
-
-def test_undo_from_the_planned_effect_after_a_crash(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
+def test_undo_before_the_collection_exists_and_of_another_backends_effect(
+    qdrant: QdrantServerDouble, memory: ServerQdrantMemory
+) -> None:
+    # Undo from the planned entry, twice, of a point never made: tests/backends/test_contract.py
     assert memory.undo(memory.plan("research", "never", "")) is False  # no collection yet
-    memory.remember("research", "pricing", "Prices fell.", {})  # the task dies before recording the answer
-    planned = memory.plan("research", "pricing", "Prices fell.", {})
-    assert memory.undo(planned) is True and qdrant.points() == []
-    assert memory.undo(planned) is False
-    assert memory.undo(memory.plan("research", "never", "")) is False  # collection there, point never made
+    assert qdrant.collections() == []
     with pytest.raises(ValueError, match="cannot undo"):
         memory.undo(
             Effect(
@@ -188,43 +180,6 @@ def test_client_errors_fail_fast_with_qdrants_message(
     assert (error.service, error.status, error.retryable, error.retry_after) == ("qdrant", status, False, None)
     assert message in str(error) and "recall from research" in str(error)
     assert qdrant.problems == []
-
-
-def test_rate_limit_is_retryable_with_retry_after_in_both_forms(qdrant: QdrantServerDouble, memory: ServerQdrantMemory) -> None:
-    qdrant.fail_next("GET", EXISTS, 429, {"message": "Rate limiting exceeded: Write rate limit exceeded"}, {"Retry-After": "7"})
-    with pytest.raises(ServiceError, match="Write rate limit exceeded") as caught:
-        memory.remember("research", "pricing", "Prices fell.", {})
-    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (429, True, 7.0)
-
-    when = email.utils.formatdate(time.time() + 120, usegmt=True)
-    qdrant.fail_next("GET", EXISTS, 429, {"message": "Rate limiting exceeded"}, {"Retry-After": when})
-    with pytest.raises(ServiceError) as caught:
-        memory.remember("research", "pricing", "Prices fell.", {})
-    assert caught.value.status == 429 and caught.value.retryable is True
-    assert caught.value.retry_after is not None and 100 < caught.value.retry_after <= 121
-    assert qdrant.points() == [] and qdrant.problems == []
-
-
-@pytest.mark.parametrize(("status", "headers", "retry_after"), [(500, {}, None), (503, {"Retry-After": "30"}, 30.0)])
-def test_server_errors_are_retryable(
-    qdrant: QdrantServerDouble, memory: ServerQdrantMemory, status: int, headers: dict[str, str], retry_after: float | None
-) -> None:
-    memory.remember("research", "pricing", "Prices fell.", {})
-    delete = r"/collections/campaign_memory/points/delete"
-    qdrant.fail_next("POST", delete, status, {"message": "Service internal error"}, headers)
-    effect = memory.plan("research", "pricing", "Prices fell.")
-    with pytest.raises(ServiceError, match="Service internal error") as caught:
-        memory.undo(effect)
-    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (status, True, retry_after)
-    assert memory.undo(effect) is True  # the retry succeeds
-    assert qdrant.problems == []
-
-
-def test_connection_refused_is_retryable() -> None:
-    memory = ServerQdrantMemory("campaign_memory", connection(f"http://127.0.0.1:{closed_port()}"))
-    with pytest.raises(ServiceError, match="connection failed") as caught:
-        memory.recall("research", "prices", limit=3)
-    assert caught.value.retryable is True and caught.value.status is None
 
 
 def test_connection_settings_are_checked_without_io() -> None:

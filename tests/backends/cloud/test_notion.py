@@ -1,11 +1,13 @@
-"""The Notion notes backend against the Notion double (a real local HTTP server)."""
+"""The Notion notes backend against the Notion double (a real local HTTP server).
+
+What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
+both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
+which builds this backend with the helpers below; this file keeps what is this service's own.
+"""
 
 from __future__ import annotations
 
-import email.utils
 import json
-import socket
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -231,49 +233,6 @@ def test_a_validation_error_fails_fast(notion, source):
     notion.fail_next("POST", r"/v1/data_sources/.*/query", 400, body)
     error = failure(lambda: notes(notion, source).search("observability", limit=5))
     assert error.retryable is False and "validation_error: body failed validation" in str(error)
-
-
-def test_rate_limited_with_retry_after_seconds_is_retryable(notion, source):
-    body = {"code": "rate_limited", "message": "You have been rate limited. Please try again in a few minutes."}
-    notion.fail_next("POST", r"/v1/data_sources/.*/query", 429, body, {"Retry-After": "7"})
-    error = failure(lambda: notes(notion, source).search("observability", limit=5))
-    assert error.status == 429 and error.retryable is True and error.retry_after == 7 and "rate_limited" in str(error)
-
-
-def test_rate_limited_with_an_http_date_is_retryable(notion, source):
-    when = email.utils.formatdate(time.time() + 90, usegmt=True)
-    body = {"code": "rate_limited", "message": "slow down"}
-    notion.fail_next("GET", r"/v1/blocks/.*/children", 429, body, {"Retry-After": when})
-    error = failure(lambda: notes(notion, source).search("survey", limit=5))
-    assert error.retryable is True and error.retry_after is not None and 30 < error.retry_after <= 90
-
-
-@pytest.mark.parametrize(
-    ("status", "code"), [(500, "internal_server_error"), (503, "service_unavailable"), (504, "gateway_timeout")]
-)
-def test_server_errors_are_retryable(notion, source, status, code):
-    notion.fail_next("GET", r"/v1/data_sources/[^/]+", status, {"code": code, "message": "try again later"})
-    error = failure(lambda: notes(notion, source).search("observability", limit=5))
-    assert error.status == status and error.retryable is True and code in str(error)
-    assert len(notes(notion, source).search("observability", limit=5)) == 2  # the next try works
-    assert notion.problems == []
-
-
-def test_connection_refused_is_retryable():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    error = failure(lambda: NotionNotes("campaign_notes", conn(f"http://127.0.0.1:{port}", "0" * 32)).search("pricing", limit=1))
-    assert error.retryable is True and "connection failed" in str(error)
-
-
-def test_a_timeout_is_retryable():
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        backend = NotionNotes("campaign_notes", conn(f"http://127.0.0.1:{silent.getsockname()[1]}", "0" * 32, timeout=0.3))
-        error = failure(lambda: backend.search("pricing", limit=1))
-    assert error.retryable is True and "no answer within 0.3 s" in str(error)
 
 
 @pytest.mark.parametrize(

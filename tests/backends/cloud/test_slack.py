@@ -1,4 +1,9 @@
-"""The Slack notify backend against the Slack Web API double (tests/doubles/slack.py)."""
+"""The Slack notify backend against the Slack Web API double (tests/doubles/slack.py).
+
+What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
+both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
+which builds this backend with the helpers below; this file keeps what is this service's own.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import pytest
 from airflow.sdk import Connection
@@ -108,43 +111,6 @@ def test_other_keys_are_other_messages(slack: SlackDouble) -> None:
 
 
 # --- plan and undo ---------------------------------------------------------------------------------
-def test_plan_names_the_effect_without_io(slack: SlackDouble) -> None:
-    planned = notifier(slack).plan(message())
-
-    assert slack.calls == []
-    assert planned.ref == {"channel": CHANNEL, "key": message().key}
-    made = notifier(slack).notify(message())
-    assert (planned.key, planned.kind, planned.port, planned.conn_id) == (made.key, made.kind, made.port, made.conn_id)
-    assert slack.problems == []
-
-
-def test_undo_the_made_effect_then_again(slack: SlackDouble) -> None:
-    backend = notifier(slack)
-    effect = backend.notify(message())
-
-    assert backend.undo(effect) is True
-    assert slack.live_messages() == [] and len(slack.deleted_messages()) == 1
-    assert backend.undo(effect) is False  # message_not_found: already gone
-    assert slack.problems == []
-
-
-def test_undo_from_the_planned_effect_after_a_crash(slack: SlackDouble) -> None:
-    notifier(slack).notify(message())  # posted, but the task died before recording the ts
-
-    backend = notifier(slack)
-    assert backend.undo(backend.plan(message())) is True
-    assert slack.live_messages() == []
-    assert backend.undo(backend.plan(message())) is False
-    assert slack.problems == []
-
-
-def test_undo_when_never_posted(slack: SlackDouble) -> None:
-    backend = notifier(slack)
-    assert backend.undo(backend.plan(message())) is False
-    assert slack.count("POST", DELETE) == 0
-    assert slack.problems == []
-
-
 def test_undo_refuses_someone_elses_message(slack: SlackDouble) -> None:
     # Another app's message carrying our key: the bot may not delete it, and a retry cannot change that.
     slack.add_message(
@@ -212,28 +178,8 @@ def test_missing_scope_names_the_scope(slack: SlackDouble) -> None:
     assert slack.problems == []
 
 
-def test_rate_limit_with_retry_after_seconds_is_retryable_and_not_retried_by_the_client(slack: SlackDouble) -> None:
-    slack.fail_next("POST", HISTORY, 429, {"error": "ratelimited"}, headers={"Retry-After": "30"})
-
-    with pytest.raises(ServiceError) as raised:
-        notifier(slack).notify(message())
-    error = raised.value
-    assert error.retryable is True and error.status == 429 and error.retry_after == 30 and "ratelimited" in str(error)
-    assert slack.count("POST", HISTORY) == 1 and posts(slack) == 0  # no retry inside slack_sdk
-    assert slack.problems == []
-
-
-def test_rate_limit_with_retry_after_date(slack: SlackDouble) -> None:
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
-    slack.fail_next("POST", POST, 429, {"error": "ratelimited"}, headers={"Retry-After": when})
-
-    with pytest.raises(ServiceError) as raised:
-        notifier(slack).notify(message())
-    assert raised.value.retryable is True and raised.value.retry_after is not None and 60 < raised.value.retry_after <= 121
-    assert slack.problems == []
-
-
-def test_server_error_is_retryable(slack: SlackDouble) -> None:
+def test_a_5xx_whose_body_is_not_slacks_json_is_retryable(slack: SlackDouble) -> None:
+    # A proxy's plain-text 503 (the JSON one, and the undo's next try, are in tests/backends/test_contract.py).
     from werkzeug import Response
 
     slack.fail_next("POST", DELETE, 503, Response("upstream unavailable", status=503, headers={"Retry-After": "5"}))
@@ -255,28 +201,6 @@ def test_transient_slack_code_is_retryable(slack: SlackDouble) -> None:
         notifier(slack).notify(message())
     assert raised.value.retryable is True
     assert slack.problems == []
-
-
-def test_timeout_is_retryable() -> None:
-    with socket.socket() as silent:  # accepts connections (backlog) and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
-        backend = SlackNotifier("slack_test", conn(base_url=f"http://127.0.0.1:{port}/api/", timeout=1))
-        with pytest.raises(ServiceError) as raised:
-            backend.notify(message())
-    assert raised.value.retryable is True and "no answer" in str(raised.value)
-
-
-def test_connection_refused_is_retryable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again below: nothing listens there
-    backend = SlackNotifier("slack_test", conn(base_url=f"http://127.0.0.1:{port}/api/"))
-
-    with pytest.raises(ServiceError) as raised:
-        backend.notify(message())
-    assert raised.value.retryable is True and "connection failed" in str(raised.value)
 
 
 def test_dropped_connection_is_retryable_and_tried_once() -> None:
