@@ -19,11 +19,12 @@ Any other error (a :class:`CampaignError` of none of these kinds, or a foreign e
 Airflow's retries as configured, and fails compensation's undo of its entry, which stays open.
 
 Three families decide per instance, from the status a service answered: :class:`ServiceError`,
-:class:`FetchError` and :class:`SmtpDeliveryError` keep their ``retryable=`` (and for
-``ServiceError``, ``irrevocable=``) constructor flags, and constructing the family's class returns
-the subclass the flags name (``ServiceError(..., retryable=True)`` is a :class:`RetryableServiceError`),
-so raise sites pass what they computed and readers check the type. ``retryable`` remains readable
-(a class attribute of :class:`Retryable` and :class:`Permanent`), ``retry_after`` too.
+:class:`FetchError` and :class:`SmtpDeliveryError` keep their ``retryable=`` constructor flag, and
+constructing the family's class returns the subclass the flag names (``ServiceError(...,
+retryable=True)`` is a :class:`RetryableServiceError`), so raise sites pass what they computed and
+readers check the type. ``retryable`` remains readable (a class attribute of :class:`Retryable` and
+:class:`Permanent`), ``retry_after`` too. An undo refused for good raises
+:class:`IrrevocableServiceError` itself.
 
 This module imports nothing from the package: every module (connections, backends, breakers) can
 import it without importing one another.

@@ -49,7 +49,7 @@ from include.orchestrator.backends.cloud.notion import NotionNotes
 from include.orchestrator.backends.cloud.sendgrid import SendGridEmail
 from include.orchestrator.backends.cloud.slack import SlackNotifier
 from include.orchestrator.backends.cloud.smtp_email import SmtpEmail
-from include.orchestrator.backends.local.dashboards import GrafanaFolder, campaign_dashboard
+from include.orchestrator.backends.local.dashboards import GrafanaFolder
 from include.orchestrator.backends.local.git_repo import GitBlog, GitReview, list_branches, read_file
 from include.orchestrator.backends.local.images import PillowDesign
 from include.orchestrator.backends.local.memory_qdrant import LocalQdrantMemory, ServerQdrantMemory
@@ -57,6 +57,7 @@ from include.orchestrator.backends.local.outbox import LocalSocialQueue, OutboxE
 from include.orchestrator.backends.local.web import HttpWebPages
 from include.orchestrator.backends.registry import BACKENDS
 from include.orchestrator.dev.smtp_server import LocalSmtpServer
+from include.orchestrator.domain.dashboard import campaign_dashboard
 from include.orchestrator.domain.ports import CHANGING_CALLS, BlogPost, Dashboard, Effect, Email, ImageSpec, Message, ReviewBundle
 from include.orchestrator.errors import FetchError, Retryable, ServiceError, SmtpDeliveryError
 from tests.backends.cloud import test_buffer as buffer

@@ -366,6 +366,7 @@ SEND = (
 )
 
 
+@pytest.mark.integration  # SIGKILLs a sending process: several processes, about 25 s each
 @pytest.mark.parametrize("kept", [False, True], ids=["server-had-not-kept-it", "server-had-kept-it"])
 def test_sigkill_mid_send_then_retry_sends_no_batch_twice(tmp_path: Path, kept: bool) -> None:
     server = LocalSmtpServer(tmp_path / "maildir")
