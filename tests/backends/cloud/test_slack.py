@@ -244,3 +244,10 @@ def test_token_is_required() -> None:
     bare = Connection(conn_id="slack_test", conn_type="slack", extra=json.dumps({"channel": CHANNEL}))
     with pytest.raises(ConnectionConfigError, match=r"'slack_test'.*token"):
         SlackNotifier("slack_test", bare)
+
+
+def test_a_timeout_under_a_second_still_reaches_slack(slack: SlackDouble) -> None:
+    """The Slack hook takes whole seconds; 0.3 s used to become 0, a non-blocking socket that failed every call."""
+    backend = notifier(slack, timeout=0.3)
+    effect = backend.notify(message())
+    assert effect.ref["ts"] and posts(slack) == 1

@@ -32,6 +32,7 @@ codes, timeouts and connection errors are retryable. Everything becomes ``errors
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -166,7 +167,14 @@ class SlackNotifier:
                     return conn  # the connection we were given, not a second lookup
 
             base_url = str(self.settings.get("base_url") or DEFAULT_BASE_URL)
-            hook = _Hook(slack_conn_id=self.conn_id, base_url=base_url.rstrip("/") + "/", retry_handlers=[])
+            # The hook takes whole seconds, and 0 would make the socket non-blocking (every call fails at
+            # once): round up. The total deadline (``within``) still holds the call to ``timeout``.
+            hook = _Hook(
+                slack_conn_id=self.conn_id,
+                base_url=base_url.rstrip("/") + "/",
+                retry_handlers=[],
+                timeout=max(1, math.ceil(self.timeout)),
+            )
             self._client_cache = hook.client
         return self._client_cache
 
