@@ -442,10 +442,7 @@ class Web(Harness):
     """Research's page fetch: any site, here a double serving one page (its trouble is the site's)."""
 
     name, registry = "web", ("web", "http")
-    lacks = {
-        **dict.fromkeys(("plan_without_io", *UNDO_CASES), READ_ONLY),
-        "429_retry_after_date": "web._retry_after reads delta-seconds only, on purpose ('the HTTP-date form is rare')",
-    }
+    lacks = dict.fromkeys(("plan_without_io", *UNDO_CASES), READ_ONLY)
     first = ("GET", "/pricing")
     content_type = "text/html; charset=utf-8"  # a page: anything else is refused before its body is read
     error_text, server_error_text = "HTTP 429", "HTTP 500"  # a site's error page is not read

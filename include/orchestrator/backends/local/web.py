@@ -20,6 +20,7 @@ import re
 import httpx
 from selectolax.lexbor import LexborHTMLParser
 
+from include.orchestrator.backends.common.http_api import is_retryable_status, retry_after_seconds
 from include.orchestrator.domain.ports import PageHeadlines
 from include.orchestrator.errors import DeadlineExceeded, FetchError, UnsafeURLError
 from include.orchestrator.resilience.deadlines import Deadline, within
@@ -59,11 +60,6 @@ def extract_headlines(body: bytes, charset: str | None = None) -> tuple[str, lis
         if len(headlines) == MAX_HEADLINES:
             break
     return (_clean(title_node.text(deep=True)) if title_node else ""), list(headlines.values())
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None  # the HTTP-date form is rare; ignore it
 
 
 class HttpWebPages:
@@ -132,8 +128,13 @@ class HttpWebPages:
     def _check_response(url: str, response: httpx.Response) -> None:
         status = response.status_code
         if status >= 400:
-            retryable = status == 429 or status >= 500
-            raise FetchError(url, f"HTTP {status} {response.reason_phrase}", status, retryable, _retry_after(response))
+            raise FetchError(
+                url,
+                f"HTTP {status} {response.reason_phrase}",
+                status,
+                is_retryable_status(status),
+                retry_after_seconds(response.headers.get("retry-after")),
+            )
         if not 200 <= status < 300:
             raise FetchError(url, f"unexpected HTTP {status} {response.reason_phrase}", status)
         content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
