@@ -91,6 +91,7 @@ def test_defaults_and_durations():
         ),
         (lambda d: d.update(schedule="every monday"), "schedule: not a cron expression: five fields"),
         (lambda d: d.update(schedule="@fortnightly"), "schedule: not a schedule preset: use one of @once"),
+        (lambda d: d.update(schedule="0 0 30 2 *"), "schedule: '0 0 30 2 *' matches no date (e.g. a day the month never"),
         (lambda d: d["retries"].update(count=99), "retries.count: must be at most 10 (got 99)"),
         (lambda d: d.update(tags=["two words"]), "tags.0: a tag is 1 to 40 letters, digits or _ . : - (got 'two words')"),
     ],
@@ -107,7 +108,7 @@ def test_invalid_campaign_names_file_then_field_then_the_problem_in_words(tmp_pa
 
 
 def test_schedules_airflow_accepts_are_valid():
-    for schedule in ("0 9 * * 1", "*/15 * * * *", "@daily", "@once", None):
+    for schedule in ("0 9 * * 1", "*/15 * * * *", "0 0 29 2 *", "@daily", "@once", None):
         assert Campaign.model_validate({**sample(), "schedule": schedule}).schedule == schedule
 
 

@@ -186,7 +186,7 @@ SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@mo
 
 def _check_schedule(value: str) -> str:
     """A schedule Airflow accepts: a preset or a five-field cron expression (else every DAG of the file would fail)."""
-    from croniter import croniter
+    from croniter import CroniterBadDateError, croniter
 
     if value.startswith("@"):
         if value not in SCHEDULE_PRESETS:
@@ -194,6 +194,10 @@ def _check_schedule(value: str) -> str:
         return value
     if len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValueError('not a cron expression: five fields, minute hour day-of-month month day-of-week, e.g. "0 9 * * 1"')
+    try:  # a valid expression may match no date at all ("0 0 30 2 *"): the DAG would never run
+        croniter(value, datetime(2026, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"{value!r} matches no date (e.g. a day the month never has): the campaign would never run") from None
     return value
 
 
