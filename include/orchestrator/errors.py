@@ -65,6 +65,11 @@ class MadeNothing(CampaignError):
     """The call was provably not made: it created nothing, so compensation has nothing to undo."""
 
 
+class OutcomeUnknown(CampaignError):
+    """The request went out whole and its answer never came (a timeout, a dropped connection): the
+    effect may have been made. The ledger keeps the entry planned, so no retry makes it again."""
+
+
 def retryable_flag(exc: BaseException) -> Any:
     """The ``retryable`` attribute of an exception from outside the package, else None.
 
@@ -231,6 +236,11 @@ class PermanentSmtpDeliveryError(SmtpDeliveryError, Permanent):
     """The server answered 5xx, or TLS/AUTH cannot work: fix the connection or the message."""
 
 
+class UncertainSmtpDeliveryError(RetryableSmtpDeliveryError, OutcomeUnknown):
+    """The server had the whole message and its answer never came: it may have taken it. The task
+    is retried for the other batches; this one is not sent again."""
+
+
 class GitError(CampaignError, RuntimeError):
     """A git command failed; the message carries git's own error output."""
 
@@ -353,6 +363,7 @@ for _variant_class, _family in (
     (PermanentFetchError, FetchError),
     (RetryableSmtpDeliveryError, SmtpDeliveryError),
     (PermanentSmtpDeliveryError, SmtpDeliveryError),
+    (UncertainSmtpDeliveryError, SmtpDeliveryError),
 ):
     _variant_class.__name__ = _family.__name__
 del _variant_class, _family

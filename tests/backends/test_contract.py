@@ -635,8 +635,8 @@ class Smtp(Harness):
         **dict.fromkeys(UNDO_CASES, DELIVERED),
         **dict.fromkeys(("429_retry_after_seconds", "429_retry_after_date", "5xx"), SMTP_STATUSES),
         "timeout": (
-            "SMTP calls have no total deadline (resilience/deadlines.py bounds HTTP calls): the connection's "
-            "timeout bounds each socket operation, so a server trickling its replies would not be stopped; not tested"
+            "the case trickles an HTTP answer; SMTP's total deadline (and a batch whose answer never came) is tested "
+            "against a scripted SMTP server in tests/backends/cloud/test_smtp_email.py"
         ),
     }
 

@@ -1,4 +1,4 @@
-"""A total deadline for every outbound HTTP call: connect, headers and body together.
+"""A total deadline for every outbound HTTP and SMTP call: connect, headers and body together.
 
 Every HTTP library here has only per-operation timeouts (requests/urllib3, httpx/httpcore,
 urllib/http.client, botocore): each connect or read may take that long, so a peer that sends one
@@ -14,7 +14,7 @@ place of whatever the library made of the dead socket (a reset, an EOF, a short 
 
 The sockets are found through Python's audit events ``socket.__new__`` and ``socket.connect``
 (PEP 578), raised by the ``socket`` module whichever library drives it: http.client (slack_sdk),
-urllib3 (requests: HttpHook, PyGithub), httpcore (httpx: the page fetch, qdrant-client). That is
+urllib3 (requests: HttpHook, PyGithub), httpcore (httpx: the page fetch, qdrant-client), smtplib. That is
 why one mechanism serves every client, including those whose transport we cannot replace. TLS
 sockets are new socket objects wrapping the connected fd, so they are caught by ``__new__``. A
 kept-alive socket made under an earlier deadline of the same thread is remembered too, so a pooled

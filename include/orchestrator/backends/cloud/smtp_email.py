@@ -15,6 +15,14 @@ A delivered email cannot be recalled, so the effect is recorded as not undoable:
 only report it. Failures raise :class:`SmtpDeliveryError`, which says whether trying again later
 can succeed. Recipients the server refuses while it takes the message for the others are kept in
 the effect (``refused``) and logged: sending the batch again would reach the others twice.
+
+**Deadline.** ``timeout`` bounds each connect and read; the whole send (connect, TLS, login, the
+transaction) has a total deadline too, the extra ``deadline`` (default four times ``timeout``, so
+120 s), enforced by ``resilience/deadlines.py`` on the client's socket. A server trickling its
+answers cannot hold a task. When the server had the whole message and its answer never came (a
+timeout, a dropped connection, the deadline), it may have taken it: the error is an
+:class:`UncertainSmtpDeliveryError`, the ledger keeps the batch as possibly delivered, and no retry
+sends it again.
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ import logging
 import smtplib
 import ssl
 from email.utils import parseaddr
+from typing import Any
 
 from include.orchestrator.domain.mail import as_bytes, message_id, mime_message
 from include.orchestrator.domain.ports import Effect, Email
-from include.orchestrator.errors import SmtpDeliveryError
+from include.orchestrator.errors import SmtpDeliveryError, UncertainSmtpDeliveryError
+from include.orchestrator.resilience.deadlines import within
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,30 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, OSError):  # refused, reset, timed out, disconnected (SMTPException is an OSError)
         return True
     return "Unable to connect" in str(exc)  # the hook's AirflowException after repeated disconnects
+
+
+def _deadline(hook: Any) -> float:
+    """The whole send's deadline: the extra ``deadline``, else four times the per-operation ``timeout``."""
+    extra = hook.conn.extra_dejson
+    return float(extra.get("deadline") or 4 * float(extra.get("timeout") or 30))
+
+
+class _WholeMessageSent:
+    """Whether the client has sent the message's final line (``<CRLF>.<CRLF>``): from then on the
+    server may have taken it, whatever happens to its answer."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def watch(self, client: smtplib.SMTP) -> None:
+        send = client.send
+
+        def watched(data: Any) -> None:
+            send(data)
+            if isinstance(data, bytes) and data.endswith(b"\r\n.\r\n"):  # smtplib.SMTP.data's whole message
+                self.sent = True
+
+        client.send = watched  # type: ignore[method-assign,assignment]  # wraps the instance's send
 
 
 class SmtpEmail:
@@ -72,16 +106,27 @@ class SmtpEmail:
         mid = effect.ref["message_id"]
         data = as_bytes(mime_message(email))
         hook = SmtpHook(smtp_conn_id=self.conn_id)
+        whole = _WholeMessageSent()
         try:
-            with hook:  # connects (SSL or STARTTLS and login as the connection says); closes on the way out
-                client = hook._smtp_client  # the hook's own smtplib client: no public accessor in the provider
-                if client is None:
-                    raise smtplib.SMTPServerDisconnected("the SMTP hook opened no connection")
-                # `with hook` opens a (blocking) smtplib client; the attribute's type also names aiosmtplib's async one.
-                refused: dict[str, tuple[int, bytes]] = client.sendmail(parseaddr(email.sender)[1], list(email.to), data)  # type: ignore[assignment]
+            hook.smtp_connection = hook.get_connection(self.conn_id)  # read first: the deadline is one of its extras
+            with within(_deadline(hook), "SMTP", f"smtp://{hook.host}"):
+                with hook:  # connects (SSL or STARTTLS and login as the connection says); closes on the way out
+                    client = hook._smtp_client  # the hook's own smtplib client: no public accessor in the provider
+                    if client is None:
+                        raise smtplib.SMTPServerDisconnected("the SMTP hook opened no connection")
+                    whole.watch(client)  # type: ignore[arg-type]  # a blocking smtplib client, not aiosmtplib's
+                    # `with hook` opens a (blocking) smtplib client; the attribute's type also names aiosmtplib's async one.
+                    refused: dict[str, tuple[int, bytes]] = client.sendmail(parseaddr(email.sender)[1], list(email.to), data)  # type: ignore[assignment]
         except Exception as exc:
             # Only host and port: the connection's login and password never reach logs or errors.
             server = f"{hook.host}:{hook.port}" if hook.smtp_connection else "(connection not loaded)"
+            if whole.sent and not isinstance(exc, smtplib.SMTPResponseException):
+                raise UncertainSmtpDeliveryError(
+                    f"email {email.key} may have been delivered through SMTP connection {self.conn_id!r} at {server}: "
+                    f"the server had the whole message and its answer never came ({type(exc).__name__}: {exc}); "
+                    "not sent again, so nobody gets it twice",
+                    retryable=True,
+                ) from exc
             retryable = _retryable(exc)
             verdict = "temporary: retry later" if retryable else "permanent: fix the connection or the message"
             raise SmtpDeliveryError(
