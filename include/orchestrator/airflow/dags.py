@@ -25,20 +25,9 @@ from include.orchestrator.airflow.operators import CampaignStep, Compensate, Rev
 from include.orchestrator.airflow.retry import default_args
 from include.orchestrator.airflow.runtime import CAMPAIGNS
 from include.orchestrator.domain.loader import load_campaigns
-from include.orchestrator.domain.model import (
-    CHANNELS,
-    LAUNCH_PATTERN,
-    Campaign,
-    RunOverrides,
-    in_words,
-    text_pattern,
-)
+from include.orchestrator.domain.model import CHANNELS, LAUNCH_PATTERN, Campaign, RunOverrides, in_words, text_pattern
 from include.orchestrator.domain.steps import port_of
-from include.orchestrator.errors import (
-    CampaignFieldError,
-    CampaignFileError,
-    CampaignFilesInvalid,
-)
+from include.orchestrator.errors import CampaignFieldError, CampaignFileError, CampaignFilesInvalid
 
 
 def pool_of(step: str, item: str | None = None) -> str:

@@ -11,26 +11,14 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
 
 from include.orchestrator.airflow.compat import upsert_hitl_detail
-from include.orchestrator.airflow.runtime import (
-    role_members,
-    run_campaign,
-    run_label,
-    step_context,
-)
+from include.orchestrator.airflow.runtime import role_members, run_campaign, run_label, step_context
 from include.orchestrator.approval import records
 from include.orchestrator.approval import rules as gate_rules
 from include.orchestrator.approval.rules import APPROVE, REJECT, Decision, GateState
-from include.orchestrator.domain.model import (
-    MULTI_LINE_PATTERN,
-    at_utc,
-    in_words,
-    launch_name,
-)
+from include.orchestrator.domain.model import MULTI_LINE_PATTERN, at_utc, in_words, launch_name
 from include.orchestrator.domain.ports import Copy, Message
 from include.orchestrator.domain.steps import StepContext
-from include.orchestrator.errors import (
-    DecisionRefused,
-)
+from include.orchestrator.errors import DecisionRefused
 
 
 class ApprovalGate(HITLOperator):

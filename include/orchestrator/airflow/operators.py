@@ -10,27 +10,14 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from include.orchestrator.airflow.runtime import (
-    first_value,
-    pull_result,
-    run_campaign,
-    step_context,
-    task_states,
-)
+from include.orchestrator.airflow.runtime import first_value, pull_result, run_campaign, step_context, task_states
 from include.orchestrator.approval import rules as gate_rules
 from include.orchestrator.backends.registry import open_backend, open_port
 from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import campaign_of
-from include.orchestrator.domain.model import (
-    run_key,
-)
+from include.orchestrator.domain.model import run_key
 from include.orchestrator.domain.steps import STEPS
-from include.orchestrator.errors import (
-    ConnectionConfigError,
-    NotThisRun,
-    Permanent,
-    retryable_flag,
-)
+from include.orchestrator.errors import ConnectionConfigError, NotThisRun, Permanent, retryable_flag
 from include.orchestrator.saga import compensation, outcome
 from include.orchestrator.saga.ledger import open_ledger
 

@@ -7,13 +7,8 @@ from typing import Any
 
 from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 
-from include.orchestrator.domain.model import (
-    Campaign,
-)
-from include.orchestrator.errors import (
-    Retryable,
-    retryable_flag,
-)
+from include.orchestrator.domain.model import Campaign
+from include.orchestrator.errors import Retryable, retryable_flag
 
 
 class RetryAfterPolicy(RetryPolicy):

@@ -11,11 +11,7 @@ from airflow.sdk import BaseOperator
 from include.orchestrator.backends.assets import open_assets
 from include.orchestrator.backends.registry import open_port
 from include.orchestrator.domain import tasks
-from include.orchestrator.domain.model import (
-    Campaign,
-    RunPlan,
-    launch_name,
-)
+from include.orchestrator.domain.model import Campaign, RunPlan, launch_name
 from include.orchestrator.domain.steps import StepContext
 from include.orchestrator.saga import outcome, recorder
 from include.orchestrator.saga.ledger import open_ledger
