@@ -46,19 +46,18 @@ def from_form(
     edited: list[str],
     at: datetime,
 ) -> Decision:
-    """An answer in the Required Actions form. ``copy`` is the copy approved (the draft with the
-    reviewer's edits applied) or, on a rejection, the draft; ``edited`` the fields that changed."""
-    return _build(
+    """An answer in the Required Actions form: as :func:`from_api`, its reason cut at 2000 characters
+    (the API's request caps it already)."""
+    return from_api(
         state,
-        approve,
-        by=user_name,
-        by_id=user_id,
-        means="airflow-ui",
-        at=at,
+        approve=approve,
+        user_id=user_id,
+        user_name=user_name,
         reason=reason[:2000],
         copy=copy,
-        copy_version=rules.copy_version(copy),
         edited=edited,
+        means="airflow-ui",
+        at=at,
     )
 
 
@@ -74,7 +73,9 @@ def from_api(
     means: Means,
     at: datetime | None = None,
 ) -> Decision:
-    """A decision through the campaign decision API (REST, the CLI, in-process): as :func:`from_form`."""
+    """A decision through the campaign decision API (REST, the CLI, in-process). ``copy`` is the copy
+    approved (the draft with the reviewer's edits applied) or, on a rejection, the draft; ``edited``
+    the fields that changed."""
     return _build(
         state,
         approve,
@@ -136,7 +137,7 @@ def _as_drafted(
 ) -> Decision:
     """A decision on the draft as the reviewers were shown it: an approval pins it and carries its
     version; a rejection (or a decision without a gate state) names no copy."""
-    shown = state is not None and approve
+    shown = state if approve else None  # the state whose draft an approval lets go out
     return _build(
         state,
         approve,
@@ -145,8 +146,8 @@ def _as_drafted(
         means=means,
         at=at,
         reason=reason,
-        copy=Copy.model_validate(state.draft) if state is not None and shown else None,
-        copy_version=state.draft_version if state is not None and shown else "",
+        copy=Copy.model_validate(shown.draft) if shown else None,
+        copy_version=shown.draft_version if shown else "",
     )
 
 
