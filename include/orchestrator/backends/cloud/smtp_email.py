@@ -53,9 +53,8 @@ def _retryable(exc: BaseException) -> bool:
     return "Unable to connect" in str(exc)  # the hook's AirflowException after repeated disconnects
 
 
-def _deadline(hook: Any) -> float:
+def _deadline(extra: dict[str, Any]) -> float:
     """The whole send's deadline: the extra ``deadline``, else four times the per-operation ``timeout``."""
-    extra = hook.conn.extra_dejson
     return float(extra.get("deadline") or 4 * float(extra.get("timeout") or 30))
 
 
@@ -108,8 +107,10 @@ class SmtpEmail:
         hook = SmtpHook(smtp_conn_id=self.conn_id)
         whole = _WholeMessageSent()
         try:
-            hook.smtp_connection = hook.get_connection(self.conn_id)  # read first: the deadline is one of its extras
-            with within(_deadline(hook), "SMTP", f"smtp://{hook.host}"):
+            # Read once, here: the deadline is one of its extras, and the hook's get_conn would read it again.
+            conn = hook.smtp_connection = hook.get_connection(self.conn_id)
+            hook.get_connection = lambda conn_id: conn  # type: ignore[method-assign]
+            with within(_deadline(conn.extra_dejson), "SMTP", f"smtp://{hook.host}"):
                 with hook:  # connects (SSL or STARTTLS and login as the connection says); closes on the way out
                     client = hook._smtp_client  # the hook's own smtplib client: no public accessor in the provider
                     if client is None:
