@@ -27,7 +27,8 @@ from include.orchestrator.backends.cloud.slack import SlackNotifier
 from include.orchestrator.backends.local.web import HttpWebPages
 from include.orchestrator.domain.dashboard import campaign_dashboard
 from include.orchestrator.domain.ports import Dashboard, Message
-from include.orchestrator.errors import FetchError, ServiceError, UnsafeURLError
+from include.orchestrator.errors import DeadlineExceeded, FetchError, ServiceError, UnsafeURLError
+from include.orchestrator.resilience.deadlines import within
 from include.orchestrator.resilience.netguard import METADATA_ADDRESSES, METADATA_HOSTNAMES, check_url
 
 DEADLINE = 2.0
@@ -138,6 +139,20 @@ def test_slack_over_urllib_stops_at_its_deadline() -> None:
         message = Message(key="spring-launch-r1-review", to=["dana"], subject="Review needed", text="Please review.")
         elapsed, error = timed(lambda: SlackNotifier("slack_test", conn).notify(message), ServiceError)
     assert_stopped_at_the_deadline(elapsed, error, "Slack")
+
+
+def test_no_connection_is_opened_once_the_deadline_has_fired() -> None:
+    """Time spent before the first connect (an SDK's first import, a slow DNS look-up) can use up the
+    deadline before any socket exists for the watchdog to shut: a connect after it is refused."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        with pytest.raises(DeadlineExceeded, match="within 0.1 s"):
+            with within(0.1, "Service", f"http://127.0.0.1:{port}"):
+                time.sleep(0.3)
+                socket.create_connection(("127.0.0.1", port), timeout=5)
+        with pytest.raises(BlockingIOError):  # nothing ever knocked
+            listener.accept()
 
 
 def test_github_over_pygithub_stops_at_its_deadline() -> None:

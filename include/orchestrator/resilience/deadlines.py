@@ -58,6 +58,10 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         return
     scope = getattr(_local, "scope", None)
     if scope is not None:
+        if scope.fired and event == "socket.connect":
+            # Past the deadline the watchdog has run: a connection opened now would not be shut, so
+            # none is opened (an audit hook's exception aborts the connect).
+            raise DeadlineExceeded(scope.service, host_of(scope.url), scope.seconds)
         try:
             with _lock:
                 scope.sockets.add(args[0])

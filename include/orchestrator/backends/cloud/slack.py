@@ -180,8 +180,9 @@ class SlackNotifier:
 
     def _call(self, action: str, fn: Callable[[Any], Any]) -> dict[str, Any]:
         try:
+            client = self._client()  # no I/O, but the first one imports the SDK: outside the call's deadline
             with within(self.timeout, SERVICE, str(self.settings.get("base_url") or DEFAULT_BASE_URL)):
-                response = fn(self._client())
+                response = fn(client)
         except Exception as exc:
             mapped = service_error(action, exc, self.timeout)
             if mapped is exc:
