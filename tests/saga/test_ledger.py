@@ -159,3 +159,32 @@ def test_workers_opening_a_fresh_ledger_at_once_all_get_it(url):
         for p in procs:
             p.join(60)
         assert results == ["ok"] * 6, results
+
+
+def test_a_worker_losing_the_create_race_twice_still_opens_the_ledger(url):
+    """The race above made deterministic: each time this worker is about to create a table, another
+    worker creates it first, once for the entries and again (on the retry) for the polls. The stop-22
+    CI run lost it this way on SQLite ("table campaign_review_polls already exists")."""
+    from sqlalchemy import create_engine, event
+
+    from include.orchestrator.saga import ledger
+
+    other = create_engine(url)
+    ledger._metadata.drop_all(other)
+    ledger._engine.cache_clear()
+    beaten: list[str] = []
+
+    def another_worker_first(table, connection, **_):
+        if table.name not in beaten:
+            beaten.append(table.name)
+            table.create(other)  # committed by the other worker before this one's CREATE TABLE
+
+    for table in (ledger.entries_table, ledger.polls_table):
+        event.listen(table, "before_create", another_worker_first)
+    try:
+        assert Ledger(url).entries("d", "r") == []
+    finally:
+        for table in (ledger.entries_table, ledger.polls_table):
+            event.remove(table, "before_create", another_worker_first)
+        ledger._engine.cache_clear()
+    assert beaten == ["campaign_saga_ledger", "campaign_review_polls"], beaten

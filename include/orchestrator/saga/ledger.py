@@ -15,6 +15,7 @@ or ``failed`` (the undo raised; tried again on the next attempt). Airflow-free.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -129,12 +130,24 @@ def _engine(url: str) -> Engine:
             dbapi_conn.execute("PRAGMA busy_timeout=30000")
             dbapi_conn.execute("PRAGMA synchronous=FULL")
 
-    try:
-        _metadata.create_all(engine, checkfirst=True)
-    except (OperationalError, ProgrammingError, IntegrityError):  # another worker created it at the same moment
-        # (PostgreSQL: the loser of CREATE TABLE races gets a unique violation on pg_type, seen on a cluster)
-        _metadata.create_all(engine, checkfirst=True)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine, tries: int = 5) -> None:
+    """Create the tables the first worker of a deployment needs, however many workers do it at once.
+
+    A loser of a CREATE TABLE race gets an error (PostgreSQL: a unique violation on pg_type, seen on a
+    cluster; SQLite: "table ... already exists"), and with three tables one worker can lose twice, so
+    it checks again until every table is there."""
+    for attempt in range(tries):
+        try:
+            _metadata.create_all(engine, checkfirst=True)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _row(dag_id: str, run_id: str, task_id: str, map_index: int, effect: Effect, state: str, now: datetime) -> dict[str, Any]:
