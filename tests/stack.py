@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -159,9 +160,22 @@ class AirflowStack:
         )
 
     def trigger(self, dag_id: str, user: str = "admin", conf: dict[str, Any] | None = None) -> str:
-        answer = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", user, json={"logical_date": None, "conf": conf or {}})
-        assert answer.status_code == 200, answer.text
-        return answer.json()["dag_run_id"]
+        """Trigger a run under a run id chosen here, so that a retry cannot trigger it twice.
+
+        On a stalled machine SQLite's busy timeout can fail a POST with a 500 (seen once in a CI-style
+        run, when every process stalled 35 s); the run then either exists or not, and we look first."""
+        run_id = f"manual__{datetime.now(UTC).isoformat()}"  # the form Airflow itself generates
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        for attempt in range(3):
+            answer = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", user, json=body)
+            if answer.status_code == 200:
+                return answer.json()["dag_run_id"]
+            if answer.status_code < 500 or attempt == 2:
+                break
+            if self.api("GET", self.run_path(dag_id, run_id), user).status_code == 200:
+                return run_id
+            time.sleep(5)
+        raise AssertionError(f"triggering {dag_id} answered {answer.status_code}: {answer.text}")
 
     @staticmethod
     def run_path(dag_id: str, run_id: str) -> str:
