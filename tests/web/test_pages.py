@@ -82,3 +82,22 @@ def test_progress_names_the_phase():
     assert progress_of([("review.approval", "awaiting_input")], "running").phase == "waiting for approval"
     assert progress_of([("validate_conf", None)], "queued").phase == "queued"
     assert progress_of(states, "failed").phase == "finished"
+
+
+def test_what_went_out_where_names_each_place_once():
+    published = [
+        {
+            "channel": "blog",
+            "kind": "git_commit",
+            "summary": "blog post _posts/2026-12-02-x.md on origin:main",
+            "link": "_posts/2026-12-02-x.md",
+        },
+        {"channel": "email", "kind": "smtp_batch", "summary": "2 emails", "link": "<id@x>"},
+        {"channel": "social", "kind": "social_post", "summary": "post", "link": "https://social.example/p/1"},
+    ]
+    page = run_page(
+        "X", run(state="success", approval=None, outcome=Outcome(status="completed", published=published)), review(), LINKS
+    )
+    assert page.count("_posts/2026-12-02-x.md") == 1, "the blog post's path is in its summary: not repeated as a link"
+    assert "<code>&lt;id@x&gt;</code>" in page
+    assert '<a href="https://social.example/p/1"' in page

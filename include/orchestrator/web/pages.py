@@ -215,7 +215,10 @@ def _outcome(outcome: Outcome | None) -> str:
     if outcome is None:
         return ""
     published = "".join(
-        f"<li><strong>{_e(p['channel'])}</strong>: {_e(p['kind'])} {_e(p['summary'])} {_external(p['link'])}</li>"
+        f"<li><strong>{_e(p['channel'])}</strong>: {_e(p['kind'])} {_e(p['summary'])}"
+        # a link the summary already names (a blog post's path) is not shown twice
+        + (f" {_external(p['link'])}" if p["link"] and p["link"] not in p["summary"] else "")
+        + "</li>"
         for p in outcome.published
     )
 
