@@ -109,6 +109,8 @@ def test_images_render_to_s3_and_are_read_back_checked(s3: S3Server, s3_store: A
         ({"conn_type": "aws", "extra": {"url": "just-a-folder"}}, "needs the extra 'url'"),
         ({"conn_type": "generic", "extra": {"url": "nosuchfs://bucket/x"}}, "no filesystem is installed for nosuchfs://"),
         ({"conn_type": "fs"}, "needs the extra 'path'"),
+        ({"conn_type": "aws", "extra": {"url": "s3://b/x", "timeout": "soon"}}, "'timeout' must be seconds"),
+        ({"conn_type": "aws", "extra": {"url": "s3://b/x", "timeout": 0}}, "'timeout' must be seconds"),
     ],
 )
 def test_a_misconfigured_store_is_an_error_naming_the_connection(monkeypatch, conn, words) -> None:

@@ -55,8 +55,10 @@ def misbehaving_server(mode: str, content_type: str = "text/html") -> Iterator[s
     def handle(conn: socket.socket) -> None:
         with conn:
             try:
-                conn.recv(65536)  # the request (its first packet is enough)
-                if mode == "headers":
+                request = conn.recv(65536)  # the request (its first packet is enough)
+                if mode == "body" and request.startswith(b"HEAD "):  # an answer to HEAD has no body to trickle
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n")
+                elif mode == "headers":
                     trickle(conn, f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nX-Padding: {'a' * 200}".encode())
                 elif mode == "body":
                     conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: 100000\r\n\r\n".encode())
@@ -168,6 +170,31 @@ def test_github_over_pygithub_stops_at_its_deadline() -> None:
             lambda: GithubApi("campaign_review", conn).request("GET", "/repos/acme/campaigns", "read"), ServiceError
         )
     assert_stopped_at_the_deadline(elapsed, error, "github")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("operation", ["put", "get", "delete"])
+def test_the_s3_asset_store_stops_at_its_deadline(mode: str, operation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3fs does its I/O on fsspec's own loop thread, out of the socket deadlines' sight: the store
+    bounds each call through fsspec's sync timeout instead (botocore's retries included)."""
+    from include.orchestrator.backends.assets import open_assets
+
+    with misbehaving_server(mode, "application/xml") as url:
+        extra = {
+            "url": "s3://bucket/campaign-assets",
+            "endpoint_url": url,
+            "region_name": "us-east-1",
+            "timeout": DEADLINE,
+            "config_kwargs": {"connect_timeout": 30, "read_timeout": 30, "retries": {"max_attempts": 3}},
+        }
+        conn = {"conn_type": "aws", "login": "key", "password": "secret", "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_ASSETS", json.dumps(conn))
+        store = open_assets()
+        target = store.url_of("launch-abc-image-email.png")
+        call = {"put": lambda: store.put("launch-abc-image-email.png", b"png"), "get": lambda: store.get(target)}
+        call["delete"] = lambda: store.delete(target)
+        elapsed, error = timed(call[operation], DeadlineExceeded)
+    assert_stopped_at_the_deadline(elapsed, error, "asset store 'campaign_assets'")
 
 
 # --- class 7: cloud metadata and host-agent addresses -------------------------------------------------

@@ -17,6 +17,12 @@ only, when the connection cannot be used. Configured by the connection ``campaig
 - any other type: extra ``url`` (``s3://bucket/prefix``, or any scheme an installed provider
   registers a filesystem for), with the connection itself as the credentials, e.g. an ``aws``
   connection (access key id and secret, extra ``endpoint_url`` for an S3-compatible server).
+  Extra ``timeout`` (seconds, default 60): the total deadline of each read, write or delete.
+
+An object store's filesystem (s3fs) does its I/O on fsspec's own event-loop thread, where the
+socket deadlines of :mod:`include.orchestrator.resilience.deadlines` cannot see it; fsspec's
+``sync`` takes a ``timeout`` and cancels the whole call (every botocore retry included) when it
+passes, which we raise as :class:`DeadlineExceeded`.
 
 Names are deterministic (the effect's key), so a retry overwrites the same object and an undo
 finds it from the saga ledger's planned entry alone. A missing or misconfigured connection is an
@@ -32,9 +38,11 @@ from typing import Any, ClassVar
 from include.orchestrator.backends.common.folder import OnDisk, write_atomic
 from include.orchestrator.backends.connection import get_connection, local_path
 from include.orchestrator.domain.ports import Image, checked_bytes
-from include.orchestrator.errors import ConnectionConfigError
+from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded
+from include.orchestrator.resilience.deadlines import host_of
 
 ASSETS_CONN_ID = "campaign_assets"
+DEFAULT_DEADLINE = 60.0
 
 
 class AssetStore:
@@ -42,10 +50,11 @@ class AssetStore:
 
     needs: ClassVar[str] = "a shared disk"  # for a file:// root; object storage needs nothing
 
-    def __init__(self, conn_id: str, root: str, storage_conn_id: str | None = None) -> None:
+    def __init__(self, conn_id: str, root: str, storage_conn_id: str | None = None, deadline: float = DEFAULT_DEADLINE) -> None:
         self.conn_id, self.root_url = conn_id, root.rstrip("/")
         self._storage_conn_id = storage_conn_id
         self.local = self.root_url.startswith("file://")
+        self.deadline = deadline
 
     def __repr__(self) -> str:
         return f"AssetStore({self.conn_id!r}, {self.root_url!r})"
@@ -55,6 +64,18 @@ class AssetStore:
         from airflow.sdk.io import get_fs
 
         return get_fs(self.root_url.partition("://")[0], self._storage_conn_id)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """``fs.<method>(*args)``, within the store's total deadline when the filesystem is asynchronous."""
+        if not getattr(self.fs, "async_impl", False):  # a local disk: no network to wait on
+            return getattr(self.fs, method)(*args)
+        from fsspec.exceptions import FSTimeoutError
+
+        try:
+            return getattr(self.fs, method)(*args, timeout=self.deadline)  # taken by fsspec's sync()
+        except FSTimeoutError:
+            endpoint = getattr(self.fs, "endpoint_url", None) or self.root_url  # s3fs names its endpoint
+            raise DeadlineExceeded(f"asset store {self.conn_id!r}", host_of(str(endpoint)), self.deadline) from None
 
     def url_of(self, name: str) -> str:
         return f"{self.root_url}/{name}"
@@ -77,13 +98,13 @@ class AssetStore:
         if self.local:  # readers on this disk see the old file or the new one, never half of one
             write_atomic(self._local(url), data)
         else:  # an object store's PUT is atomic already
-            self.fs.pipe_file(url, data)
+            self._call("pipe_file", url, data)
         return url
 
     def get(self, url: str) -> bytes | None:
         """The bytes stored under ``url``; None if nothing is."""
         try:
-            return self.fs.cat_file(self._checked(url))
+            return self._call("cat_file", self._checked(url))
         except FileNotFoundError:
             return None
 
@@ -91,9 +112,9 @@ class AssetStore:
         """Remove the object; False if it was not there (idempotent)."""
         url = self._checked(url)
         self.fs.invalidate_cache()  # existence is asked of the store, not of a listing cached earlier
-        if not self.fs.exists(url):
+        if not self._call("exists", url):
             return False
-        self.fs.rm_file(url)
+        self._call("rm_file", url)
         return True
 
     def read_image(self, image: Image) -> Image:
@@ -125,7 +146,17 @@ def assets_from(conn_id: str, conn: Any) -> AssetStore:
             f"connection {conn_id!r}: no filesystem is installed for {scheme}:// (for s3://, install "
             "apache-airflow-providers-amazon and s3fs)"
         )
-    return AssetStore(conn_id, url, storage_conn_id=conn_id)
+    deadline = conn.extra_dejson.get("timeout", DEFAULT_DEADLINE)
+    try:
+        deadline = float(deadline)
+    except (TypeError, ValueError):
+        deadline = 0.0
+    if not 0 < deadline <= 3600:
+        raise ConnectionConfigError(
+            f"connection {conn_id!r}: the extra 'timeout' must be seconds between 0 and 3600 "
+            f"(got {conn.extra_dejson.get('timeout')!r})"
+        )
+    return AssetStore(conn_id, url, storage_conn_id=conn_id, deadline=deadline)
 
 
 def open_assets(conn_id: str = ASSETS_CONN_ID) -> AssetStore:
