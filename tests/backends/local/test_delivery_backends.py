@@ -19,17 +19,11 @@ from include.orchestrator.backends.local.dashboards import GrafanaFolder
 from include.orchestrator.backends.local.outbox import LocalSocialQueue, OutboxEmail, OutboxNotifier
 from include.orchestrator.dev.smtp_server import LocalSmtpServer, free_port
 from include.orchestrator.domain.dashboard import campaign_dashboard, dashboard_problems
-from include.orchestrator.domain.ports import Dashboard, Email, Message, SocialPost
+from include.orchestrator.domain.ports import Dashboard, Message, SocialPost
 from include.orchestrator.errors import SmtpDeliveryError
+from tests.builders.ports import email
 
-EMAIL = Email(
-    key="spring-launch-3f2a9c1b0d4e-email-0001",
-    sender="news@pipewise.example",
-    to=["ana@example.com", "bo@example.com"],
-    subject="Spring launch: ship faster",
-    text="Hello,\n\nIt is here.",
-    unsubscribe="https://pipewise.example/unsubscribe",
-)
+EMAIL = email()
 
 
 def test_notifier_writes_a_json_record_named_after_the_key(tmp_path: Path) -> None:
