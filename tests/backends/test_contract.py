@@ -62,6 +62,7 @@ from include.orchestrator.domain.ports import CHANGING_CALLS, BlogPost, Dashboar
 from include.orchestrator.errors import FetchError, Retryable, ServiceError, SmtpDeliveryError
 from tests.builders import buffer, figma, github, grafana, llm, memory_server, notion, sendgrid, slack
 from tests.builders.ports import email
+from tests.builders.smtp import smtp_connection
 from tests.doubles import ServiceDouble, closed_port
 from tests.doubles.buffer import BufferDouble
 from tests.doubles.figma import FigmaDouble
@@ -629,9 +630,7 @@ class Smtp(Harness):
     def backend(self, url: str | None = None, **extra: Any) -> SmtpEmail:
         """The SMTP hook reads its connection by id: the environment names the loopback server (or ``url``'s port)."""
         port = int(url.rsplit(":", 1)[1]) if url else self.server.port
-        settings = {"disable_ssl": True, "disable_tls": True, "timeout": 5, "retry_limit": 0, **extra}
-        conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": settings}
-        self.env.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", json.dumps(conn))
+        self.env.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", smtp_connection(port, **extra))
         return SmtpEmail("campaign_email")
 
     def state(self) -> Any:

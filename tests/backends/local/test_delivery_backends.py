@@ -22,6 +22,7 @@ from include.orchestrator.domain.dashboard import campaign_dashboard, dashboard_
 from include.orchestrator.domain.ports import Dashboard, Message, SocialPost
 from include.orchestrator.errors import SmtpDeliveryError
 from tests.builders.ports import email
+from tests.builders.smtp import smtp_connection
 
 EMAIL = email()
 
@@ -113,19 +114,7 @@ def test_social_queue_two_processes_append_without_losing_lines(tmp_path: Path) 
 
 
 def _smtp_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, port: int) -> None:
-    conn = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": port,
-        "extra": {
-            "from_email": "airflow@pipewise.example",
-            "disable_ssl": True,
-            "disable_tls": True,
-            "timeout": 5,
-            "retry_limit": 0,
-        },
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", smtp_connection(port, from_email="airflow@pipewise.example"))
 
 
 def test_smtp_email_is_delivered_to_the_loopback_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
