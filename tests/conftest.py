@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,20 @@ os.environ.update(
     {**project_env(_HOME), "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
 )
 os.environ.pop("CAMPAIGNS_DIR", None)
+
+
+@pytest.fixture
+def no_outside_world(monkeypatch):
+    """Parsing must not look up a connection or a variable, nor open a socket (the DAG files' tests)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("touched the outside world while parsing")
+
+    from airflow.sdk import Connection, Variable
+
+    monkeypatch.setattr(Connection, "get", refuse)
+    monkeypatch.setattr(Variable, "get", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture(scope="session")

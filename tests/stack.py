@@ -24,6 +24,7 @@ from urllib.parse import quote
 import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
+DAGS = PROJECT / "dags"  # the DAG folder Airflow parses
 USERS = {"admin": "admin", "dana": "user", "eve": "user", "olga": "op"}  # name -> role; password = name
 
 
@@ -32,7 +33,7 @@ def project_env(home: Path) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),
         "PYTHONPATH": str(PROJECT),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",

@@ -1,6 +1,7 @@
 """The tree's layers hold: the Airflow-free core imports no Airflow, no module imports another in
-a cycle, the local and cloud backends share code only through backends/common/, and the README's
-tree names every module of the package."""
+a cycle, the local and cloud backends share code only through backends/common/, the README's
+tree names every module of the package, and no test module imports another (shared builders live
+in tests/builders/)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "include" / "orchestrator"
+TESTS = ROOT / "tests"
 
 
 def modules() -> dict[str, Path]:
@@ -89,3 +91,24 @@ def test_the_readme_tree_names_every_module():
         str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if path.name != "__init__.py" and path.name not in named
     )
     assert missing == [], f"README's package tree does not name: {missing}"
+
+
+def test_no_module_under_tests_imports_a_test_module():
+    """What two test modules need lives in tests/builders/ (or worlds.py, doubles/, conftest.py): a
+    test module is tests, not a library; importing one ties its helpers to another file's tests, and
+    an imported test function or fixture runs again under the importer's name."""
+
+    def is_test_module(dotted: str) -> bool:
+        return any(part.startswith("test_") for part in dotted.split("."))
+
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                named = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                named = [a.name for a in node.names]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in named if is_test_module(n)]
+    assert found == []

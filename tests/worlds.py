@@ -1,9 +1,12 @@
 """A campaign's whole world on this machine, for tests: every port's backend under one folder,
-the competitor pages and an SMTP server on loopback; and what that world still holds afterwards."""
+the competitor pages and an SMTP server on loopback (or sample campaigns on a started Airflow, for
+the browser tests); and what that world still holds afterwards."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +17,7 @@ import yaml
 
 from include.orchestrator.dev import localdev
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR
+from tests.stack import AirflowStack
 
 
 def local_connections(data: Path) -> dict[str, dict[str, Any]]:
@@ -225,3 +229,66 @@ def delivery_connections(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
         },
         "campaign_analytics": http_connection(services["grafana"].url, datasource_uid="prometheus-main", folder_uid="campaigns"),
     }
+
+
+def _browser_campaign(source: str, slug: str, name: str) -> dict[str, Any]:
+    campaign = yaml.safe_load((CAMPAIGNS_DIR / f"{source}.yaml").read_text())
+    campaign |= {"slug": slug, "name": name, "retries": {"count": 1, "delay": "1s"}}
+    campaign["research"].pop("competitor_urls", None)  # no competitor site to scrape here
+    campaign["approval"] = {"approvers": ["dana"], "timeout": "1h"}
+    campaign.pop("schedule", None)
+    return campaign
+
+
+@contextlib.contextmanager
+def browser_world(
+    root: Path,
+    campaigns_made: dict[str, tuple[str, str]],
+    triggered: tuple[str, ...],
+) -> Iterator[dict[str, Any]]:
+    """The campaigns (slug -> sample, name) on a started stack; those ``triggered`` run, triggered by admin (REST).
+
+    For the browser tests: each campaign copies a sample with one approver, dana, and no competitor site.
+    """
+    from include.orchestrator.dev.smtp_server import LocalSmtpServer
+
+    conns = local_connections(root / "data")
+    campaigns = root / "campaigns"
+    campaigns.mkdir(parents=True)
+    for slug, (source, name) in campaigns_made.items():
+        (campaigns / f"{slug}.yaml").write_text(yaml.safe_dump(_browser_campaign(source, slug, name)))
+    with LocalSmtpServer(root / "maildir") as smtp:
+        conns["campaign_email"]["port"] = smtp.port
+        stack = AirflowStack(root / "airflow", env={**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)})
+        try:
+            stack.start()
+            stack.wait_for_dags([f"campaign_{slug}" for slug in campaigns_made])
+            runs = {slug: stack.trigger(f"campaign_{slug}") for slug in triggered}
+            yield {
+                "stack": stack,
+                "runs": runs,
+                "smtp": smtp,
+                "data": root / "data",
+                "campaigns": {slug: yaml.safe_load((campaigns / f"{slug}.yaml").read_text()) for slug in campaigns_made},
+            }
+        finally:
+            stack.stop()
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    """The saga tests' table of runs (injection, verdict, what was undone and left), printed and added to ``$SAGA_MATRIX_OUT``."""
+    if not rows:
+        return
+    head = (
+        f"{'injection':<40} {'run':<8} {'verdict':<24} {'undone':>6} {'kept':>5} {'leftovers':<10} {'2nd pass':<9} {'undo s':>6}"
+    )
+    lines = [title, head]
+    for r in rows:
+        lines.append(
+            f"{r['injection']:<40} {r['run']:<8} {r['status']:<24} {r['undone']:>6} {r['kept']:>5} "
+            f"{(', '.join(r['leftovers']) or 'none'):<10} {r['second']:<9} {r['seconds'] if r['seconds'] is not None else '-':>6}"
+        )
+    print("\n" + "\n".join(lines))
+    if out := os.environ.get("SAGA_MATRIX_OUT"):
+        with open(out, "a") as f:
+            f.write(json.dumps({"title": title, "rows": rows}) + "\n")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,23 +11,9 @@ from airflow.serialization.serialized_objects import DagSerialization
 
 from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, campaign_files
+from tests.stack import DAGS
 
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 PHASES = list(tasks.PHASES)
-
-
-@pytest.fixture
-def no_outside_world(monkeypatch):
-    """Parsing must not look up a connection or a variable, nor open a socket."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("touched the outside world while parsing")
-
-    from airflow.sdk import Connection, Variable
-
-    monkeypatch.setattr(Connection, "get", refuse)
-    monkeypatch.setattr(Variable, "get", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from include.orchestrator.airflow.retry import RetryAfterPolicy
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.model import Campaign
 from include.orchestrator.errors import ServiceError
-from tests.domain.test_model import sample
+from tests.builders.campaigns import sample
 
 
 def policy() -> RetryAfterPolicy:

@@ -16,18 +16,9 @@ from include.orchestrator.domain.ports import Copy, Image
 from include.orchestrator.domain.steps import STEPS, StepContext, approved_copy
 from include.orchestrator.errors import DecisionRefused, NotApproved, NotThisRun
 from include.orchestrator.saga import outcome
+from tests.builders.ports import DRAFT, IMAGES
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
-DRAFT = Copy(
-    headline="Pipewise 3",
-    email_subject="Meet Pipewise 3",
-    email_body="Body",
-    social_posts=["Post one"],
-    blog_title="Title",
-    blog_body="Blog",
-    writer="template",
-)
-IMAGES = [Image(channel=c, url=f"file:///assets/{c}.png", width=10, height=10, sha256=c * 8) for c in ("email", "social", "blog")]
 
 
 def edited(campaign: Campaign, change: Any) -> Campaign:

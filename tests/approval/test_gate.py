@@ -25,7 +25,7 @@ from include.orchestrator.dev import localdev
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR
 from tests.doubles.github import GithubDouble
 from tests.stack import PROJECT, AirflowStack
-from tests.worlds import local_connections
+from tests.worlds import local_connections, print_table
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
@@ -481,8 +481,6 @@ def assert_rolled_back(world, name: str, reason: str) -> dict:
 @pytest.fixture(scope="module", autouse=True)
 def endings_table():
     yield
-    from tests.saga.test_compensation import print_table
-
     print_table(ENDINGS, "Saga endings on a real Airflow")
 
 

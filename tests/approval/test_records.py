@@ -14,20 +14,10 @@ from include.orchestrator.approval import records
 from include.orchestrator.approval.rules import GateState, GithubVerdict, apply_edits, copy_version, outgoing
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.domain.model import plan_run
-from include.orchestrator.domain.ports import Copy, Image
+from tests.builders.ports import DRAFT, IMAGES
 from tests.stack import PROJECT
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
-DRAFT = Copy(
-    headline="Pipewise 3",
-    email_subject="Meet Pipewise 3",
-    email_body="Body",
-    social_posts=["Post one"],
-    blog_title="Title",
-    blog_body="Blog",
-    writer="template",
-)
-IMAGES = [Image(channel=c, url=f"file:///assets/{c}.png", width=10, height=10, sha256=c * 8) for c in ("email", "social", "blog")]
 AT = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
 DEADLINE = datetime(2026, 12, 2, 22, 0, tzinfo=UTC)
 

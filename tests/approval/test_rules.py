@@ -19,18 +19,10 @@ from include.orchestrator.approval.rules import (
     reminder_delay,
 )
 from include.orchestrator.domain.model import Approval
-from include.orchestrator.domain.ports import Copy
 from include.orchestrator.errors import DecisionRefused
+from tests.builders.ports import draft
 
-DRAFT = Copy(
-    headline="Pipewise 3",
-    email_subject="Meet Pipewise 3",
-    email_body="Body",
-    social_posts=["Post one", "Post two"],
-    blog_title="Title",
-    blog_body="Blog",
-    writer="template",
-)
+DRAFT = draft(social_posts=["Post one", "Post two"])
 
 
 def test_approvers_by_name_or_role_and_no_self_approval_unless_allowed():

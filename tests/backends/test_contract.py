@@ -18,7 +18,8 @@ Every backend of a port that changes the world promises the same things (``domai
   call a service (the LLM writer, Notion notes, the web page fetch) share these cases.
 
 Each backend comes with a small harness (below): how to build it against its test double (a real
-local HTTP server at the network boundary, ``tests/doubles``) or on ``tmp_path``, its one changing
+local HTTP server at the network boundary, ``tests/doubles``; a cloud backend with its builders in
+``tests/builders/``, which its own tests use too) or on ``tmp_path``, its one changing
 call, what its world looks like (``state``), where to inject a fault. A case a backend does not have
 is named in its ``lacks`` table with the reason; ``test_every_registered_backend_has_a_harness``
 keeps the table complete as backends are added to ``backends/registry.py``.
@@ -27,7 +28,6 @@ keeps the table complete as backends are added to ``backends/registry.py``.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -58,21 +58,15 @@ from include.orchestrator.backends.local.web import HttpWebPages
 from include.orchestrator.backends.registry import BACKENDS
 from include.orchestrator.dev.smtp_server import LocalSmtpServer
 from include.orchestrator.domain.dashboard import campaign_dashboard
-from include.orchestrator.domain.ports import CHANGING_CALLS, BlogPost, Dashboard, Effect, Email, ImageSpec, Message, ReviewBundle
+from include.orchestrator.domain.ports import CHANGING_CALLS, BlogPost, Dashboard, Effect, ImageSpec, Message, ReviewBundle
 from include.orchestrator.errors import FetchError, Retryable, ServiceError, SmtpDeliveryError
-from tests.backends.cloud import test_buffer as buffer
-from tests.backends.cloud import test_figma as figma
-from tests.backends.cloud import test_github as github
-from tests.backends.cloud import test_grafana as grafana
-from tests.backends.cloud import test_llm as llm
-from tests.backends.cloud import test_memory_server as memory_server
-from tests.backends.cloud import test_notion as notion
-from tests.backends.cloud import test_sendgrid as sendgrid
-from tests.backends.cloud import test_slack as slack
-from tests.doubles import ServiceDouble
+from tests.builders import buffer, figma, github, grafana, llm, memory_server, notion, sendgrid, slack
+from tests.builders.ports import email
+from tests.builders.smtp import smtp_connection
+from tests.doubles import ServiceDouble, closed_port
 from tests.doubles.buffer import BufferDouble
 from tests.doubles.figma import FigmaDouble
-from tests.doubles.github import GithubDouble
+from tests.doubles.github import GithubDouble, git_blob_sha
 from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.notion import NotionDouble
 from tests.doubles.openai_compat import OpenAICompatDouble
@@ -94,12 +88,6 @@ DELIVERED = "SMTP delivers at once: a delivered email cannot be recalled, so und
 UNDO_CASES = ("undo_twice", "undo_from_the_planned_entry", "undo_when_never_made", "undo_that_hits_a_5xx")
 NETWORK_CASES = ("429_retry_after_seconds", "429_retry_after_date", "5xx", "timeout", "refused_connection")
 CASES = ("plan_without_io", *UNDO_CASES, *NETWORK_CASES)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: nothing listens there
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -302,7 +290,7 @@ class GithubBlogHarness(Harness):
         "repository": "acme/campaigns",
         "branch": "main",
         "path": github.POST.path,
-        "blob_sha": github.git_blob_sha(github.POST.markdown.encode()),
+        "blob_sha": git_blob_sha(github.POST.markdown.encode()),
     }
     kept = ("repository", "branch", "path", "blob_sha")
     first = ("GET", r".*/git/ref/heads/main")
@@ -471,14 +459,7 @@ class Web(Harness):
 # --- local backends: no service, the same plan and undo contract --------------------------------
 
 MESSAGE = Message(key="spring-review", to=["lead@example.com"], subject="Review", text="Please look", link="http://x/y")
-EMAIL = Email(
-    key="spring-launch-3f2a9c1b0d4e-email-0001",
-    sender="news@pipewise.example",
-    to=["ana@example.com", "bo@example.com"],
-    subject="Spring launch: ship faster",
-    text="Hello,\n\nIt is here.",
-    unsubscribe="https://pipewise.example/unsubscribe",
-)
+EMAIL = email()
 SOCIAL = buffer.POST
 DASHBOARD = Dashboard(
     uid="spring-3f2a", title="Spring", model=campaign_dashboard("spring-3f2a", "Spring", "spring", ["email"], ["campaign"])
@@ -649,9 +630,7 @@ class Smtp(Harness):
     def backend(self, url: str | None = None, **extra: Any) -> SmtpEmail:
         """The SMTP hook reads its connection by id: the environment names the loopback server (or ``url``'s port)."""
         port = int(url.rsplit(":", 1)[1]) if url else self.server.port
-        settings = {"disable_ssl": True, "disable_tls": True, "timeout": 5, "retry_limit": 0, **extra}
-        conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": settings}
-        self.env.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", json.dumps(conn))
+        self.env.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", smtp_connection(port, **extra))
         return SmtpEmail("campaign_email")
 
     def state(self) -> Any:

@@ -16,9 +16,8 @@ import yaml
 from airflow.dag_processing.dagbag import DagBag
 
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, load_campaigns
-from tests.airflow.test_dag_integrity import DAGS, no_outside_world  # noqa: F401 (a fixture)
-from tests.domain.test_model import problems_of, sample, write
-from tests.stack import PROJECT
+from tests.builders.campaigns import problems_of, sample, write
+from tests.stack import DAGS, PROJECT
 
 GOOD = "webinar-invite.yaml"
 SAMPLE_TEXT = (CAMPAIGNS_DIR / "spring-launch.yaml").read_text()
@@ -175,7 +174,7 @@ def test_validate_names_every_bad_file_and_its_field_and_fails(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["continuous", "timeout-overflow", "laughs", "second-approval", "product-password"])
-def test_airflow_loads_the_good_dag_and_shows_the_bad_file_and_field(tmp_path, monkeypatch, no_outside_world, name):  # noqa: F811
+def test_airflow_loads_the_good_dag_and_shows_the_bad_file_and_field(tmp_path, monkeypatch, no_outside_world, name):
     paths = bad_folder(tmp_path, [name])
     monkeypatch.setenv("CAMPAIGNS_DIR", str(tmp_path))
     bag = DagBag(dag_folder=DAGS)

@@ -25,17 +25,10 @@ from include.orchestrator.domain.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.domain.model import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN, Campaign, plan_run
 from include.orchestrator.domain.ports import Copy
 from include.orchestrator.errors import CampaignFilesInvalid, DecisionRefused
+from tests.builders.ports import draft
 
 SAMPLE = CAMPAIGNS_DIR / "spring-launch.yaml"
-DRAFT = Copy(
-    headline="Pipewise 3",
-    email_subject="Meet Pipewise 3",
-    email_body="Hello,\n\nBody",
-    social_posts=["Post one", "Post two"],
-    blog_title="Title",
-    blog_body="Blog",
-    writer="template",
-)
+DRAFT = draft(email_body="Hello,\n\nBody", social_posts=["Post one", "Post two"])
 CHANNELS = ["email", "social", "blog"]
 
 # (character, how the refusal names it)
@@ -336,7 +329,7 @@ def test_the_copy_itself_refuses_a_subject_that_is_not_one_line():
 
 def test_an_llm_subject_with_line_breaks_and_controls_is_folded_to_one_line():
     """A model's line break in a subject is a slip of form: folded, the reviewer sees the one line that is sent."""
-    from tests.backends.cloud.test_llm import KEY, brief, writer
+    from tests.builders.llm import KEY, brief, writer
     from tests.doubles.openai_compat import VALID_COPY, OpenAICompatDouble
 
     with OpenAICompatDouble(api_key=KEY) as llm:

@@ -47,6 +47,7 @@ from include.orchestrator.errors import ConnectionConfigError, SmtpDeliveryError
 from include.orchestrator.saga import compensation
 from include.orchestrator.saga.ledger import Ledger
 from include.orchestrator.saga.recorder import Recorder
+from tests.builders.smtp import smtp_connection
 from tests.doubles.sendgrid import SendGridDouble
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -116,20 +117,7 @@ def context(folder: Path, the_campaign: Campaign, backend: Any, ledger_url: str 
 
 
 def smtp_conn(port: int) -> str:
-    return json.dumps(
-        {
-            "conn_type": "smtp",
-            "host": "127.0.0.1",
-            "port": port,
-            "extra": {
-                "from_email": "airflow@pipewise.example",
-                "disable_ssl": True,
-                "disable_tls": True,
-                "timeout": 10,
-                "retry_limit": 0,
-            },
-        }
-    )
+    return smtp_connection(port, from_email="airflow@pipewise.example", timeout=10)
 
 
 def publish_over_smtp(folder: str, count: int, batch_size: int) -> dict[str, Any]:

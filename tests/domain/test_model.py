@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-import yaml
 
 from include.orchestrator.__main__ import SCHEMA_PATH, schema_text
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, campaign_files, load_campaigns, parse_campaign
 from include.orchestrator.domain.model import Campaign, at_utc, in_words, plan_run, run_key
-from include.orchestrator.errors import CampaignFilesInvalid
-
-SAMPLE = CAMPAIGNS_DIR / "spring-launch.yaml"
-
-
-def sample() -> dict:
-    return yaml.safe_load(SAMPLE.read_text())
-
-
-def write(folder: Path, name: str, data: dict | str) -> Path:
-    path = folder / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
-
-
-def problems_of(path: Path) -> str:
-    with pytest.raises(CampaignFilesInvalid) as info:
-        parse_campaign(path)
-    return str(info.value)
+from tests.builders.campaigns import SAMPLE, problems_of, sample, write
 
 
 def test_sample_campaigns_are_valid_and_cover_different_channel_sets():

@@ -268,3 +268,10 @@ def require_header(double: ServiceDouble, request: Request, name: str, value: st
     if got != value:
         problem = f"header {name} is {'missing' if got is None else 'wrong'}"
         raise double.refuse(problem, double.error(status, body or {"message": problem}))
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens: a connection to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there

@@ -14,7 +14,6 @@ real Airflow in ``test_compensation_stack.py``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from include.orchestrator.backends.registry import backend_for
 from include.orchestrator.dev.localdev import sdk_connection
 from include.orchestrator.saga import compensation, recorder
 from include.orchestrator.saga.ledger import Ledger, ledger_url
-from tests.worlds import campaign_world, export, found, leftovers, run_campaign
+from tests.worlds import campaign_world, export, found, leftovers, print_table, run_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -108,22 +107,21 @@ def table():
     print_table(ROWS, "Saga fault matrix (dag.test)")
 
 
-def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    if not rows:
-        return
-    head = (
-        f"{'injection':<40} {'run':<8} {'verdict':<24} {'undone':>6} {'kept':>5} {'leftovers':<10} {'2nd pass':<9} {'undo s':>6}"
-    )
-    lines = [title, head]
-    for r in rows:
-        lines.append(
-            f"{r['injection']:<40} {r['run']:<8} {r['status']:<24} {r['undone']:>6} {r['kept']:>5} "
-            f"{(', '.join(r['leftovers']) or 'none'):<10} {r['second']:<9} {r['seconds'] if r['seconds'] is not None else '-':>6}"
-        )
-    print("\n" + "\n".join(lines))
-    if out := os.environ.get("SAGA_MATRIX_OUT"):
-        with open(out, "a") as f:
-            f.write(json.dumps({"title": title, "rows": rows}) + "\n")
+def row(
+    scenario: Scenario, state: str, report: dict[str, Any], leftovers: list[str], second: str, wall: float | None
+) -> dict[str, Any]:
+    """A line of the printed table (``print_table``): what a run injected, ended as, undid and left."""
+    return {
+        "injection": scenario.name,
+        "run": state,
+        "status": report["status"],
+        "undone": len(report["undone"]),
+        "kept": len(report["kept"]),
+        "leftovers": leftovers,
+        "second": second,
+        "seconds": report["compensation_seconds"],
+        "wall": wall,
+    }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -152,19 +150,7 @@ def test_fault_matrix(scenario: Scenario, tmp_path, monkeypatch, airflow_db):
             else "CHANGED"
         )
 
-    ROWS.append(
-        {
-            "injection": scenario.name,
-            "run": state,
-            "status": report["status"],
-            "undone": len(report["undone"]),
-            "kept": len(report["kept"]),
-            "leftovers": sorted(set(left) - scenario.kept),
-            "second": second,
-            "seconds": report["compensation_seconds"],
-            "wall": round(wall, 1),
-        }
-    )
+    ROWS.append(row(scenario, state, report, sorted(set(left) - scenario.kept), second, round(wall, 1)))
     assert report["status"] == scenario.status, (report, states)
     assert state == ("success" if scenario.status == "partially distributed" else "failed"), states
     assert set(left) <= scenario.kept, f"left behind: {left}"
@@ -215,16 +201,4 @@ def test_an_undo_that_keeps_failing_is_named_in_the_report_and_the_alert(tmp_pat
     assert "image-blog.png" in alert["text"] and "left to clean up by hand" in alert["text"], alert
     assert set(alert["to"]) >= {"dana", "admin"}
     assert set(left) == {"images", "notifications"}, left  # the image folder, and the alert itself
-    ROWS.append(
-        {
-            "injection": scenario.name,
-            "run": state,
-            "status": report["status"],
-            "undone": len(report["undone"]),
-            "kept": len(report["kept"]),
-            "leftovers": ["images (reported)"],
-            "second": "-",
-            "seconds": report["compensation_seconds"],
-            "wall": None,
-        }
-    )
+    ROWS.append(row(scenario, state, report, ["images (reported)"], "-", None))

@@ -8,34 +8,19 @@ not allow self-approval). Screenshots of every step: tests/artifacts/screenshots
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-import yaml
 from playwright.sync_api import Locator, Page, expect
 
-from include.orchestrator.dev import localdev
-from include.orchestrator.domain.loader import CAMPAIGNS_DIR
 from tests.browser import browser, page_as, require_chromium, shot  # noqa: F401 (fixtures)
 from tests.stack import AirflowStack
-from tests.worlds import local_connections
+from tests.worlds import browser_world
 
 pytestmark = pytest.mark.integration
 GATE = "review.approval"
-
-
-def _campaign(source: str, slug: str, name: str) -> dict[str, Any]:
-    campaign = yaml.safe_load((CAMPAIGNS_DIR / f"{source}.yaml").read_text())
-    campaign |= {"slug": slug, "name": name, "retries": {"count": 1, "delay": "1s"}}
-    campaign["research"].pop("competitor_urls", None)  # no competitor site to scrape here
-    campaign["approval"] = {"approvers": ["dana"], "timeout": "1h"}
-    campaign.pop("schedule", None)
-    return campaign
 
 
 # slug -> (sample campaign it copies, display name)
@@ -46,42 +31,10 @@ CAMPAIGNS = {
 }
 
 
-@contextlib.contextmanager
-def browser_world(
-    root: Path,
-    campaigns_made: dict[str, tuple[str, str]] = CAMPAIGNS,
-    triggered: tuple[str, ...] = ("browser-approve", "browser-reject"),
-) -> Iterator[dict[str, Any]]:
-    """The campaigns (slug -> sample, name) on a started stack; those ``triggered`` run, triggered by admin (REST)."""
-    from include.orchestrator.dev.smtp_server import LocalSmtpServer
-
-    conns = local_connections(root / "data")
-    campaigns = root / "campaigns"
-    campaigns.mkdir(parents=True)
-    for slug, (source, name) in campaigns_made.items():
-        (campaigns / f"{slug}.yaml").write_text(yaml.safe_dump(_campaign(source, slug, name)))
-    with LocalSmtpServer(root / "maildir") as smtp:
-        conns["campaign_email"]["port"] = smtp.port
-        stack = AirflowStack(root / "airflow", env={**localdev.connection_env(conns), "CAMPAIGNS_DIR": str(campaigns)})
-        try:
-            stack.start()
-            stack.wait_for_dags([f"campaign_{slug}" for slug in campaigns_made])
-            runs = {slug: stack.trigger(f"campaign_{slug}") for slug in triggered}
-            yield {
-                "stack": stack,
-                "runs": runs,
-                "smtp": smtp,
-                "data": root / "data",
-                "campaigns": {slug: yaml.safe_load((campaigns / f"{slug}.yaml").read_text()) for slug in campaigns_made},
-            }
-        finally:
-            stack.stop()
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     require_chromium()  # before minutes of Airflow start-up
-    with browser_world(tmp_path_factory.mktemp("browser")) as started:
+    with browser_world(tmp_path_factory.mktemp("browser"), CAMPAIGNS, ("browser-approve", "browser-reject")) as started:
         yield started
 
 

@@ -18,7 +18,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import FrameLocator, Locator, Page, expect
 
 from tests.browser import browser, page_as, shot  # noqa: F401 (fixtures)
-from tests.web.test_browser import browser_world
+from tests.worlds import browser_world
 
 pytestmark = pytest.mark.integration
 CAMPAIGNS = {"view-approve": ("spring-launch", "View Approve Launch"), "view-reject": ("webinar-invite", "View Reject Webinar")}

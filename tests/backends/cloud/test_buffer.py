@@ -2,7 +2,8 @@
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/buffer.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
@@ -17,16 +18,9 @@ from airflow.sdk import Connection
 
 from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.cloud.buffer import CREATE_POST, BufferSocial
-from include.orchestrator.domain.ports import SocialPost
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.buffer import EXTRA, POST, backend
 from tests.doubles.buffer import BufferDouble
-
-POST = SocialPost(
-    key="spring-launch-3f2a9c1b0d4e-social",
-    profiles=["pipewise-x", "pipewise-linkedin"],
-    text='Pipewise 3 is out: "observability" for data teams. https://pipewise.example/launch',
-)
-EXTRA = {"channels": {"pipewise-x": "chan-x", "pipewise-linkedin": "chan-li"}, "organization_id": "org-1"}
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +33,6 @@ def server() -> Iterator[BufferDouble]:
 def double(server: BufferDouble) -> BufferDouble:
     server.reset()
     return server
-
-
-def backend(double_or_url: BufferDouble | str, token: str = "test-token", **extra: Any) -> BufferSocial:
-    host = double_or_url if isinstance(double_or_url, str) else double_or_url.url
-    conn = Connection(
-        conn_id="campaign_social", conn_type="http", host=host, password=token, extra=json.dumps({**EXTRA, **extra})
-    )
-    return BufferSocial("campaign_social", conn)
 
 
 def test_post_queues_one_post_per_channel(double: BufferDouble) -> None:

@@ -2,7 +2,8 @@
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/figma.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
@@ -10,29 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from airflow.sdk import Connection
 from PIL import Image as PILImage
 from werkzeug import Response
 
 from include.orchestrator.backends import registry as connections
-from include.orchestrator.backends.assets import AssetStore
 from include.orchestrator.backends.cloud.figma import FigmaDesign
-from include.orchestrator.domain.ports import ImageSpec
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.figma import CHANNELS, COMPONENTS, FILE_KEY, conn, design, spec, store
 from tests.doubles.figma import FigmaDouble
-
-FILE_KEY = "Fk9aB3cD7eF1gH5iJ2kL0m"
-COMPONENTS = {"Email header": (300, 100, "#0f172a"), "Social card": (240, 135, "#22d3ee"), "Blog banner": (320, 180, "#f59e0b")}
-CHANNELS = {"email": "Email header", "social": "Social card", "blog": "Blog banner"}
-
-
-def spec(channel: str = "email", key: str = "launch-abc123-image-email") -> ImageSpec:
-    return ImageSpec(
-        key=key, channel=channel, width=1200, height=400, headline="Pipewise 3", background="#0f172a", foreground="#f8fafc"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +34,6 @@ def figma(server: FigmaDouble) -> FigmaDouble:
     server.reset()
     server.add_file(FILE_KEY, COMPONENTS, unpublished={"Draft card": (10, 10, "#000000")})
     return server
-
-
-def conn(double_url: str, token: str = "test-token", **extra) -> Connection:
-    settings = {"file_key": FILE_KEY, "components": CHANNELS, "allow_private_network": True, **extra}
-    return Connection(conn_id="campaign_design", conn_type="http", host=double_url, password=token, extra=json.dumps(settings))
-
-
-def store(folder: Path) -> AssetStore:
-    return AssetStore("campaign_assets", folder.resolve().as_uri())
-
-
-def design(double: FigmaDouble, folder: Path, **kwargs) -> FigmaDesign:
-    """The Figma backend storing its PNGs in a file:// asset store at ``folder`` (under ``images/``)."""
-    return FigmaDesign("campaign_design", conn(double.url, **kwargs), store(folder))
 
 
 def failure(call) -> ServiceError:

@@ -4,17 +4,16 @@ Every test ends with ``double.problems == []``: each request our code sent was o
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/github.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -22,73 +21,16 @@ from airflow.sdk import Connection
 
 from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.cloud.github import GithubApi, GithubBlog, GithubReview, ReviewPoll, blob_sha
-from include.orchestrator.domain.ports import BlogPost, Image, ReviewBundle
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.github import BRANCH, POST, blog, bundle, github_conn, review, writes
+from tests.doubles import closed_port
 from tests.doubles.github import GithubDouble, git_blob_sha
-
-BRANCH = "campaign-review/spring-launch-3f2a9c1b0d4e"
-POST = BlogPost(
-    key="spring-launch-3f2a9c1b0d4e-blog",
-    path="_posts/2026-03-02-spring-launch.md",
-    title="Spring launch",
-    markdown="---\ntitle: Spring launch\n---\n\nPipewise 3 is here.\n",
-)
 
 
 @pytest.fixture
 def double() -> Iterator[GithubDouble]:
     with GithubDouble() as gh:
         yield gh
-
-
-def github_conn(url: str, password: str = "test-token", conn_id: str = "campaign_review", **extra: Any) -> Connection:
-    return Connection(
-        conn_id=conn_id,
-        conn_type="github",
-        host=url,
-        password=password,
-        extra=json.dumps({"repository": "acme/campaigns", **extra}),
-    )
-
-
-def png(tmp_path: Path, channel: str, fill: bytes = b"x") -> Image:
-    data = b"\x89PNG\r\n\x1a\n" + fill * 64 + channel.encode()  # as read from the asset store
-    return Image(
-        channel=channel,
-        url=f"s3://assets/images/{channel}.png",
-        width=1200,
-        height=630,
-        sha256=hashlib.sha256(data).hexdigest(),
-        data=data,
-    )
-
-
-def bundle(tmp_path: Path, markdown: str = "# Spring launch\n\nEmail: Ship faster.\n") -> ReviewBundle:
-    return ReviewBundle(
-        key="spring-launch-3f2a9c1b0d4e",
-        campaign_slug="spring-launch",
-        title="Review: Spring Launch 2027",
-        markdown=markdown,
-        images=[png(tmp_path, "email"), png(tmp_path, "social")],
-    )
-
-
-def review(double: GithubDouble, **extra: Any) -> GithubReview:
-    return GithubReview("campaign_review", github_conn(double.url, **extra))
-
-
-def blog(double: GithubDouble, **extra: Any) -> GithubBlog:
-    return GithubBlog("campaign_blog", github_conn(double.url, conn_id="campaign_blog", **extra))
-
-
-def writes(double: GithubDouble) -> list[tuple[str, str]]:
-    return [(m, p) for m, p in double.calls if m != "GET"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- review: the pull request ---------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/grafana.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
@@ -11,44 +12,18 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from airflow.sdk import Connection
 
 from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.cloud.grafana import GrafanaApi
-from include.orchestrator.domain.dashboard import campaign_dashboard
-from include.orchestrator.domain.ports import Dashboard
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.grafana import BY_UID, SAVE, TITLE, UID, api, conn, dashboard
 from tests.doubles.grafana import GrafanaDouble
-
-UID = "spring-launch-r1a2b3c4"
-TITLE = "Campaign Spring Launch 2027 (r1a2b3c4)"
-SAVE = "/api/dashboards/db"
-BY_UID = rf"/api/dashboards/uid/{UID}"
 
 
 @pytest.fixture
 def grafana() -> Iterator[GrafanaDouble]:
     with GrafanaDouble() as double:
         yield double
-
-
-def conn(host: str, password: str | None = "test-token", **extra: object) -> Connection:
-    settings = {"datasource_uid": "prom-main", "folder_uid": "campaigns", **extra}
-    return Connection(
-        conn_id="grafana_test",
-        conn_type="http",
-        host=host,
-        password=password,
-        extra=json.dumps({k: v for k, v in settings.items() if v is not None}),
-    )
-
-
-def api(double: GrafanaDouble, **extra: object) -> GrafanaApi:
-    return GrafanaApi("grafana_test", conn(double.url, **extra))
-
-
-def dashboard(uid: str = UID, title: str = TITLE) -> Dashboard:
-    return Dashboard(uid=uid, title=title, model=campaign_dashboard(uid, title, "spring-launch", ["email", "blog"], ["campaign"]))
 
 
 # --- the changing call ------------------------------------------------------------------------

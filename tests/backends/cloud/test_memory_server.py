@@ -2,13 +2,13 @@
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/memory_server.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +20,9 @@ from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.local.memory_qdrant import LocalQdrantMemory, ServerQdrantMemory, point_id
 from include.orchestrator.domain.ports import Effect
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.memory_server import EXISTS, KEY, connection
 from tests.doubles import json_response
 from tests.doubles.qdrant_server import QdrantServerDouble
-
-KEY = "test-token"
-EXISTS = r"/collections/campaign_memory/exists"
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection"),  # the double speaks http
@@ -39,19 +37,9 @@ def qdrant() -> Iterator[QdrantServerDouble]:
         yield double
 
 
-def connection(host: str, password: str | None = KEY, **extra: object) -> Connection:
-    return Connection(conn_id="campaign_memory", conn_type="qdrant", host=host, password=password, extra=json.dumps(extra))
-
-
 @pytest.fixture
 def memory(qdrant: QdrantServerDouble) -> ServerQdrantMemory:
     return ServerQdrantMemory("campaign_memory", connection(qdrant.url))
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the port's contract ------------------------------------------------------------------------

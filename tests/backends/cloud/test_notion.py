@@ -2,7 +2,8 @@
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/notion.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.cloud.notion import MAX_NOTE_CHARS, NOTION_VERSION, NotionNotes
 from include.orchestrator.domain.ports import Note
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.notion import conn, notes
 from tests.doubles.notion import NotionDouble
 
 PIPELINE_BLOCKS = [
@@ -53,16 +55,6 @@ def source(notion: NotionDouble) -> str:
     notion.add_page(ds, "Office party", ["Cake at four."], edited="2026-04-01T00:00:00.000Z")
     notion.add_page(ds, "Observability, trashed", ["Old."], edited="2026-05-01T00:00:00.000Z", in_trash=True)
     return ds
-
-
-def conn(url: str, ds: str, token: str = "test-token", **extra) -> Connection:
-    return Connection(
-        conn_id="campaign_notes", conn_type="http", host=url, password=token, extra=json.dumps({"data_source_id": ds, **extra})
-    )
-
-
-def notes(double: NotionDouble, ds: str, **kwargs) -> NotionNotes:
-    return NotionNotes("campaign_notes", conn(double.url, ds, **kwargs))
 
 
 def failure(call) -> ServiceError:

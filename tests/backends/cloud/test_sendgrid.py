@@ -2,7 +2,8 @@
 
 What every backend promises alike (plan without I/O, undo twice and from the planned entry, 429 with
 both Retry-After forms, 5xx, timeout, refused connection) is checked in tests/backends/test_contract.py,
-which builds this backend with the helpers below; this file keeps what is this service's own.
+which builds this backend with tests/builders/sendgrid.py (as this file does); this file keeps what is this
+service's own.
 """
 
 from __future__ import annotations
@@ -18,19 +19,9 @@ from airflow.sdk import Connection
 
 from include.orchestrator.backends import registry as connections
 from include.orchestrator.backends.cloud.sendgrid import SendGridEmail, single_send_name
-from include.orchestrator.domain.ports import Email
 from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from tests.builders.sendgrid import EMAIL, EXTRA, backend
 from tests.doubles.sendgrid import SendGridDouble
-
-EMAIL = Email(
-    key="spring-launch-3f2a9c1b0d4e-email-0001",
-    sender="news@pipewise.example",
-    to=["ana@example.com", "bo@example.com"],
-    subject="Spring launch: ship faster",
-    text="Hello <team>,\n\nIt is here & it is fast.",
-    unsubscribe="mailto:leave@pipewise.example",
-)
-EXTRA = {"sender_id": 4321, "suppression_group_id": 77}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +34,6 @@ def server() -> Iterator[SendGridDouble]:
 def double(server: SendGridDouble) -> SendGridDouble:
     server.reset()  # one server for the module (stopping one takes half a second), fresh state per test
     return server
-
-
-def backend(double_or_url: SendGridDouble | str, token: str = "test-token", **extra: Any) -> SendGridEmail:
-    host = double_or_url if isinstance(double_or_url, str) else double_or_url.url
-    conn = Connection(conn_id="campaign_email", conn_type="http", host=host, password=token, extra=json.dumps({**EXTRA, **extra}))
-    return SendGridEmail("campaign_email", conn)
 
 
 def test_send_makes_a_list_and_schedules_a_single_send_in_the_undo_window(double: SendGridDouble) -> None:

@@ -7,7 +7,6 @@ The happy path and a server that is down are in tests/backends/local/test_delive
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -23,6 +22,7 @@ from include.orchestrator.errors import OutcomeUnknown, Retryable, SmtpDeliveryE
 from include.orchestrator.saga.compensation import pivot
 from include.orchestrator.saga.ledger import Ledger
 from include.orchestrator.saga.recorder import Recorder
+from tests.builders.smtp import smtp_connection
 
 EMAIL = Email(key="spring-launch-r1-email-0001", sender="Pipewise <news@pipewise.example>", to=["a@example.com", "b@example.com"],
               subject="Pipewise 3", text="Body", unsubscribe="https://pipewise.example/unsubscribe")  # fmt: skip
@@ -83,9 +83,7 @@ def scripted_server(after_data: str, stall_at: str = "") -> Iterator[dict]:
 
 
 def backend(monkeypatch: pytest.MonkeyPatch, port: int, **extra: object) -> SmtpEmail:
-    settings = {"disable_ssl": True, "disable_tls": True, "timeout": 5, "retry_limit": 0, **extra}
-    conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": settings}
-    monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_EMAIL", smtp_connection(port, **extra))
     return SmtpEmail("campaign_email")
 
 

@@ -19,17 +19,12 @@ from include.orchestrator.backends.local.dashboards import GrafanaFolder
 from include.orchestrator.backends.local.outbox import LocalSocialQueue, OutboxEmail, OutboxNotifier
 from include.orchestrator.dev.smtp_server import LocalSmtpServer, free_port
 from include.orchestrator.domain.dashboard import campaign_dashboard, dashboard_problems
-from include.orchestrator.domain.ports import Dashboard, Email, Message, SocialPost
+from include.orchestrator.domain.ports import Dashboard, Message, SocialPost
 from include.orchestrator.errors import SmtpDeliveryError
+from tests.builders.ports import email
+from tests.builders.smtp import smtp_connection
 
-EMAIL = Email(
-    key="spring-launch-3f2a9c1b0d4e-email-0001",
-    sender="news@pipewise.example",
-    to=["ana@example.com", "bo@example.com"],
-    subject="Spring launch: ship faster",
-    text="Hello,\n\nIt is here.",
-    unsubscribe="https://pipewise.example/unsubscribe",
-)
+EMAIL = email()
 
 
 def test_notifier_writes_a_json_record_named_after_the_key(tmp_path: Path) -> None:
@@ -119,19 +114,7 @@ def test_social_queue_two_processes_append_without_losing_lines(tmp_path: Path) 
 
 
 def _smtp_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, port: int) -> None:
-    conn = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": port,
-        "extra": {
-            "from_email": "airflow@pipewise.example",
-            "disable_ssl": True,
-            "disable_tls": True,
-            "timeout": 5,
-            "retry_limit": 0,
-        },
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", smtp_connection(port, from_email="airflow@pipewise.example"))
 
 
 def test_smtp_email_is_delivered_to_the_loopback_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
