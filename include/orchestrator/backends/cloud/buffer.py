@@ -44,7 +44,13 @@ from typing import Any
 
 from include.orchestrator.backends.common.http_api import HttpApi, retry_after_seconds
 from include.orchestrator.domain.ports import Effect, SocialPost
-from include.orchestrator.errors import BufferNotFound, ConnectionConfigError, IrrevocableServiceError, ServiceError
+from include.orchestrator.errors import (
+    BufferNotFound,
+    ConnectionConfigError,
+    IrrevocableServiceError,
+    PermanentServiceError,
+    ServiceError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +184,13 @@ class BufferSocial:
             body = None
         errors = body.get("errors") if isinstance(body, dict) else None
         if not isinstance(body, dict):
-            raise ServiceError(SERVICE, action, f"HTTP {status} without a GraphQL answer: {response.text[:200]!r}")
+            raise PermanentServiceError(SERVICE, action, f"HTTP {status} without a GraphQL answer: {response.text[:200]!r}")
         if errors:
             codes = {((e.get("extensions") or {}).get("code") if isinstance(e, dict) else None) for e in errors}
             if codes == {"NOT_FOUND"}:
                 raise BufferNotFound(SERVICE, action, _messages(errors), status=status)
             retryable = bool(codes & set(RETRYABLE_CODES))
-            raise ServiceError(
+            raise ServiceError.of(
                 SERVICE,
                 action,
                 _messages(errors),
@@ -194,7 +200,7 @@ class BufferSocial:
             )
         data = body.get("data")
         if not isinstance(data, dict):
-            raise ServiceError(SERVICE, action, f"the answer has no data: {response.text[:200]!r}")
+            raise PermanentServiceError(SERVICE, action, f"the answer has no data: {response.text[:200]!r}")
         return data
 
     def _union(self, data: dict[str, Any], field: str, success: str, action: str) -> dict[str, Any]:
@@ -204,7 +210,7 @@ class BufferSocial:
         if isinstance(result, dict) and typename == success:
             return result
         message = result.get("message") if isinstance(result, dict) else None
-        raise ServiceError(
+        raise ServiceError.of(
             SERVICE,
             action,
             f"{typename or 'no result'}: {message or 'no message'}",

@@ -48,7 +48,13 @@ from include.orchestrator.backends.common.git_names import safe_name, safe_path
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.blog_format import described
 from include.orchestrator.domain.ports import BlogPost, Effect, ReviewBundle, checked_bytes
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 from include.orchestrator.resilience.deadlines import within
 
 log = logging.getLogger(__name__)
@@ -87,13 +93,13 @@ def service_error(action: str, exc: BaseException, conn_id: str = "") -> Service
     from github import BadCredentialsException, GithubException, RateLimitExceededException, UnknownObjectException
 
     if isinstance(exc, DeadlineExceeded):
-        return ServiceError(SERVICE, action, exc.reason, retryable=True)
+        return RetryableServiceError(SERVICE, action, exc.reason)
     if isinstance(exc, requests.Timeout):
-        return ServiceError(SERVICE, action, f"no answer in time ({type(exc).__name__})", retryable=True)
+        return RetryableServiceError(SERVICE, action, f"no answer in time ({type(exc).__name__})")
     if isinstance(exc, requests.ConnectionError):
-        return ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})", retryable=True)
+        return RetryableServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})")
     if not isinstance(exc, GithubException):
-        return ServiceError(SERVICE, action, f"{type(exc).__name__}: {exc}"[:300])
+        return PermanentServiceError(SERVICE, action, f"{type(exc).__name__}: {exc}"[:300])
     status, data = exc.status, exc.data
     headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
     text = _message(data) or f"HTTP {status}"
@@ -113,7 +119,7 @@ def service_error(action: str, exc: BaseException, conn_id: str = "") -> Service
     else:
         retryable = status == 429 or status >= 500
         retry_after = retry_after_seconds(headers.get("retry-after")) if retryable else None
-    return ServiceError(SERVICE, action, f"HTTP {status}: {text}", status=status, retryable=retryable, retry_after=retry_after)
+    return ServiceError.of(SERVICE, action, f"HTTP {status}: {text}", status=status, retryable=retryable, retry_after=retry_after)
 
 
 class GithubApi:
@@ -214,7 +220,7 @@ class GithubApi:
         if status >= 400:
             # PyGithub reads output=None (an empty body) as no message; its annotation says dict only.
             raise service_error(action, Requester.createException(status, self.last_headers, data), self.conn_id)  # type: ignore[arg-type]
-        raise ServiceError(SERVICE, action, f"unexpected HTTP {status}: {_message(data)}", status=status)
+        raise PermanentServiceError(SERVICE, action, f"unexpected HTTP {status}: {_message(data)}", status=status)
 
     def default_branch(self, action: str) -> str:
         if self._default_branch is None:
@@ -246,7 +252,7 @@ class GithubApi:
             return None
         if not isinstance(data, dict) or data.get("type") != "file":
             what = "directory" if isinstance(data, list) else "non-file"
-            raise ServiceError(SERVICE, action, f"{path} on {branch} is a {what}, not a file")
+            raise PermanentServiceError(SERVICE, action, f"{path} on {branch} is a {what}, not a file")
         return data
 
     def blobs(self, files: dict[str, bytes], action: str) -> list[dict[str, Any]]:
@@ -261,7 +267,9 @@ class GithubApi:
                 body={"content": base64.b64encode(data).decode(), "encoding": "base64"},
             )
             if blob["sha"] != blob_sha(data):
-                raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
+                raise PermanentServiceError(
+                    SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}"
+                )
             entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
         return entries
 
@@ -358,7 +366,7 @@ class GithubReview:
             head = api.branch_head(branch, action)
             parent = head or api.branch_head(base, action)
             if parent is None:
-                raise ServiceError(SERVICE, action, f"the base branch {base!r} does not exist in {api.repository}")
+                raise PermanentServiceError(SERVICE, action, f"the base branch {base!r} does not exist in {api.repository}")
             _, commit = api.request("GET", api.repo_path(f"/git/commits/{parent}"), action, ok=(200,))
             tree = commit["tree"]["sha"]
             changed = files
@@ -403,9 +411,7 @@ class GithubReview:
             if not any(text in conflict for text in ("Reference already exists", "not a fast forward")):
                 raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
             log.warning("%s: the branch changed under us (%s); reading it again", action, conflict)
-        raise ServiceError(
-            SERVICE, action, f"branch {branch} kept changing while committing: {conflict}", status=422, retryable=True
-        )
+        raise RetryableServiceError(SERVICE, action, f"branch {branch} kept changing while committing: {conflict}", status=422)
 
     def _pull(self, branch: str, base: str, bundle: ReviewBundle, action: str) -> dict[str, Any]:
         api = self.api
@@ -433,9 +439,7 @@ class GithubReview:
                 return data
             if "already exists" not in _message(data):
                 raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
-        raise ServiceError(
-            SERVICE, action, f"a pull request for {branch} exists but could not be found", status=422, retryable=True
-        )
+        raise RetryableServiceError(SERVICE, action, f"a pull request for {branch} exists but could not be found", status=422)
 
     def undo(self, effect: Effect) -> bool:
         api, branch = self.api, str(effect.ref["branch"])
@@ -462,7 +466,7 @@ class GithubReview:
         if not number:  # only the plan was recorded: find the pull request by its head
             found = api.pulls_for(str(ref["branch"]), "all", action)
             if not found:
-                raise ServiceError(SERVICE, action, f"no pull request from {ref['branch']} in {api.repository}")
+                raise PermanentServiceError(SERVICE, action, f"no pull request from {ref['branch']} in {api.repository}")
             number = max(int(p["number"]) for p in found)
         known = _parse_token(etag)
         pull_path, reviews_path = api.repo_path(f"/pulls/{int(number)}"), api.repo_path(f"/pulls/{int(number)}/reviews")
@@ -584,7 +588,7 @@ class GithubBlog:
     def _head(self, branch: str, action: str) -> str:
         head = self.api.branch_head(branch, action)
         if head is None:
-            raise ServiceError(
+            raise PermanentServiceError(
                 SERVICE, action, f"HTTP 404: the blog branch {branch!r} does not exist in {self.api.repository}", status=404
             )
         return head
@@ -639,7 +643,7 @@ class GithubBlog:
             now = self._at(list(ours), head, action)
             for p, found in now.items():
                 if found is not None and found["sha"] != ours[p]:
-                    raise ServiceError(
+                    raise PermanentServiceError(
                         SERVICE,
                         action,
                         f"{p} on {branch} already exists with other content "
@@ -655,7 +659,7 @@ class GithubBlog:
                 commit, url = str(made["sha"]), str(made["html_url"]).rsplit("/commit/", 1)[0] + f"/blob/{made['sha']}/{path}"
                 break
         else:
-            raise ServiceError(SERVICE, action, f"branch {branch} kept moving while publishing", status=422, retryable=True)
+            raise RetryableServiceError(SERVICE, action, f"branch {branch} kept moving while publishing", status=422)
         ref = {**effect.ref, "branch": branch, "commit": commit, "url": url}
         return effect.model_copy(update={"ref": ref, "summary": f"{described(ref)} on {api.repository}:{branch} ({url})"})
 
@@ -690,4 +694,4 @@ class GithubBlog:
                 return False
             if self._commit(branch, head, {}, remove, f"Unpublish {path} ({effect.key})", action) is not None:
                 return True
-        raise ServiceError(SERVICE, action, f"branch {branch} kept moving while unpublishing", status=422, retryable=True)
+        raise RetryableServiceError(SERVICE, action, f"branch {branch} kept moving while unpublishing", status=422)

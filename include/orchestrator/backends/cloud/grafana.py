@@ -32,7 +32,7 @@ from urllib.parse import quote, urljoin
 from include.orchestrator.backends.common.http_api import OK, HttpApi
 from include.orchestrator.domain.dashboard import dashboard_problems
 from include.orchestrator.domain.ports import Dashboard, Effect
-from include.orchestrator.errors import ServiceError
+from include.orchestrator.errors import PermanentServiceError
 
 SERVICE = "Grafana"
 PLACEHOLDER = "${DS_PROMETHEUS}"
@@ -141,9 +141,9 @@ class GrafanaApi:
                 else ""
             )
             reason = f"HTTP 412 ({answer.get('status', '')}): {answer.get('message', '')}{why}"
-            raise ServiceError(SERVICE, action, reason, status=412)
+            raise PermanentServiceError(SERVICE, action, reason, status=412)
         if answer.get("uid") not in (None, dashboard.uid):
-            raise ServiceError(SERVICE, action, f"Grafana saved it as uid {answer.get('uid')!r}, not {dashboard.uid!r}")
+            raise PermanentServiceError(SERVICE, action, f"Grafana saved it as uid {answer.get('uid')!r}, not {dashboard.uid!r}")
         url = urljoin(self.base_url, str(answer.get("url") or f"d/{dashboard.uid}"))
         return planned.model_copy(update={"ref": {**planned.ref, "url": url}})
 

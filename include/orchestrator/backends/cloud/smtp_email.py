@@ -126,11 +126,10 @@ class SmtpEmail:
                     f"email {email.key} may have been delivered through SMTP connection {self.conn_id!r} at {server}: "
                     f"the server had the whole message and its answer never came ({type(exc).__name__}: {exc}); "
                     "not sent again, so nobody gets it twice",
-                    retryable=True,
                 ) from exc
             retryable = _retryable(exc)
             verdict = "temporary: retry later" if retryable else "permanent: fix the connection or the message"
-            raise SmtpDeliveryError(
+            raise SmtpDeliveryError.of(
                 f"email {email.key} was not delivered through SMTP connection {self.conn_id!r} at {server}: "
                 f"{type(exc).__name__}: {exc} ({verdict})",
                 retryable=retryable,

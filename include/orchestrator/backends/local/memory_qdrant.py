@@ -48,7 +48,14 @@ from qdrant_client import QdrantClient, models
 from include.orchestrator.backends.common.folder import OnDisk
 from include.orchestrator.backends.local import embeddings
 from include.orchestrator.domain.ports import Effect, Recollection
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, MemoryLockTimeout, ServiceError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    MemoryLockTimeout,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 
 BACKEND = "qdrant_local"
 SERVER_BACKEND = "qdrant_server"
@@ -313,28 +320,28 @@ def service_error(action: str, exc: Exception) -> Exception:
 
     if isinstance(exc, ResourceExhaustedResponse):  # a 429 with a numeric Retry-After
         wait = float(exc.retry_after_s)
-        return ServiceError(SERVICE, action, f"HTTP 429: {exc.message}", status=429, retryable=True, retry_after=wait)
+        return RetryableServiceError(SERVICE, action, f"HTTP 429: {exc.message}", status=429, retry_after=wait)
     if isinstance(exc, UnexpectedResponse):
         status = exc.status_code
         retryable = status is None or is_retryable_status(status)
         retry_after = retry_after_seconds(exc.headers.get("Retry-After")) if retryable and exc.headers else None
         reason = f"HTTP {status}: {_qdrant_message(exc.content)}"
-        return ServiceError(SERVICE, action, reason, status=status, retryable=retryable, retry_after=retry_after)
+        return ServiceError.of(SERVICE, action, reason, status=status, retryable=retryable, retry_after=retry_after)
     if isinstance(exc, ResponseHandlingException):
         import httpx
 
         source = exc.source
         if isinstance(source, httpx.TimeoutException):
-            return ServiceError(SERVICE, action, f"no answer in time ({type(source).__name__})", retryable=True)
+            return RetryableServiceError(SERVICE, action, f"no answer in time ({type(source).__name__})")
         if isinstance(source, httpx.TransportError):
-            return ServiceError(SERVICE, action, f"connection failed ({type(source).__name__})", retryable=True)
+            return RetryableServiceError(SERVICE, action, f"connection failed ({type(source).__name__})")
         # The server answered 200 with a body the client cannot read: not something a retry fixes.
-        return ServiceError(SERVICE, action, f"unreadable answer ({type(source).__name__}: {str(source)[:200]})")
+        return PermanentServiceError(SERVICE, action, f"unreadable answer ({type(source).__name__}: {str(source)[:200]})")
     # qdrant-client refuses a 429 whose Retry-After is an HTTP-date; the value is in its message.
     match = re.match(r"Retry-After header value is not a valid integer: (.+)", str(exc))
     if match:
-        return ServiceError(
-            SERVICE, action, "HTTP 429: rate limited", status=429, retryable=True, retry_after=retry_after_seconds(match[1])
+        return RetryableServiceError(
+            SERVICE, action, "HTTP 429: rate limited", status=429, retry_after=retry_after_seconds(match[1])
         )
     return exc
 
@@ -399,7 +406,7 @@ class ServerQdrantMemory(_QdrantMemory):
             with within(self.timeout, SERVICE, self._url):
                 yield client
         except DeadlineExceeded as exc:
-            raise ServiceError(SERVICE, action, exc.reason, retryable=True) from None
+            raise RetryableServiceError(SERVICE, action, exc.reason) from None
         except (ApiException, QdrantException) as exc:
             raise service_error(action, exc) from None
 
