@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.http_api import HttpApi, retry_after_seconds
 from include.orchestrator.domain.ports import Effect, SocialPost
 from include.orchestrator.errors import (
@@ -137,7 +138,7 @@ def _wait(headers: Any, errors: Any) -> float | None:
     return wait
 
 
-class BufferSocial:
+class BufferSocial(MakesEffects):
     """Social port: one Buffer post per profile's channel, added to the channel's queue."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -258,18 +259,14 @@ class BufferSocial:
     # --- the port ------------------------------------------------------------------------------
     def plan(self, post: SocialPost) -> Effect:
         channels = self._channels(post.profiles)
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=post.key,
-            ref={
+        return self._effect(
+            post.key,
+            {
                 "profiles": [{"profile": p, "channel_id": c} for p, c in channels],
                 "key": post.key,
                 "text_sha256": fingerprint(post.text),
             },
-            summary=f"Buffer post {post.key} queued for {', '.join(post.profiles)}",
+            f"Buffer post {post.key} queued for {', '.join(post.profiles)}",
         )
 
     def post(self, post: SocialPost) -> Effect:

@@ -44,6 +44,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.git_names import safe_name, safe_path
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.blog_format import described
@@ -311,7 +312,7 @@ class ReviewPoll(BaseModel):
     rate_remaining: int | None
 
 
-class GithubReview:
+class GithubReview(MakesEffects):
     """Review port: the bundle committed on ``campaign-review/<key>`` and a pull request to the base branch.
 
     The bundle is one commit made with the git data API (blobs, a tree on the branch's tree, a commit,
@@ -322,6 +323,7 @@ class GithubReview:
     that commit, whose parent is the base branch's head: branched from the base, in one step.
     """
 
+    port, backend, kind = "review", "github", "github_pull_request"
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
     def __init__(self, conn_id: str, conn: Any) -> None:
@@ -340,14 +342,10 @@ class GithubReview:
 
     def plan(self, bundle: ReviewBundle) -> Effect:
         branch = REVIEW_PREFIX + safe_name(bundle.key, "review key")
-        return Effect(
-            port="review",
-            conn_id=self.conn_id,
-            backend="github",
-            kind="github_pull_request",
-            key=bundle.key,
-            ref={"repository": self.api.repository, "branch": branch},
-            summary=f"review pull request from {branch} in {self.api.repository}",
+        return self._effect(
+            bundle.key,
+            {"repository": self.api.repository, "branch": branch},
+            f"review pull request from {branch} in {self.api.repository}",
         )
 
     def open_review(self, bundle: ReviewBundle) -> Effect:
@@ -542,7 +540,7 @@ def _parse_token(token: str | None) -> tuple[Literal["open", "closed", "merged"]
     return parts[1], None if parts[2] == "-" else parts[2], None if parts[3] == "-" else parts[3]  # type: ignore[return-value]
 
 
-class GithubBlog:
+class GithubBlog(MakesEffects):
     """Blog port: each post and its hero image committed together on the blog branch with the git data API.
 
     One commit (blobs, a tree on the branch head's tree, a commit, then the ref moved with ``force: false``)
@@ -555,6 +553,7 @@ class GithubBlog:
     so a ref update that is not a fast forward means someone committed meanwhile: read again, once.
     """
 
+    port, backend, kind = "blog", "github", "github_file"
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
     def __init__(self, conn_id: str, conn: Any) -> None:
@@ -567,15 +566,7 @@ class GithubBlog:
         ref = {"repository": self.api.repository, "branch": branch, "path": path, "blob_sha": blob_sha(files[path])}
         if post.hero is not None:
             ref |= {"image": safe_path(post.hero_path), "image_blob_sha": blob_sha(files[post.hero_path])}
-        return Effect(
-            port="blog",
-            conn_id=self.conn_id,
-            backend="github",
-            kind="github_file",
-            key=key,
-            ref=ref,
-            summary=f"{described(ref)} in {self.api.repository}",
-        )
+        return self._effect(key, ref, f"{described(ref)} in {self.api.repository}")
 
     @staticmethod
     def _ours(ref: dict[str, Any]) -> dict[str, str]:

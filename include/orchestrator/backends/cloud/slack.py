@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.ports import Effect, Message
 from include.orchestrator.errors import (
@@ -132,7 +133,7 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
     return exc
 
 
-class SlackNotifier:
+class SlackNotifier(MakesEffects):
     """Notify port: one message per key in the configured Slack channel; see the module docstring."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -197,11 +198,6 @@ class SlackNotifier:
         return response.data if isinstance(response.data, dict) else {}
 
     # --- the port ------------------------------------------------------------------------------
-    def _effect(self, message_key: str, ref: dict[str, Any], summary: str) -> Effect:
-        return Effect(
-            port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=message_key, ref=ref, summary=summary
-        )
-
     def plan(self, message: Message) -> Effect:
         channel = self.channel
         return self._effect(

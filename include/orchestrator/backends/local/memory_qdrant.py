@@ -45,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from qdrant_client import QdrantClient, models
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.folder import OnDisk
 from include.orchestrator.backends.local import embeddings
 from include.orchestrator.domain.ports import Effect, Recollection
@@ -83,11 +84,10 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
     return json.loads(json.dumps(meta, default=str)), text[match.end() :].lstrip("\r\n")
 
 
-class _QdrantMemory:
+class _QdrantMemory(MakesEffects):
     """The memory port on any Qdrant client; subclasses say how a client is opened and where it is."""
 
-    backend: str
-    conn_id: str
+    port, kind = "memory", KIND
     collection: str
 
     @contextmanager
@@ -104,14 +104,10 @@ class _QdrantMemory:
         )
 
     def plan(self, namespace: str, key: str, text: str, payload: dict[str, Any] | None = None) -> Effect:
-        return Effect(
-            port="memory",
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=KIND,
-            key=f"{namespace}/{key}",
-            ref={"collection": self.collection, "point_ids": [point_id(namespace, key)], "namespace": namespace, "key": key},
-            summary=f"remembered {namespace}/{key} ({len(text)} characters) in {self.collection} {self._where()}",
+        return self._effect(
+            f"{namespace}/{key}",
+            {"collection": self.collection, "point_ids": [point_id(namespace, key)], "namespace": namespace, "key": key},
+            f"remembered {namespace}/{key} ({len(text)} characters) in {self.collection} {self._where()}",
         )
 
     def remember_many(self, namespace: str, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Effect]:
