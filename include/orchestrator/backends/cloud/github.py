@@ -274,6 +274,33 @@ class GithubApi:
             entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
         return entries
 
+    def commit(self, parent: str, base_tree: str, entries: list[dict[str, Any]], message: str, action: str) -> dict[str, Any]:
+        """A commit of ``entries`` on ``base_tree`` whose parent is ``parent`` (``POST /git/trees``, then
+        ``POST /git/commits``); no branch points at it yet. GitHub's commit JSON."""
+        _, tree = self.request(
+            "POST", self.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": base_tree, "tree": entries}
+        )
+        _, made = self.request(
+            "POST",
+            self.repo_path("/git/commits"),
+            action,
+            ok=(201,),
+            body={"message": message, "tree": tree["sha"], "parents": [parent]},
+        )
+        return made
+
+    def fast_forward(self, branch: str, sha: str, action: str) -> tuple[int, Any]:
+        """``branch`` moved to ``sha`` if that is a fast forward (``PATCH /git/refs/heads/{b}``, ``force: false``):
+        (200, the ref) or (422, GitHub's refusal)."""
+        return self.request(
+            "PATCH",
+            self.repo_path(f"/git/refs/{self.ref(branch)}"),
+            action,
+            body={"sha": sha, "force": False},
+            ok=(200,),
+            absent=(422,),
+        )
+
     def pulls_for(self, branch: str, state: str, action: str) -> list[dict[str, Any]]:
         """Pull requests whose head is ``owner:branch`` (``GET /pulls?head=&state=``)."""
         _, data = self.request(
@@ -374,26 +401,9 @@ class GithubReview(MakesEffects):
                 changed = {p: d for p, d in files.items() if have.get(p) != blob_sha(d)}
                 if not changed and not listing.get("truncated"):
                     return head  # a retry: the branch already holds this bundle, adopt it
-            entries = api.blobs(changed, action)
-            _, new_tree = api.request(
-                "POST", api.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": tree, "tree": entries}
-            )
-            _, made = api.request(
-                "POST",
-                api.repo_path("/git/commits"),
-                action,
-                ok=(201,),
-                body={"message": message, "tree": new_tree["sha"], "parents": [parent]},
-            )
+            made = api.commit(parent, tree, api.blobs(changed, action), message, action)
             if head:
-                status, data = api.request(
-                    "PATCH",
-                    api.repo_path(f"/git/refs/{api.ref(branch)}"),
-                    action,
-                    body={"sha": made["sha"], "force": False},
-                    ok=(200,),
-                    absent=(422,),
-                )
+                status, data = api.fast_forward(branch, made["sha"], action)
             else:
                 status, data = api.request(
                     "POST",
@@ -598,24 +608,8 @@ class GithubBlog(MakesEffects):
         entries = api.blobs(add, action)
         # "sha": null deletes the path from the base tree (https://docs.github.com/en/rest/git/trees#create-a-tree).
         entries += [{"path": path, "mode": "100644", "type": "blob", "sha": None} for path in remove]
-        _, tree = api.request(
-            "POST", api.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": parent["tree"]["sha"], "tree": entries}
-        )
-        _, made = api.request(
-            "POST",
-            api.repo_path("/git/commits"),
-            action,
-            ok=(201,),
-            body={"message": message, "tree": tree["sha"], "parents": [head]},
-        )
-        status, data = api.request(
-            "PATCH",
-            api.repo_path(f"/git/refs/{api.ref(branch)}"),
-            action,
-            body={"sha": made["sha"], "force": False},
-            ok=(200,),
-            absent=(422,),
-        )
+        made = api.commit(head, parent["tree"]["sha"], entries, message, action)
+        status, data = api.fast_forward(branch, made["sha"], action)
         if status == 200:
             return made
         if "not a fast forward" not in _message(data):
