@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 _t0 = time.perf_counter()
-from include.orchestrator.errors import CircuitOpenError, ServiceError  # noqa: E402
+from include.orchestrator.errors import CircuitOpenError, RetryableServiceError, ServiceError  # noqa: E402
 from include.orchestrator.resilience import breakers  # noqa: E402
 
 IMPORT_MS = (time.perf_counter() - _t0) * 1000
@@ -78,7 +78,7 @@ def noop() -> str:
 
 
 def down() -> None:
-    raise ServiceError("Slack", "chat.postMessage", "HTTP 503", status=503, retryable=True)
+    raise RetryableServiceError("Slack", "chat.postMessage", "HTTP 503", status=503)
 
 
 def bench_store(kind: str, where: str, calls: int, builds: int) -> dict[str, Any]:

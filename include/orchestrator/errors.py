@@ -18,13 +18,14 @@ library is still judged by its own ``retryable`` attribute, if it has one: :func
 Any other error (a :class:`CampaignError` of none of these kinds, or a foreign exception) is left to
 Airflow's retries as configured, and fails compensation's undo of its entry, which stays open.
 
-Three families decide per instance, from the status a service answered: :class:`ServiceError`,
-:class:`FetchError` and :class:`SmtpDeliveryError` keep their ``retryable=`` constructor flag, and
-constructing the family's class returns the subclass the flag names (``ServiceError(...,
-retryable=True)`` is a :class:`RetryableServiceError`), so raise sites pass what they computed and
-readers check the type. ``retryable`` remains readable (a class attribute of :class:`Retryable` and
-:class:`Permanent`), ``retry_after`` too. An undo refused for good raises
-:class:`IrrevocableServiceError` itself.
+Three families have one class per kind: :class:`ServiceError` (:class:`RetryableServiceError`,
+:class:`PermanentServiceError`, :class:`IrrevocableServiceError`), :class:`FetchError` and
+:class:`SmtpDeliveryError` (``Retryable...`` and ``Permanent...``). A raise site names the one it
+means; one that learns it from the service's answer calls the family's ``of(..., retryable=...)``.
+Readers catch the family and check the kind by type. ``retryable`` remains readable (a class
+attribute of :class:`Retryable` and :class:`Permanent`), ``retry_after`` too. Reports, ledger
+entries and logs name an error by :func:`error_name`, which calls every variant by its family's
+name, as they did before the families were split (``ServiceError: Slack: post failed: ...``).
 
 This module imports nothing from the package: every module (connections, backends, breakers) can
 import it without importing one another.
@@ -35,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 # --- what a caller must do --------------------------------------------------------------------
 
@@ -80,17 +81,10 @@ def retryable_flag(exc: BaseException) -> Any:
     return None if isinstance(exc, CampaignError) else getattr(exc, "retryable", None)
 
 
-_E = TypeVar("_E", bound=CampaignError)
-
-
-def _variant(cls: type[_E], family: type[CampaignError], chosen: type[CampaignError], flags: dict[str, Any]) -> type[_E]:
-    """The class to instantiate: the one the flags name when the family's own class is called;
-    otherwise ``cls`` itself, refusing flags that contradict it."""
-    if cls is family:
-        return chosen  # type: ignore[return-value]
-    if "retryable" in flags and bool(flags["retryable"]) != issubclass(cls, Retryable):
-        raise TypeError(f"{cls.__name__} is {'' if issubclass(cls, Retryable) else 'not '}retryable")
-    return cls
+def _kind_of(error: CampaignError) -> None:
+    """Refuse to make a family's own class: it would say neither Retryable nor Permanent."""
+    if not isinstance(error, Retryable | Permanent):
+        raise TypeError(f"{type(error).__name__} is a family: raise its Retryable or Permanent class, or its of()")
 
 
 # --- connections --------------------------------------------------------------------------------
@@ -104,16 +98,12 @@ class ConnectionConfigError(Permanent):
 
 
 class ServiceError(CampaignError):
-    """An external service refused a call or did not answer. ``retryable``: a later try can succeed.
+    """An external service refused a call or did not answer (the family: catch it, never raise it).
 
-    ``ServiceError(...)`` returns a :class:`RetryableServiceError` when ``retryable`` is true, else a
-    :class:`PermanentServiceError`. An undo refused because the effect is out for good (an email
-    sent) raises :class:`IrrevocableServiceError` itself.
+    Raise :class:`RetryableServiceError` (a later try can succeed), :class:`PermanentServiceError`,
+    or :class:`IrrevocableServiceError` (an undo refused because the effect is out for good, an
+    email sent); :meth:`of` when the service's answer decides which.
     """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> ServiceError:
-        chosen = RetryableServiceError if kwargs.get("retryable") else PermanentServiceError
-        return super().__new__(_variant(cls, ServiceError, chosen, kwargs), *args)
 
     def __init__(
         self,
@@ -122,16 +112,31 @@ class ServiceError(CampaignError):
         reason: str,
         *,
         status: int | None = None,
-        retryable: bool = False,
         retry_after: float | None = None,
         code: str | None = None,
     ) -> None:
-        retryable = isinstance(self, Retryable)  # what __new__ chose from the flag
+        _kind_of(self)
+        retryable = isinstance(self, Retryable)
         hint = f" (retryable{f', retry after {retry_after:g} s' if retry_after is not None else ''})" if retryable else ""
         super().__init__(f"{service}: {action} failed: {reason}{hint}")
         self.service, self.action, self.reason = service, action, reason
         self.status, self.retry_after = status, retry_after
         self.code = code  # the service's own error code, when it has one (Slack's "channel_not_found")
+
+    @staticmethod
+    def of(
+        service: str,
+        action: str,
+        reason: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> ServiceError:
+        """A :class:`RetryableServiceError` when ``retryable``, else a :class:`PermanentServiceError`."""
+        kind = RetryableServiceError if retryable else PermanentServiceError
+        return kind(service, action, reason, status=status, retry_after=retry_after, code=code)
 
 
 class RetryableServiceError(ServiceError, Retryable):
@@ -159,7 +164,6 @@ class CircuitOpenError(RetryableServiceError, MadeNothing):
             service,
             "call",
             f"circuit breaker open after repeated failures, call not made; {service} is tried again at {when}",
-            retryable=True,
             retry_after=retry_after,
         )
         self.retry_at = retry_at
@@ -184,24 +188,24 @@ class UnsafeURLError(Permanent, ValueError):
 
 
 class FetchError(CampaignError):
-    """A page could not be fetched or is not a usable HTML page.
+    """A page could not be fetched or is not a usable HTML page (the family: catch it, never raise it).
 
-    ``FetchError(...)`` returns a :class:`RetryableFetchError` when ``retryable`` is true (429, 5xx,
-    timeouts, connection failures), else a :class:`PermanentFetchError`.
+    Raise :class:`RetryableFetchError` (429, 5xx, timeouts, connection failures) or
+    :class:`PermanentFetchError`; :meth:`of` when the status decides which.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> FetchError:
-        flags = {"retryable": args[3]} if len(args) > 3 else kwargs  # retryable is the 4th parameter
-        chosen = RetryableFetchError if flags.get("retryable") else PermanentFetchError
-        return super().__new__(_variant(cls, FetchError, chosen, flags), *args)
-
-    def __init__(
-        self, url: str, reason: str, status: int | None = None, retryable: bool = False, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, url: str, reason: str, status: int | None = None, *, retry_after: float | None = None) -> None:
+        _kind_of(self)
         super().__init__(f"fetching {url!r} failed: {reason}" + (" (retryable)" if isinstance(self, Retryable) else ""))
         self.url = url
         self.status = status
         self.retry_after = retry_after  # seconds, from a 429/503 Retry-After header
+
+    @staticmethod
+    def of(url: str, reason: str, status: int | None = None, *, retryable: bool, retry_after: float | None = None) -> FetchError:
+        """A :class:`RetryableFetchError` when ``retryable``, else a :class:`PermanentFetchError`."""
+        kind = RetryableFetchError if retryable else PermanentFetchError
+        return kind(url, reason, status, retry_after=retry_after)
 
 
 class RetryableFetchError(FetchError, Retryable):
@@ -213,19 +217,21 @@ class PermanentFetchError(FetchError, Permanent):
 
 
 class SmtpDeliveryError(CampaignError):
-    """The SMTP server did not take the email. ``retryable``: a later try can succeed (server
-    down, timeout, 4xx answer); otherwise the configuration or the message must change first.
+    """The SMTP server did not take the email (the family: catch it, never raise it).
 
-    ``SmtpDeliveryError(message, retryable=...)`` returns a :class:`RetryableSmtpDeliveryError` or a
-    :class:`PermanentSmtpDeliveryError`.
+    Raise :class:`RetryableSmtpDeliveryError` (a later try can succeed: server down, timeout, 4xx
+    answer) or :class:`PermanentSmtpDeliveryError` (the configuration or the message must change
+    first); :meth:`of` when the failure decides which.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> SmtpDeliveryError:
-        chosen = RetryableSmtpDeliveryError if kwargs.get("retryable") else PermanentSmtpDeliveryError
-        return super().__new__(_variant(cls, SmtpDeliveryError, chosen, kwargs), *args)
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str) -> None:
+        _kind_of(self)
         super().__init__(message)
+
+    @staticmethod
+    def of(message: str, *, retryable: bool) -> SmtpDeliveryError:
+        """A :class:`RetryableSmtpDeliveryError` when ``retryable``, else a :class:`PermanentSmtpDeliveryError`."""
+        return RetryableSmtpDeliveryError(message) if retryable else PermanentSmtpDeliveryError(message)
 
 
 class RetryableSmtpDeliveryError(SmtpDeliveryError, Retryable):
@@ -352,18 +358,22 @@ class LaunchTaken(Permanent, ValueError):
         self.holder = holder
 
 
-# A variant is named as its family (``ServiceError: Slack: post failed: ...``), as before the split, since
-# reports, ledger entries, XCom errors and review-watch errors print ``type(exc).__name__``; its
-# ``__qualname__`` stays its own, so ``type(exc)`` and tracebacks say which variant it is.
-for _variant_class, _family in (
-    (RetryableServiceError, ServiceError),
-    (PermanentServiceError, ServiceError),
-    (IrrevocableServiceError, ServiceError),
-    (RetryableFetchError, FetchError),
-    (PermanentFetchError, FetchError),
-    (RetryableSmtpDeliveryError, SmtpDeliveryError),
-    (PermanentSmtpDeliveryError, SmtpDeliveryError),
-    (UncertainSmtpDeliveryError, SmtpDeliveryError),
-):
-    _variant_class.__name__ = _family.__name__
-del _variant_class, _family
+# What reports, ledger entries, XCom errors, review-watch errors and logs call an error (:func:`error_name`):
+# a family's variants by the family's name, as before the families were split into classes.
+_FAMILY_NAMES: dict[type[BaseException], str] = {
+    RetryableServiceError: "ServiceError",
+    PermanentServiceError: "ServiceError",
+    IrrevocableServiceError: "ServiceError",
+    RetryableFetchError: "FetchError",
+    PermanentFetchError: "FetchError",
+    RetryableSmtpDeliveryError: "SmtpDeliveryError",
+    PermanentSmtpDeliveryError: "SmtpDeliveryError",
+    UncertainSmtpDeliveryError: "SmtpDeliveryError",
+}
+
+
+def error_name(exc: BaseException) -> str:
+    """The name an error is shown by (``ServiceError: Slack: post failed: ...``): its class's, except
+    the variants of a family, shown as the family (a subclass with a name of its own, such as
+    :class:`CircuitOpenError` or :class:`BufferNotFound`, keeps it)."""
+    return _FAMILY_NAMES.get(type(exc), type(exc).__name__)

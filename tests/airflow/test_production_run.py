@@ -23,7 +23,7 @@ from include.orchestrator.approval import review_watch
 from include.orchestrator.dev import localdev
 from include.orchestrator.domain.loader import campaign_of
 from include.orchestrator.domain.model import run_key
-from include.orchestrator.errors import ServiceError
+from include.orchestrator.errors import RetryableServiceError, ServiceError
 from tests.doubles.figma import FigmaDouble
 from tests.doubles.notion import NotionDouble
 from tests.doubles.openai_compat import OpenAICompatDouble
@@ -249,7 +249,7 @@ def test_an_open_circuit_fails_the_step_without_calling_the_service(tmp_path, mo
         breakers = open_breakers(conn=localdev.sdk_connection("campaign_breakers", world["conns"]["campaign_breakers"]))
 
         def unwell() -> None:
-            raise ServiceError("Slack", "post", "HTTP 503: service_unavailable", status=503, retryable=True)
+            raise RetryableServiceError("Slack", "post", "HTTP 503: service_unavailable", status=503)
 
         for _ in range(5):
             with contextlib.suppress(ServiceError):

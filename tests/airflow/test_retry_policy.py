@@ -11,7 +11,7 @@ from include.orchestrator.airflow.dags import build_dag
 from include.orchestrator.airflow.retry import RetryAfterPolicy
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.model import Campaign
-from include.orchestrator.errors import ServiceError
+from include.orchestrator.errors import PermanentServiceError, RetryableServiceError, ServiceError
 from tests.builders.campaigns import sample
 
 
@@ -21,7 +21,7 @@ def policy() -> RetryAfterPolicy:
 
 def test_a_retry_waits_what_the_service_asked_when_that_is_longer_than_the_backoff():
     decision = policy().evaluate(
-        ServiceError("SendGrid", "send", "HTTP 429", status=429, retryable=True, retry_after=95), try_number=1, max_tries=3
+        RetryableServiceError("SendGrid", "send", "HTTP 429", status=429, retry_after=95), try_number=1, max_tries=3
     )
     assert decision.action == RetryAction.RETRY and decision.retry_delay == timedelta(seconds=95)
     assert "next try in 95 s" in decision.reason
@@ -29,7 +29,7 @@ def test_a_retry_waits_what_the_service_asked_when_that_is_longer_than_the_backo
 
 def test_the_backoff_wins_when_the_service_asked_for_less():
     decision = policy().evaluate(
-        ServiceError("Slack", "post", "HTTP 503", status=503, retryable=True, retry_after=1), try_number=3, max_tries=4
+        RetryableServiceError("Slack", "post", "HTTP 503", status=503, retry_after=1), try_number=3, max_tries=4
     )
     assert decision.retry_delay == timedelta(seconds=40)  # 10 s doubled twice
 
@@ -40,7 +40,7 @@ def test_an_http_date_is_honoured_and_a_wrapped_error_is_found():
     assert asked is not None and 290 < asked <= 300
     try:
         try:
-            raise ServiceError("Figma", "export", "HTTP 429", status=429, retryable=True, retry_after=asked)
+            raise RetryableServiceError("Figma", "export", "HTTP 429", status=429, retry_after=asked)
         except ServiceError as inner:
             raise RuntimeError("step failed") from inner
     except RuntimeError as outer:
@@ -50,7 +50,7 @@ def test_an_http_date_is_honoured_and_a_wrapped_error_is_found():
 
 def test_errors_without_a_wait_keep_airflows_own_retry_logic():
     assert policy().evaluate(TimeoutError("read timed out"), try_number=1, max_tries=3).action == RetryAction.DEFAULT
-    not_retryable = ServiceError("GitHub", "open", "HTTP 422", status=422, retryable=False)
+    not_retryable = PermanentServiceError("GitHub", "open", "HTTP 422", status=422)
     assert policy().evaluate(not_retryable, try_number=1, max_tries=3).action == RetryAction.DEFAULT
 
 

@@ -9,15 +9,19 @@ import pytest
 from include.orchestrator.approval.decisions import DecisionRequest, user_roles
 from include.orchestrator.approval.rules import (
     Decision,
+    GateState,
     apply_edits,
     copy_version,
     editable_fields,
     eligible_users,
     form_values,
     github_verdict,
+    max_lengths,
+    outgoing,
     refusal,
     reminder_delay,
 )
+from include.orchestrator.domain.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.domain.model import Approval
 from include.orchestrator.errors import DecisionRefused
 from tests.builders.ports import draft
@@ -129,3 +133,29 @@ def test_the_cli_says_what_is_missing_when_it_has_no_password_and_no_terminal():
         assert done.returncode == 2, done.stderr
         assert "no password for Airflow user 'dana': set AIRFLOW_PASSWORD, or run in a terminal" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_the_gate_state_carries_its_length_caps_and_reads_an_older_state_from_its_pin():
+    campaign = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
+    cap = campaign.channels.social.max_length
+    assert max_lengths(campaign, ["email", "social"]) == {"social_post": cap}
+    assert max_lengths(campaign, ["email", "blog"]) == {}
+    fields = {
+        "deadline": datetime.now(UTC),
+        "draft": DRAFT.model_dump(),
+        "draft_version": copy_version(DRAFT),
+        "channels": ["social"],
+        "eligible": ["dana"],
+        "outgoing": outgoing(campaign, ["social"], []),
+    }
+    stored = GateState(**fields, max_lengths=max_lengths(campaign, ["social"])).model_dump(mode="json")
+    assert stored["max_lengths"] == {"social_post": cap}
+    assert GateState.model_validate(stored).limits() == {"social_post": cap}
+    # The typed field is what counts, not the pinned display string.
+    assert GateState.model_validate({**stored, "max_lengths": {"social_post": 60}}).limits() == {"social_post": 60}
+    assert GateState.model_validate({**stored, "max_lengths": {}}).limits() == {}
+    # A state stored in XCom before the field existed (a run waiting across the upgrade) still validates
+    # and is capped by its pin.
+    older = {name: value for name, value in stored.items() if name != "max_lengths"}
+    assert GateState.model_validate(older).max_lengths == {}
+    assert GateState.model_validate(older).limits() == {"social_post": cap}

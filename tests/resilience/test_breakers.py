@@ -41,11 +41,11 @@ Spec = dict[str, Any]  # a connection as plain fields: conn_type, host, port, ex
 
 
 def unavailable(status: int = 503) -> ServiceError:
-    return ServiceError("Slack", "chat.postMessage", f"HTTP {status}: upstream trouble", status=status, retryable=True)
+    return RetryableServiceError("Slack", "chat.postMessage", f"HTTP {status}: upstream trouble", status=status)
 
 
 def refused(status: int = 404) -> ServiceError:
-    return ServiceError("Slack", "chat.postMessage", f"HTTP {status}: channel_not_found", status=status, retryable=False)
+    return PermanentServiceError("Slack", "chat.postMessage", f"HTTP {status}: channel_not_found", status=status)
 
 
 def raiser(exc: BaseException) -> Callable[[], None]:
@@ -113,7 +113,7 @@ CHILD = textwrap.dedent(
     import json, logging, sys, time, types
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     from include.orchestrator.resilience import breakers
-    from include.orchestrator.errors import CircuitOpenError, ServiceError
+    from include.orchestrator.errors import CircuitOpenError, RetryableServiceError, ServiceError
 
     role, spec = sys.argv[1], json.loads(sys.argv[2])
     conn = types.SimpleNamespace(conn_type=spec["conn_type"], host=spec.get("host"), port=spec.get("port"),
@@ -127,7 +127,7 @@ CHILD = textwrap.dedent(
     def failing():
         global calls
         calls += 1
-        raise ServiceError("Slack", "chat.postMessage", "HTTP 503: upstream trouble", status=503, retryable=True)
+        raise RetryableServiceError("Slack", "chat.postMessage", "HTTP 503: upstream trouble", status=503)
     def working():
         global calls
         calls += 1

@@ -57,6 +57,7 @@ class ApprovalGate(HITLOperator):
             eligible=eligible,
             triggered_by=triggered_by,
             outgoing=gate_rules.outgoing(ctx.campaign, plan.channels, ctx.images),
+            max_lengths=gate_rules.max_lengths(ctx.campaign, plan.channels),
         )
         ti.xcom_push(key="gate", value=state.model_dump(mode="json"))
         self._open(ctx, ti, state)

@@ -17,7 +17,7 @@ from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import campaign_of
 from include.orchestrator.domain.model import run_key
 from include.orchestrator.domain.steps import STEPS
-from include.orchestrator.errors import ConnectionConfigError, NotThisRun, Permanent, retryable_flag
+from include.orchestrator.errors import ConnectionConfigError, NotThisRun, Permanent, error_name, retryable_flag
 from include.orchestrator.saga import compensation, outcome
 from include.orchestrator.saga.ledger import open_ledger
 
@@ -55,7 +55,7 @@ class CampaignStep(BaseOperator):
             raise AirflowSkipException(str(exc)) from None
         except Exception as exc:
             # Kept for the run's report: the XCom of a failed try survives it.
-            context["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:1000])
+            context["ti"].xcom_push(key="error", value=f"{error_name(exc)}: {exc}"[:1000])
             # Backends raise Permanent errors for what a retry cannot fix (a 404, a refused URL, a rejected address).
             if isinstance(exc, _PERMANENT) or retryable_flag(exc) is False:
                 raise AirflowFailException(f"{self.step}: {exc}") from exc

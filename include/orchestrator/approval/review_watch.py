@@ -22,7 +22,7 @@ from typing import Any
 
 from include.orchestrator.approval import rules
 from include.orchestrator.domain.ports import Effect
-from include.orchestrator.errors import DecisionRefused
+from include.orchestrator.errors import DecisionRefused, error_name
 from include.orchestrator.saga.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _watch_one(
     try:
         poll = backend(effect.conn_id).poll_reviews(effect.ref, etag)
     except Exception as exc:
-        report.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+        report.errors.append(f"{where}: {error_name(exc)}: {exc}")
         return None
     if poll.rate_remaining is not None:
         report.rate_remaining = poll.rate_remaining
@@ -136,6 +136,6 @@ def _watch_one(
                 return None  # the tag is not kept: the next round sees the change again and retries
             report.skipped.append(f"{where}: {exc}")
         except Exception as exc:
-            report.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+            report.errors.append(f"{where}: {error_name(exc)}: {exc}")
             return None
     return poll.etag or None

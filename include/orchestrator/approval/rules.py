@@ -97,16 +97,33 @@ class GateState(BaseModel):
     outgoing: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Per channel, what goes out besides the copy (settings, image): see :func:`outgoing`."
     )
+    max_lengths: dict[str, int] = Field(
+        default_factory=dict, description="Form fields whose length their channel caps: see :func:`max_lengths`."
+    )
 
     def pin(self, approved: Copy) -> dict[str, dict[str, str]]:
         """What an approval of ``approved`` (the draft, or the reviewer's edit of it) lets go out."""
         return {channel: {**fields, **copy_pin(approved, channel)} for channel, fields in self.outgoing.items()}
 
     def limits(self) -> dict[str, int]:
-        """Form fields whose length a channel's pinned settings cap: the social post, at the campaign's
-        ``max_length`` (an approval of a longer one could not go out as approved)."""
+        """Form fields whose length a channel caps (:attr:`max_lengths`), for :func:`apply_edits`.
+
+        A state published before ``max_lengths`` existed (a run that was waiting at the gate when the
+        package was upgraded; it may wait as long as the approval's timeout) has no such field: its cap
+        is read back from the pinned setting, so such a run still refuses an over-long post at the gate
+        instead of approving it and failing at distribution.
+        """
+        if "max_lengths" in self.model_fields_set:
+            return dict(self.max_lengths)
         social = self.outgoing.get("social", {}).get("social.max_length")
         return {"social_post": int(social)} if social else {}
+
+
+def max_lengths(campaign: Campaign, channels: Sequence[str]) -> dict[str, int]:
+    """Form fields whose length a channel of this run caps: the social post, at the campaign's
+    ``max_length`` (an approval of a longer one could not go out as approved)."""
+    social = campaign.channels.social
+    return {"social_post": social.max_length} if "social" in channels and social is not None else {}
 
 
 # --- the pin: what an approval lets go out ---------------------------------------------------

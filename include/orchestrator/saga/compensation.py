@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from include.orchestrator.errors import Irrevocable, NotVisibleHere
+from include.orchestrator.errors import Irrevocable, NotVisibleHere, error_name
 from include.orchestrator.saga.ledger import OPEN_STATES, Entry, Ledger
 from include.orchestrator.saga.recorder import disk_of
 
@@ -62,11 +62,11 @@ def compensate(ledger: Ledger, dag_id: str, run_id: str, open_backend: Callable[
             removed = backend.undo(effect)
         except Exception as exc:
             if isinstance(exc, Irrevocable):  # out for good (a scheduled email already sent): report, never retry
-                ledger.settle(entry, "kept", f"{type(exc).__name__}: {exc}")
+                ledger.settle(entry, "kept", f"{error_name(exc)}: {exc}")
                 log.error("cannot undo %s %s (%s): %s", effect.kind, effect.key, entry.where, exc)
                 continue
-            ledger.settle(entry, "failed", f"{type(exc).__name__}: {exc}")
-            log.error("could not undo %s %s (%s): %s: %s", effect.kind, effect.key, entry.where, type(exc).__name__, exc)
+            ledger.settle(entry, "failed", f"{error_name(exc)}: {exc}")
+            log.error("could not undo %s %s (%s): %s: %s", effect.kind, effect.key, entry.where, error_name(exc), exc)
             continue
         ledger.settle(entry, "undone" if removed else "absent")
         verb = "undid" if removed else "nothing left of"

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from include.orchestrator.domain.ports import CHANGING_CALLS, Effect
-from include.orchestrator.errors import LaunchTaken, MadeNothing, OutcomeUnknown
+from include.orchestrator.errors import LaunchTaken, MadeNothing, OutcomeUnknown, error_name
 from include.orchestrator.saga.ledger import Entry, Ledger
 
 
@@ -41,13 +41,13 @@ class Journaled:
                 result = attr(*args, **kwargs)
             except Exception as exc:
                 if isinstance(exc, MadeNothing):  # never called (an open circuit): nothing to undo, ever
-                    self._recorder.write("not_made", planned, f"{type(exc).__name__}: {exc}")
+                    self._recorder.write("not_made", planned, f"{error_name(exc)}: {exc}")
                     raise
                 if isinstance(exc, OutcomeUnknown):  # may have been made: the entry stays planned, as if the task died
                     raise
                 # The call answered with an error: per its protocol nothing irreversible happened
                 # (an SMTP server that did not say 250 has not taken the message). Kept for the report.
-                self._recorder.write("call_failed", planned, f"{type(exc).__name__}: {exc}")
+                self._recorder.write("call_failed", planned, f"{error_name(exc)}: {exc}")
                 raise
             made = result if isinstance(result, Effect) else next(r for r in result if isinstance(r, Effect))
             self._recorder.write("made", made.model_copy(update={"disk": disk}))

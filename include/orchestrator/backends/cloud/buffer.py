@@ -42,9 +42,16 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.http_api import HttpApi, retry_after_seconds
 from include.orchestrator.domain.ports import Effect, SocialPost
-from include.orchestrator.errors import BufferNotFound, ConnectionConfigError, IrrevocableServiceError, ServiceError
+from include.orchestrator.errors import (
+    BufferNotFound,
+    ConnectionConfigError,
+    IrrevocableServiceError,
+    PermanentServiceError,
+    ServiceError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +138,7 @@ def _wait(headers: Any, errors: Any) -> float | None:
     return wait
 
 
-class BufferSocial:
+class BufferSocial(MakesEffects):
     """Social port: one Buffer post per profile's channel, added to the channel's queue."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -178,13 +185,13 @@ class BufferSocial:
             body = None
         errors = body.get("errors") if isinstance(body, dict) else None
         if not isinstance(body, dict):
-            raise ServiceError(SERVICE, action, f"HTTP {status} without a GraphQL answer: {response.text[:200]!r}")
+            raise PermanentServiceError(SERVICE, action, f"HTTP {status} without a GraphQL answer: {response.text[:200]!r}")
         if errors:
             codes = {((e.get("extensions") or {}).get("code") if isinstance(e, dict) else None) for e in errors}
             if codes == {"NOT_FOUND"}:
                 raise BufferNotFound(SERVICE, action, _messages(errors), status=status)
             retryable = bool(codes & set(RETRYABLE_CODES))
-            raise ServiceError(
+            raise ServiceError.of(
                 SERVICE,
                 action,
                 _messages(errors),
@@ -194,7 +201,7 @@ class BufferSocial:
             )
         data = body.get("data")
         if not isinstance(data, dict):
-            raise ServiceError(SERVICE, action, f"the answer has no data: {response.text[:200]!r}")
+            raise PermanentServiceError(SERVICE, action, f"the answer has no data: {response.text[:200]!r}")
         return data
 
     def _union(self, data: dict[str, Any], field: str, success: str, action: str) -> dict[str, Any]:
@@ -204,7 +211,7 @@ class BufferSocial:
         if isinstance(result, dict) and typename == success:
             return result
         message = result.get("message") if isinstance(result, dict) else None
-        raise ServiceError(
+        raise ServiceError.of(
             SERVICE,
             action,
             f"{typename or 'no result'}: {message or 'no message'}",
@@ -252,18 +259,14 @@ class BufferSocial:
     # --- the port ------------------------------------------------------------------------------
     def plan(self, post: SocialPost) -> Effect:
         channels = self._channels(post.profiles)
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=post.key,
-            ref={
+        return self._effect(
+            post.key,
+            {
                 "profiles": [{"profile": p, "channel_id": c} for p, c in channels],
                 "key": post.key,
                 "text_sha256": fingerprint(post.text),
             },
-            summary=f"Buffer post {post.key} queued for {', '.join(post.profiles)}",
+            f"Buffer post {post.key} queued for {', '.join(post.profiles)}",
         )
 
     def post(self, post: SocialPost) -> Effect:

@@ -47,7 +47,14 @@ from include.orchestrator.backends.common.http_api import Credentials, HttpApi, 
 from include.orchestrator.backends.common.stored_images import StoredImages
 from include.orchestrator.backends.connection import flag
 from include.orchestrator.domain.ports import Effect, Image, ImageSpec
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError, UnsafeURLError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+    UnsafeURLError,
+)
 
 SERVICE = "figma"
 FIGMA_TOKEN = Credentials(header="X-Figma-Token", template="{token}")
@@ -145,7 +152,7 @@ class FigmaDesign(StoredImages):
             try:
                 width, height = png_size(data)
             except ValueError as exc:
-                raise ServiceError(SERVICE, f"export {name!r}", f"the downloaded file is not a PNG: {exc}") from None
+                raise PermanentServiceError(SERVICE, f"export {name!r}", f"the downloaded file is not a PNG: {exc}") from None
         else:
             data, (width, height) = stored
         image, effect = self._stored(spec, effect, data, width, height)
@@ -169,7 +176,9 @@ class FigmaDesign(StoredImages):
             answer = self.api.call("GET", f"v1/files/{quote(self.file_key)}/components", "list the file's published components")
             components = ((answer or {}).get("meta") or {}).get("components")
             if not isinstance(components, list):
-                raise ServiceError(SERVICE, "list the file's published components", f"unexpected answer {str(answer)[:200]!r}")
+                raise PermanentServiceError(
+                    SERVICE, "list the file's published components", f"unexpected answer {str(answer)[:200]!r}"
+                )
             found: dict[str, list[str]] = {}
             for component in components:
                 if isinstance(component, dict) and component.get("name") and component.get("node_id"):
@@ -180,11 +189,11 @@ class FigmaDesign(StoredImages):
         if name in self._ambiguous:
             ids = ", ".join(self._ambiguous[name])
             reason = f"the name is used by several components ({ids}): name a node id instead"
-            raise ServiceError(SERVICE, f"find component {name!r}", reason)
+            raise PermanentServiceError(SERVICE, f"find component {name!r}", reason)
         if name not in self._node_ids:
             known = ", ".join(repr(n) for n in sorted(self._node_ids)[:30]) or "none"
             reason = f"no published component of that name in file {self.file_key} (published: {known})"
-            raise ServiceError(SERVICE, f"find component {name!r}", reason)
+            raise PermanentServiceError(SERVICE, f"find component {name!r}", reason)
         return self._node_ids[name]
 
     def _export(self, node_id: str) -> str:
@@ -192,10 +201,12 @@ class FigmaDesign(StoredImages):
         params = {"ids": node_id, "format": "png", "scale": f"{self.scale:g}"}
         answer = self.api.call("GET", f"v1/images/{quote(self.file_key)}", action, params=params) or {}
         if answer.get("err"):
-            raise ServiceError(SERVICE, action, str(answer["err"])[:500])
+            raise PermanentServiceError(SERVICE, action, str(answer["err"])[:500])
         url = (answer.get("images") or {}).get(node_id)
         if not isinstance(url, str) or not url:
-            raise ServiceError(SERVICE, action, "Figma could not render the node (its image URL is null): is it empty or hidden?")
+            raise PermanentServiceError(
+                SERVICE, action, "Figma could not render the node (its image URL is null): is it empty or hidden?"
+            )
         return url
 
     def _download(self, url: str, action: str) -> bytes:
@@ -230,16 +241,16 @@ class FigmaDesign(StoredImages):
                                 continue
                             return self._body(response, action)
                     except UnsafeURLError as exc:
-                        raise ServiceError(SERVICE, action, str(exc)) from None
+                        raise PermanentServiceError(SERVICE, action, str(exc)) from None
                     except httpx.TimeoutException as exc:
-                        raise ServiceError(
-                            SERVICE, action, f"no answer within {self.api.timeout:g} s ({type(exc).__name__})", retryable=True
+                        raise RetryableServiceError(
+                            SERVICE, action, f"no answer within {self.api.timeout:g} s ({type(exc).__name__})"
                         ) from None
                     except httpx.TransportError as exc:
-                        raise ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})", retryable=True) from None
+                        raise RetryableServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})") from None
         except DeadlineExceeded as exc:
-            raise ServiceError(SERVICE, action, exc.reason, retryable=True) from None
-        raise ServiceError(SERVICE, action, f"more than {MAX_REDIRECTS} redirects")
+            raise RetryableServiceError(SERVICE, action, exc.reason) from None
+        raise PermanentServiceError(SERVICE, action, f"more than {MAX_REDIRECTS} redirects")
 
     def _body(self, response: Any, action: str) -> bytes:
         status = response.status_code
@@ -249,10 +260,10 @@ class FigmaDesign(StoredImages):
             if status in _GONE:
                 reason += " (the export URL expired or is gone; a new try exports again)"
             retry_after = retry_after_seconds(response.headers.get("Retry-After")) if retryable else None
-            raise ServiceError(SERVICE, action, reason, status=status, retryable=retryable, retry_after=retry_after)
+            raise ServiceError.of(SERVICE, action, reason, status=status, retryable=retryable, retry_after=retry_after)
         body = bytearray()
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > self.max_bytes:
-                raise ServiceError(SERVICE, action, f"the image is larger than {self.max_bytes} bytes")
+                raise PermanentServiceError(SERVICE, action, f"the image is larger than {self.max_bytes} bytes")
         return bytes(body)

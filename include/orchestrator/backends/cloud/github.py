@@ -44,11 +44,18 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.git_names import safe_name, safe_path
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.blog_format import described
 from include.orchestrator.domain.ports import BlogPost, Effect, ReviewBundle, checked_bytes
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 from include.orchestrator.resilience.deadlines import within
 
 log = logging.getLogger(__name__)
@@ -87,13 +94,13 @@ def service_error(action: str, exc: BaseException, conn_id: str = "") -> Service
     from github import BadCredentialsException, GithubException, RateLimitExceededException, UnknownObjectException
 
     if isinstance(exc, DeadlineExceeded):
-        return ServiceError(SERVICE, action, exc.reason, retryable=True)
+        return RetryableServiceError(SERVICE, action, exc.reason)
     if isinstance(exc, requests.Timeout):
-        return ServiceError(SERVICE, action, f"no answer in time ({type(exc).__name__})", retryable=True)
+        return RetryableServiceError(SERVICE, action, f"no answer in time ({type(exc).__name__})")
     if isinstance(exc, requests.ConnectionError):
-        return ServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})", retryable=True)
+        return RetryableServiceError(SERVICE, action, f"connection failed ({type(exc).__name__})")
     if not isinstance(exc, GithubException):
-        return ServiceError(SERVICE, action, f"{type(exc).__name__}: {exc}"[:300])
+        return PermanentServiceError(SERVICE, action, f"{type(exc).__name__}: {exc}"[:300])
     status, data = exc.status, exc.data
     headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
     text = _message(data) or f"HTTP {status}"
@@ -113,7 +120,7 @@ def service_error(action: str, exc: BaseException, conn_id: str = "") -> Service
     else:
         retryable = status == 429 or status >= 500
         retry_after = retry_after_seconds(headers.get("retry-after")) if retryable else None
-    return ServiceError(SERVICE, action, f"HTTP {status}: {text}", status=status, retryable=retryable, retry_after=retry_after)
+    return ServiceError.of(SERVICE, action, f"HTTP {status}: {text}", status=status, retryable=retryable, retry_after=retry_after)
 
 
 class GithubApi:
@@ -214,7 +221,7 @@ class GithubApi:
         if status >= 400:
             # PyGithub reads output=None (an empty body) as no message; its annotation says dict only.
             raise service_error(action, Requester.createException(status, self.last_headers, data), self.conn_id)  # type: ignore[arg-type]
-        raise ServiceError(SERVICE, action, f"unexpected HTTP {status}: {_message(data)}", status=status)
+        raise PermanentServiceError(SERVICE, action, f"unexpected HTTP {status}: {_message(data)}", status=status)
 
     def default_branch(self, action: str) -> str:
         if self._default_branch is None:
@@ -246,7 +253,7 @@ class GithubApi:
             return None
         if not isinstance(data, dict) or data.get("type") != "file":
             what = "directory" if isinstance(data, list) else "non-file"
-            raise ServiceError(SERVICE, action, f"{path} on {branch} is a {what}, not a file")
+            raise PermanentServiceError(SERVICE, action, f"{path} on {branch} is a {what}, not a file")
         return data
 
     def blobs(self, files: dict[str, bytes], action: str) -> list[dict[str, Any]]:
@@ -261,9 +268,38 @@ class GithubApi:
                 body={"content": base64.b64encode(data).decode(), "encoding": "base64"},
             )
             if blob["sha"] != blob_sha(data):
-                raise ServiceError(SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}")
+                raise PermanentServiceError(
+                    SERVICE, action, f"GitHub stored {path} as blob {blob['sha']}, expected {blob_sha(data)}"
+                )
             entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
         return entries
+
+    def commit(self, parent: str, base_tree: str, entries: list[dict[str, Any]], message: str, action: str) -> dict[str, Any]:
+        """A commit of ``entries`` on ``base_tree`` whose parent is ``parent`` (``POST /git/trees``, then
+        ``POST /git/commits``); no branch points at it yet. GitHub's commit JSON."""
+        _, tree = self.request(
+            "POST", self.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": base_tree, "tree": entries}
+        )
+        _, made = self.request(
+            "POST",
+            self.repo_path("/git/commits"),
+            action,
+            ok=(201,),
+            body={"message": message, "tree": tree["sha"], "parents": [parent]},
+        )
+        return made
+
+    def fast_forward(self, branch: str, sha: str, action: str) -> tuple[int, Any]:
+        """``branch`` moved to ``sha`` if that is a fast forward (``PATCH /git/refs/heads/{b}``, ``force: false``):
+        (200, the ref) or (422, GitHub's refusal)."""
+        return self.request(
+            "PATCH",
+            self.repo_path(f"/git/refs/{self.ref(branch)}"),
+            action,
+            body={"sha": sha, "force": False},
+            ok=(200,),
+            absent=(422,),
+        )
 
     def pulls_for(self, branch: str, state: str, action: str) -> list[dict[str, Any]]:
         """Pull requests whose head is ``owner:branch`` (``GET /pulls?head=&state=``)."""
@@ -303,7 +339,7 @@ class ReviewPoll(BaseModel):
     rate_remaining: int | None
 
 
-class GithubReview:
+class GithubReview(MakesEffects):
     """Review port: the bundle committed on ``campaign-review/<key>`` and a pull request to the base branch.
 
     The bundle is one commit made with the git data API (blobs, a tree on the branch's tree, a commit,
@@ -314,6 +350,7 @@ class GithubReview:
     that commit, whose parent is the base branch's head: branched from the base, in one step.
     """
 
+    port, backend, kind = "review", "github", "github_pull_request"
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
     def __init__(self, conn_id: str, conn: Any) -> None:
@@ -332,14 +369,10 @@ class GithubReview:
 
     def plan(self, bundle: ReviewBundle) -> Effect:
         branch = REVIEW_PREFIX + safe_name(bundle.key, "review key")
-        return Effect(
-            port="review",
-            conn_id=self.conn_id,
-            backend="github",
-            kind="github_pull_request",
-            key=bundle.key,
-            ref={"repository": self.api.repository, "branch": branch},
-            summary=f"review pull request from {branch} in {self.api.repository}",
+        return self._effect(
+            bundle.key,
+            {"repository": self.api.repository, "branch": branch},
+            f"review pull request from {branch} in {self.api.repository}",
         )
 
     def open_review(self, bundle: ReviewBundle) -> Effect:
@@ -358,7 +391,7 @@ class GithubReview:
             head = api.branch_head(branch, action)
             parent = head or api.branch_head(base, action)
             if parent is None:
-                raise ServiceError(SERVICE, action, f"the base branch {base!r} does not exist in {api.repository}")
+                raise PermanentServiceError(SERVICE, action, f"the base branch {base!r} does not exist in {api.repository}")
             _, commit = api.request("GET", api.repo_path(f"/git/commits/{parent}"), action, ok=(200,))
             tree = commit["tree"]["sha"]
             changed = files
@@ -368,26 +401,9 @@ class GithubReview:
                 changed = {p: d for p, d in files.items() if have.get(p) != blob_sha(d)}
                 if not changed and not listing.get("truncated"):
                     return head  # a retry: the branch already holds this bundle, adopt it
-            entries = api.blobs(changed, action)
-            _, new_tree = api.request(
-                "POST", api.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": tree, "tree": entries}
-            )
-            _, made = api.request(
-                "POST",
-                api.repo_path("/git/commits"),
-                action,
-                ok=(201,),
-                body={"message": message, "tree": new_tree["sha"], "parents": [parent]},
-            )
+            made = api.commit(parent, tree, api.blobs(changed, action), message, action)
             if head:
-                status, data = api.request(
-                    "PATCH",
-                    api.repo_path(f"/git/refs/{api.ref(branch)}"),
-                    action,
-                    body={"sha": made["sha"], "force": False},
-                    ok=(200,),
-                    absent=(422,),
-                )
+                status, data = api.fast_forward(branch, made["sha"], action)
             else:
                 status, data = api.request(
                     "POST",
@@ -403,9 +419,7 @@ class GithubReview:
             if not any(text in conflict for text in ("Reference already exists", "not a fast forward")):
                 raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
             log.warning("%s: the branch changed under us (%s); reading it again", action, conflict)
-        raise ServiceError(
-            SERVICE, action, f"branch {branch} kept changing while committing: {conflict}", status=422, retryable=True
-        )
+        raise RetryableServiceError(SERVICE, action, f"branch {branch} kept changing while committing: {conflict}", status=422)
 
     def _pull(self, branch: str, base: str, bundle: ReviewBundle, action: str) -> dict[str, Any]:
         api = self.api
@@ -433,9 +447,7 @@ class GithubReview:
                 return data
             if "already exists" not in _message(data):
                 raise service_error(action, _github_exception(422, api.last_headers, data), self.conn_id)
-        raise ServiceError(
-            SERVICE, action, f"a pull request for {branch} exists but could not be found", status=422, retryable=True
-        )
+        raise RetryableServiceError(SERVICE, action, f"a pull request for {branch} exists but could not be found", status=422)
 
     def undo(self, effect: Effect) -> bool:
         api, branch = self.api, str(effect.ref["branch"])
@@ -462,7 +474,7 @@ class GithubReview:
         if not number:  # only the plan was recorded: find the pull request by its head
             found = api.pulls_for(str(ref["branch"]), "all", action)
             if not found:
-                raise ServiceError(SERVICE, action, f"no pull request from {ref['branch']} in {api.repository}")
+                raise PermanentServiceError(SERVICE, action, f"no pull request from {ref['branch']} in {api.repository}")
             number = max(int(p["number"]) for p in found)
         known = _parse_token(etag)
         pull_path, reviews_path = api.repo_path(f"/pulls/{int(number)}"), api.repo_path(f"/pulls/{int(number)}/reviews")
@@ -538,7 +550,7 @@ def _parse_token(token: str | None) -> tuple[Literal["open", "closed", "merged"]
     return parts[1], None if parts[2] == "-" else parts[2], None if parts[3] == "-" else parts[3]  # type: ignore[return-value]
 
 
-class GithubBlog:
+class GithubBlog(MakesEffects):
     """Blog port: each post and its hero image committed together on the blog branch with the git data API.
 
     One commit (blobs, a tree on the branch head's tree, a commit, then the ref moved with ``force: false``)
@@ -551,6 +563,7 @@ class GithubBlog:
     so a ref update that is not a fast forward means someone committed meanwhile: read again, once.
     """
 
+    port, backend, kind = "blog", "github", "github_file"
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
 
     def __init__(self, conn_id: str, conn: Any) -> None:
@@ -563,15 +576,7 @@ class GithubBlog:
         ref = {"repository": self.api.repository, "branch": branch, "path": path, "blob_sha": blob_sha(files[path])}
         if post.hero is not None:
             ref |= {"image": safe_path(post.hero_path), "image_blob_sha": blob_sha(files[post.hero_path])}
-        return Effect(
-            port="blog",
-            conn_id=self.conn_id,
-            backend="github",
-            kind="github_file",
-            key=key,
-            ref=ref,
-            summary=f"{described(ref)} in {self.api.repository}",
-        )
+        return self._effect(key, ref, f"{described(ref)} in {self.api.repository}")
 
     @staticmethod
     def _ours(ref: dict[str, Any]) -> dict[str, str]:
@@ -584,7 +589,7 @@ class GithubBlog:
     def _head(self, branch: str, action: str) -> str:
         head = self.api.branch_head(branch, action)
         if head is None:
-            raise ServiceError(
+            raise PermanentServiceError(
                 SERVICE, action, f"HTTP 404: the blog branch {branch!r} does not exist in {self.api.repository}", status=404
             )
         return head
@@ -603,24 +608,8 @@ class GithubBlog:
         entries = api.blobs(add, action)
         # "sha": null deletes the path from the base tree (https://docs.github.com/en/rest/git/trees#create-a-tree).
         entries += [{"path": path, "mode": "100644", "type": "blob", "sha": None} for path in remove]
-        _, tree = api.request(
-            "POST", api.repo_path("/git/trees"), action, ok=(201,), body={"base_tree": parent["tree"]["sha"], "tree": entries}
-        )
-        _, made = api.request(
-            "POST",
-            api.repo_path("/git/commits"),
-            action,
-            ok=(201,),
-            body={"message": message, "tree": tree["sha"], "parents": [head]},
-        )
-        status, data = api.request(
-            "PATCH",
-            api.repo_path(f"/git/refs/{api.ref(branch)}"),
-            action,
-            body={"sha": made["sha"], "force": False},
-            ok=(200,),
-            absent=(422,),
-        )
+        made = api.commit(head, parent["tree"]["sha"], entries, message, action)
+        status, data = api.fast_forward(branch, made["sha"], action)
         if status == 200:
             return made
         if "not a fast forward" not in _message(data):
@@ -639,7 +628,7 @@ class GithubBlog:
             now = self._at(list(ours), head, action)
             for p, found in now.items():
                 if found is not None and found["sha"] != ours[p]:
-                    raise ServiceError(
+                    raise PermanentServiceError(
                         SERVICE,
                         action,
                         f"{p} on {branch} already exists with other content "
@@ -655,7 +644,7 @@ class GithubBlog:
                 commit, url = str(made["sha"]), str(made["html_url"]).rsplit("/commit/", 1)[0] + f"/blob/{made['sha']}/{path}"
                 break
         else:
-            raise ServiceError(SERVICE, action, f"branch {branch} kept moving while publishing", status=422, retryable=True)
+            raise RetryableServiceError(SERVICE, action, f"branch {branch} kept moving while publishing", status=422)
         ref = {**effect.ref, "branch": branch, "commit": commit, "url": url}
         return effect.model_copy(update={"ref": ref, "summary": f"{described(ref)} on {api.repository}:{branch} ({url})"})
 
@@ -690,4 +679,4 @@ class GithubBlog:
                 return False
             if self._commit(branch, head, {}, remove, f"Unpublish {path} ({effect.key})", action) is not None:
                 return True
-        raise ServiceError(SERVICE, action, f"branch {branch} kept moving while unpublishing", status=422, retryable=True)
+        raise RetryableServiceError(SERVICE, action, f"branch {branch} kept moving while unpublishing", status=422)

@@ -29,10 +29,11 @@ import re
 from typing import Any
 from urllib.parse import quote, urljoin
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.http_api import OK, HttpApi
 from include.orchestrator.domain.dashboard import dashboard_problems
 from include.orchestrator.domain.ports import Dashboard, Effect
-from include.orchestrator.errors import ServiceError
+from include.orchestrator.errors import PermanentServiceError
 
 SERVICE = "Grafana"
 PLACEHOLDER = "${DS_PROMETHEUS}"
@@ -63,7 +64,7 @@ def upload_model(dashboard: Dashboard, datasource_uid: str) -> dict[str, Any]:
     return model
 
 
-class GrafanaApi:
+class GrafanaApi(MakesEffects):
     """Analytics port: dashboards created through Grafana's HTTP API; see the module docstring."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -78,17 +79,6 @@ class GrafanaApi:
     @property
     def folder_uid(self) -> str | None:
         return self.api.setting("folder_uid") or None
-
-    def _effect(self, dashboard_uid: str, ref: dict[str, Any], summary: str) -> Effect:
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=dashboard_uid,
-            ref=ref,
-            summary=summary,
-        )
 
     def _endpoint(self, uid: str) -> str:
         return f"api/dashboards/uid/{quote(uid, safe='')}"
@@ -141,9 +131,9 @@ class GrafanaApi:
                 else ""
             )
             reason = f"HTTP 412 ({answer.get('status', '')}): {answer.get('message', '')}{why}"
-            raise ServiceError(SERVICE, action, reason, status=412)
+            raise PermanentServiceError(SERVICE, action, reason, status=412)
         if answer.get("uid") not in (None, dashboard.uid):
-            raise ServiceError(SERVICE, action, f"Grafana saved it as uid {answer.get('uid')!r}, not {dashboard.uid!r}")
+            raise PermanentServiceError(SERVICE, action, f"Grafana saved it as uid {answer.get('uid')!r}, not {dashboard.uid!r}")
         url = urljoin(self.base_url, str(answer.get("url") or f"d/{dashboard.uid}"))
         return planned.model_copy(update={"ref": {**planned.ref, "url": url}})
 

@@ -46,7 +46,7 @@ from include.orchestrator.backends.common.http_api import BEARER, HttpApi, error
 from include.orchestrator.backends.common.text import writer_note_lines
 from include.orchestrator.domain.model import cleaned, folded
 from include.orchestrator.domain.ports import Copy, CopyBrief
-from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from include.orchestrator.errors import ConnectionConfigError, PermanentServiceError, RetryableServiceError, ServiceError
 
 SERVICE = "llm"
 ACTION = "write copy"
@@ -369,7 +369,9 @@ class ChatCompletionsWriter:
         try:
             answer = ChatResponse.model_validate(response.json())
         except ValueError as exc:  # not JSON, or not a chat.completion: the server does not speak the API
-            raise ServiceError(SERVICE, ACTION, f"the answer is not a chat.completion object: {_first_error(exc)}") from None
+            raise PermanentServiceError(
+                SERVICE, ACTION, f"the answer is not a chat.completion object: {_first_error(exc)}"
+            ) from None
         return self._copy(answer, brief)
 
     def _copy(self, answer: ChatResponse, brief: CopyBrief) -> Copy:
@@ -378,7 +380,7 @@ class ChatCompletionsWriter:
             raise _resample(f"the answer was cut off at max_tokens ({self.max_tokens}): incomplete copy")
         if choice.message.refusal or choice.finish_reason == "content_filter":
             reason = choice.message.refusal or "the content filter stopped the answer"
-            raise ServiceError(SERVICE, ACTION, f"the model declined to write this copy: {_clip(reason, 300)}")
+            raise PermanentServiceError(SERVICE, ACTION, f"the model declined to write this copy: {_clip(reason, 300)}")
         content = (choice.message.content or "").strip()
         fenced = _CODE_FENCE.match(content)  # servers without JSON mode often wrap the object in a code fence
         try:
@@ -398,7 +400,7 @@ class ChatCompletionsWriter:
 
 def _resample(reason: str) -> ServiceError:
     """An answer that is no usable copy: retryable, since another sample can succeed."""
-    return ServiceError(SERVICE, ACTION, reason, retryable=True)
+    return RetryableServiceError(SERVICE, ACTION, reason)
 
 
 def _first_error(exc: Exception) -> str:

@@ -44,7 +44,7 @@ from urllib.parse import quote
 from include.orchestrator.backends.common.http_api import HttpApi, error_text
 from include.orchestrator.backends.common.text import STOPWORDS
 from include.orchestrator.domain.ports import Note
-from include.orchestrator.errors import ConnectionConfigError, ServiceError
+from include.orchestrator.errors import ConnectionConfigError, PermanentServiceError
 
 SERVICE = "notion"
 NOTION_VERSION = "2026-03-11"
@@ -165,14 +165,16 @@ class NotionNotes:
             properties = answer.get("properties") or {}
             names = [name for name, prop in properties.items() if isinstance(prop, dict) and prop.get("type") == "title"]
             if not names:
-                raise ServiceError(SERVICE, action, f"data source {self.data_source_id} has no property of type title")
+                raise PermanentServiceError(SERVICE, action, f"data source {self.data_source_id} has no property of type title")
             self._title_property = names[0]
         return self._title_property
 
     def page_text(self, page: dict[str, Any]) -> str:
         page_id = str(page.get("id") or "")
         if not _ID.match(page_id):
-            raise ServiceError(SERVICE, "read a page", f"the query answered a page without a valid id ({page_id[:60]!r})")
+            raise PermanentServiceError(
+                SERVICE, "read a page", f"the query answered a page without a valid id ({page_id[:60]!r})"
+            )
         lines: list[str] = []
         params: dict[str, Any] = {"page_size": MAX_PAGE_SIZE}
         for _ in range(MAX_BLOCK_PAGES):
@@ -186,5 +188,5 @@ class NotionNotes:
     def _call(self, method: str, endpoint: str, action: str, **kwargs: Any) -> dict[str, Any]:
         answer = self.api.call(method, endpoint, action, headers={"Notion-Version": self.version}, **kwargs)
         if not isinstance(answer, dict):
-            raise ServiceError(SERVICE, action, f"unexpected answer {str(answer)[:200]!r}")
+            raise PermanentServiceError(SERVICE, action, f"unexpected answer {str(answer)[:200]!r}")
         return answer

@@ -58,6 +58,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.http_api import OK, HttpApi, retry_after_seconds
 from include.orchestrator.domain.mail import html_body, one_line, text_body
 from include.orchestrator.domain.ports import Effect, Email
@@ -117,7 +118,7 @@ def parse_time(value: str | None) -> datetime | None:
         return None
 
 
-class SendGridEmail:
+class SendGridEmail(MakesEffects):
     """Email port: a Single Send to a list of the recipients, scheduled ``send_delay_seconds`` ahead."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -208,14 +209,10 @@ class SendGridEmail:
     # --- the port ------------------------------------------------------------------------------
     def plan(self, email: Email) -> Effect:
         name = single_send_name(email.key)
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=email.key,
-            ref={"name": name, "to": list(email.to)},
-            summary=f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s)",
+        return self._effect(
+            email.key,
+            {"name": name, "to": list(email.to)},
+            f"SendGrid Single Send {name!r} ({email.subject!r}) to {len(email.to)} recipient(s)",
         )
 
     def send(self, email: Email) -> Effect:

@@ -38,9 +38,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.http_api import retry_after_seconds
 from include.orchestrator.domain.ports import Effect, Message
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 from include.orchestrator.resilience.deadlines import within
 
 SERVICE = "Slack"
@@ -92,7 +99,7 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
     from slack_sdk.errors import SlackApiError, SlackClientError
 
     if isinstance(exc, DeadlineExceeded):
-        return ServiceError(SERVICE, action, exc.reason, retryable=True)
+        return RetryableServiceError(SERVICE, action, exc.reason)
     if isinstance(exc, SlackApiError):
         response = exc.response
         status = int(getattr(response, "status_code", 0) or 0)
@@ -105,7 +112,7 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
             detail = f" ({'; '.join(map(str, messages))[:300]})"
         retryable = status == 429 or status >= 500 or code in _TRANSIENT
         retry_after = retry_after_seconds(_header(response.headers, "Retry-After")) if retryable else None
-        return ServiceError(
+        return ServiceError.of(
             SERVICE,
             action,
             f"HTTP {status}: {code}{detail}",
@@ -116,17 +123,17 @@ def service_error(action: str, exc: Exception, timeout: float | None = None) -> 
         )
     if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
         within = f" within {timeout:g} s" if timeout else ""
-        return ServiceError(SERVICE, action, f"no answer{within} ({type(exc).__name__})", retryable=True)
+        return RetryableServiceError(SERVICE, action, f"no answer{within} ({type(exc).__name__})")
     if isinstance(exc, (OSError, http.client.HTTPException)):  # URLError, refused, reset, bad status line
-        return ServiceError(
-            SERVICE, action, f"connection failed ({type(exc).__name__}: {getattr(exc, 'reason', '')})"[:300], retryable=True
+        return RetryableServiceError(
+            SERVICE, action, f"connection failed ({type(exc).__name__}: {getattr(exc, 'reason', '')})"[:300]
         )
     if isinstance(exc, SlackClientError):  # SlackRequestError: a request slack_sdk refuses to send (bad base_url)
-        return ServiceError(SERVICE, action, f"{type(exc).__name__}: {str(exc)[:200]}", retryable=False)
+        return PermanentServiceError(SERVICE, action, f"{type(exc).__name__}: {str(exc)[:200]}")
     return exc
 
 
-class SlackNotifier:
+class SlackNotifier(MakesEffects):
     """Notify port: one message per key in the configured Slack channel; see the module docstring."""
 
     service = SERVICE  # calls go through this service's circuit breaker (breakers.Guarded)
@@ -191,11 +198,6 @@ class SlackNotifier:
         return response.data if isinstance(response.data, dict) else {}
 
     # --- the port ------------------------------------------------------------------------------
-    def _effect(self, message_key: str, ref: dict[str, Any], summary: str) -> Effect:
-        return Effect(
-            port=self.port, conn_id=self.conn_id, backend=self.backend, kind=self.kind, key=message_key, ref=ref, summary=summary
-        )
-
     def plan(self, message: Message) -> Effect:
         channel = self.channel
         return self._effect(
@@ -225,7 +227,7 @@ class SlackNotifier:
         )
         ts = data.get("ts")
         if not isinstance(ts, str) or not ts:
-            raise ServiceError(SERVICE, "chat.postMessage", "the answer carries no message ts", retryable=True)
+            raise RetryableServiceError(SERVICE, "chat.postMessage", "the answer carries no message ts")
         return planned.model_copy(update={"ref": {**planned.ref, "channel": data.get("channel") or channel, "ts": ts}})
 
     def undo(self, effect: Effect) -> bool:

@@ -33,6 +33,7 @@ import ssl
 from email.utils import parseaddr
 from typing import Any
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.domain.mail import as_bytes, message_id, mime_message
 from include.orchestrator.domain.ports import Effect, Email
 from include.orchestrator.errors import SmtpDeliveryError, UncertainSmtpDeliveryError
@@ -76,7 +77,7 @@ class _WholeMessageSent:
         client.send = watched  # type: ignore[method-assign,assignment]  # wraps the instance's send
 
 
-class SmtpEmail:
+class SmtpEmail(MakesEffects):
     """Email port: real delivery through the SMTP server of connection ``conn_id``."""
 
     port, backend, kind = "email", "smtp", "email"
@@ -87,15 +88,11 @@ class SmtpEmail:
         self.conn_id = conn_id
 
     def plan(self, email: Email) -> Effect:
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=email.key,
+        return self._effect(
+            email.key,
+            {"message_id": message_id(email), "to": list(email.to)},
+            f"email {email.subject!r} to {len(email.to)} recipient(s) over SMTP",
             undoable=False,
-            ref={"message_id": message_id(email), "to": list(email.to)},
-            summary=f"email {email.subject!r} to {len(email.to)} recipient(s) over SMTP",
         )
 
     def send(self, email: Email) -> Effect:
@@ -126,11 +123,10 @@ class SmtpEmail:
                     f"email {email.key} may have been delivered through SMTP connection {self.conn_id!r} at {server}: "
                     f"the server had the whole message and its answer never came ({type(exc).__name__}: {exc}); "
                     "not sent again, so nobody gets it twice",
-                    retryable=True,
                 ) from exc
             retryable = _retryable(exc)
             verdict = "temporary: retry later" if retryable else "permanent: fix the connection or the message"
-            raise SmtpDeliveryError(
+            raise SmtpDeliveryError.of(
                 f"email {email.key} was not delivered through SMTP connection {self.conn_id!r} at {server}: "
                 f"{type(exc).__name__}: {exc} ({verdict})",
                 retryable=retryable,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.domain.ports import Effect
 
 # Keys become file names and the left part of Message-IDs: dot-atoms of safe characters only.
@@ -92,29 +93,14 @@ class OnDisk:
         return marker.read_text().strip()
 
 
-class FolderBackend(OnDisk):
+class FolderBackend(OnDisk, MakesEffects):
     """Base of the folder backends: one file per effect, named after its key, under ``path``."""
 
     needs: ClassVar[str] = "a shared disk"
-    port: ClassVar[str]
-    backend: ClassVar[str]
-    kind: ClassVar[str]
 
     def __init__(self, conn_id: str, path: Path | str) -> None:
         self.conn_id = conn_id
         self.path = Path(path)
-
-    def _effect(self, key: str, ref: dict[str, Any], summary: str, undoable: bool = True) -> Effect:
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=key,
-            ref=ref,
-            undoable=undoable,
-            summary=summary,
-        )
 
     def _file(self, key: str, suffix: str) -> Path:
         """Where the effect named ``key`` lives: known before it is made, so undo finds it either way."""

@@ -26,7 +26,13 @@ from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, ServiceError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 from include.orchestrator.resilience.deadlines import within
 
 OK = range(200, 300)
@@ -155,16 +161,16 @@ class HttpApi:
                     **({"params": params} if params and method.upper() not in ("GET", "HEAD") else {}),
                 )
         except DeadlineExceeded as exc:
-            raise ServiceError(self.service, action, exc.reason, retryable=True) from None
+            raise RetryableServiceError(self.service, action, exc.reason) from None
         except requests.Timeout as exc:
             reason = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
-            raise ServiceError(self.service, action, reason, retryable=True) from None
+            raise RetryableServiceError(self.service, action, reason) from None
         except requests.ConnectionError as exc:
-            raise ServiceError(self.service, action, f"connection failed ({type(exc).__name__})", retryable=True) from None
+            raise RetryableServiceError(self.service, action, f"connection failed ({type(exc).__name__})") from None
         if response.status_code in ok:
             return response
         retryable = is_retryable_status(response.status_code)
-        raise ServiceError(
+        raise ServiceError.of(
             self.service,
             action,
             f"HTTP {response.status_code}: {self._describe(response)}",
@@ -184,7 +190,7 @@ class HttpApi:
         try:
             return response.json()
         except ValueError:
-            raise ServiceError(
+            raise PermanentServiceError(
                 self.service, action, f"HTTP {response.status_code} with a body that is not JSON: {response.text[:200]!r}"
             ) from None
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import hashlib
 
 from include.orchestrator.backends.assets import AssetStore
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.folder import checked_key
 from include.orchestrator.domain.ports import Effect, Image, ImageSpec
 
 
-class StoredImages:
+class StoredImages(MakesEffects):
     """The part of a design backend that keeps images in the asset store, one object per spec key."""
 
     port, kind = "design", "stored_image"
-    backend: str
 
     def __init__(self, conn_id: str, store: AssetStore) -> None:
         self.conn_id, self.store = conn_id, store
@@ -29,15 +29,7 @@ class StoredImages:
 
     def _planned(self, spec: ImageSpec, summary: str) -> Effect:
         url = self.store.url_of(self.name_of(spec))
-        return Effect(
-            port=self.port,
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=self.kind,
-            key=spec.key,
-            ref={"url": url},
-            summary=f"{summary} at {url}",
-        )
+        return self._effect(spec.key, {"url": url}, f"{summary} at {url}")
 
     def _stored(self, spec: ImageSpec, effect: Effect, data: bytes, width: int, height: int) -> tuple[Image, Effect]:
         """Store ``data`` under the spec's name (the same object on every try) and describe it."""

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.folder import OnDisk
 from include.orchestrator.backends.common.git_names import safe_branch, safe_name, safe_path
 from include.orchestrator.domain.blog_format import described
@@ -163,9 +164,10 @@ def read_file(remote: Path, branch: str, path: str) -> str | None:
     return None if data is None else data.decode()
 
 
-class GitReview(OnDisk):
+class GitReview(OnDisk, MakesEffects):
     """Review port: the bundle committed on ``review/<key>`` of a local (non-bare) repository."""
 
+    port, backend, kind = "review", "git", "git_branch"
     needs = "one host"  # file locks (fcntl) that hosts sharing a network disk cannot rely on
 
     def __init__(self, conn_id: str, path: Path) -> None:
@@ -182,15 +184,7 @@ class GitReview(OnDisk):
 
     def plan(self, bundle: ReviewBundle) -> Effect:
         branch = f"review/{safe_name(bundle.key, 'review key')}"
-        return Effect(
-            port="review",
-            conn_id=self.conn_id,
-            backend="git",
-            kind="git_branch",
-            key=bundle.key,
-            ref={"repo": str(self.path), "branch": branch},
-            summary=f"review branch {branch} in {self.path}",
-        )
+        return self._effect(bundle.key, {"repo": str(self.path), "branch": branch}, f"review branch {branch} in {self.path}")
 
     def open_review(self, bundle: ReviewBundle) -> Effect:
         effect, key = self.plan(bundle), bundle.key
@@ -222,9 +216,10 @@ class GitReview(OnDisk):
         return True
 
 
-class GitBlog(OnDisk):
+class GitBlog(OnDisk, MakesEffects):
     """Blog port: posts committed in a private clone and pushed to a bare remote repository."""
 
+    port, backend, kind = "blog", "git", "git_commit"
     needs = "one host"  # file locks (fcntl) that hosts sharing a network disk cannot rely on
 
     def __init__(self, conn_id: str, path: Path, branch: str = "main") -> None:
@@ -268,15 +263,7 @@ class GitBlog(OnDisk):
         ref = {"remote": str(self.remote), "branch": self.branch, "path": path, "key": key}
         if post.hero is not None:
             ref["image"] = safe_path(post.hero_path)
-        return Effect(
-            port="blog",
-            conn_id=self.conn_id,
-            backend="git",
-            kind="git_commit",
-            key=key,
-            ref=ref,
-            summary=f"{described(ref)} on {self.remote}:{self.branch}",
-        )
+        return self._effect(key, ref, f"{described(ref)} on {self.remote}:{self.branch}")
 
     @staticmethod
     def _subject(path: str, key: str) -> str:

@@ -45,10 +45,18 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from qdrant_client import QdrantClient, models
 
+from include.orchestrator.backends.common.effects import MakesEffects
 from include.orchestrator.backends.common.folder import OnDisk
 from include.orchestrator.backends.local import embeddings
 from include.orchestrator.domain.ports import Effect, Recollection
-from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded, MemoryLockTimeout, ServiceError
+from include.orchestrator.errors import (
+    ConnectionConfigError,
+    DeadlineExceeded,
+    MemoryLockTimeout,
+    PermanentServiceError,
+    RetryableServiceError,
+    ServiceError,
+)
 
 BACKEND = "qdrant_local"
 SERVER_BACKEND = "qdrant_server"
@@ -76,11 +84,10 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
     return json.loads(json.dumps(meta, default=str)), text[match.end() :].lstrip("\r\n")
 
 
-class _QdrantMemory:
+class _QdrantMemory(MakesEffects):
     """The memory port on any Qdrant client; subclasses say how a client is opened and where it is."""
 
-    backend: str
-    conn_id: str
+    port, kind = "memory", KIND
     collection: str
 
     @contextmanager
@@ -97,14 +104,10 @@ class _QdrantMemory:
         )
 
     def plan(self, namespace: str, key: str, text: str, payload: dict[str, Any] | None = None) -> Effect:
-        return Effect(
-            port="memory",
-            conn_id=self.conn_id,
-            backend=self.backend,
-            kind=KIND,
-            key=f"{namespace}/{key}",
-            ref={"collection": self.collection, "point_ids": [point_id(namespace, key)], "namespace": namespace, "key": key},
-            summary=f"remembered {namespace}/{key} ({len(text)} characters) in {self.collection} {self._where()}",
+        return self._effect(
+            f"{namespace}/{key}",
+            {"collection": self.collection, "point_ids": [point_id(namespace, key)], "namespace": namespace, "key": key},
+            f"remembered {namespace}/{key} ({len(text)} characters) in {self.collection} {self._where()}",
         )
 
     def remember_many(self, namespace: str, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Effect]:
@@ -313,28 +316,28 @@ def service_error(action: str, exc: Exception) -> Exception:
 
     if isinstance(exc, ResourceExhaustedResponse):  # a 429 with a numeric Retry-After
         wait = float(exc.retry_after_s)
-        return ServiceError(SERVICE, action, f"HTTP 429: {exc.message}", status=429, retryable=True, retry_after=wait)
+        return RetryableServiceError(SERVICE, action, f"HTTP 429: {exc.message}", status=429, retry_after=wait)
     if isinstance(exc, UnexpectedResponse):
         status = exc.status_code
         retryable = status is None or is_retryable_status(status)
         retry_after = retry_after_seconds(exc.headers.get("Retry-After")) if retryable and exc.headers else None
         reason = f"HTTP {status}: {_qdrant_message(exc.content)}"
-        return ServiceError(SERVICE, action, reason, status=status, retryable=retryable, retry_after=retry_after)
+        return ServiceError.of(SERVICE, action, reason, status=status, retryable=retryable, retry_after=retry_after)
     if isinstance(exc, ResponseHandlingException):
         import httpx
 
         source = exc.source
         if isinstance(source, httpx.TimeoutException):
-            return ServiceError(SERVICE, action, f"no answer in time ({type(source).__name__})", retryable=True)
+            return RetryableServiceError(SERVICE, action, f"no answer in time ({type(source).__name__})")
         if isinstance(source, httpx.TransportError):
-            return ServiceError(SERVICE, action, f"connection failed ({type(source).__name__})", retryable=True)
+            return RetryableServiceError(SERVICE, action, f"connection failed ({type(source).__name__})")
         # The server answered 200 with a body the client cannot read: not something a retry fixes.
-        return ServiceError(SERVICE, action, f"unreadable answer ({type(source).__name__}: {str(source)[:200]})")
+        return PermanentServiceError(SERVICE, action, f"unreadable answer ({type(source).__name__}: {str(source)[:200]})")
     # qdrant-client refuses a 429 whose Retry-After is an HTTP-date; the value is in its message.
     match = re.match(r"Retry-After header value is not a valid integer: (.+)", str(exc))
     if match:
-        return ServiceError(
-            SERVICE, action, "HTTP 429: rate limited", status=429, retryable=True, retry_after=retry_after_seconds(match[1])
+        return RetryableServiceError(
+            SERVICE, action, "HTTP 429: rate limited", status=429, retry_after=retry_after_seconds(match[1])
         )
     return exc
 
@@ -399,7 +402,7 @@ class ServerQdrantMemory(_QdrantMemory):
             with within(self.timeout, SERVICE, self._url):
                 yield client
         except DeadlineExceeded as exc:
-            raise ServiceError(SERVICE, action, exc.reason, retryable=True) from None
+            raise RetryableServiceError(SERVICE, action, exc.reason) from None
         except (ApiException, QdrantException) as exc:
             raise service_error(action, exc) from None
 

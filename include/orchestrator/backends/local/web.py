@@ -22,7 +22,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from include.orchestrator.backends.common.http_api import is_retryable_status, retry_after_seconds
 from include.orchestrator.domain.ports import PageHeadlines
-from include.orchestrator.errors import DeadlineExceeded, FetchError, UnsafeURLError
+from include.orchestrator.errors import DeadlineExceeded, FetchError, PermanentFetchError, RetryableFetchError, UnsafeURLError
 from include.orchestrator.resilience.deadlines import Deadline, within
 from include.orchestrator.resilience.netguard import check_url, guarded_transport
 
@@ -98,7 +98,7 @@ class HttpWebPages:
             ):
                 final_url, status, body, charset = self._get(client, url, deadline)
         except DeadlineExceeded as exc:
-            raise FetchError(deadline.url, str(exc), retryable=True) from None
+            raise RetryableFetchError(deadline.url, str(exc)) from None
         title, headlines = extract_headlines(body, charset)
         return PageHeadlines(url=url, final_url=final_url, status=status, title=title, headlines=headlines)
 
@@ -119,27 +119,27 @@ class HttpWebPages:
             except UnsafeURLError as exc:  # from check_url or from the guard at connect time
                 raise UnsafeURLError(current, exc.reason + via) from None
             except httpx.TimeoutException as exc:
-                raise FetchError(current, f"timed out ({type(exc).__name__}){via}", retryable=True) from exc
+                raise RetryableFetchError(current, f"timed out ({type(exc).__name__}){via}") from exc
             except httpx.TransportError as exc:
-                raise FetchError(current, f"connection failed ({type(exc).__name__}: {exc}){via}", retryable=True) from exc
-        raise FetchError(url, f"more than {MAX_REDIRECTS} redirects (last: {current!r})", status)
+                raise RetryableFetchError(current, f"connection failed ({type(exc).__name__}: {exc}){via}") from exc
+        raise PermanentFetchError(url, f"more than {MAX_REDIRECTS} redirects (last: {current!r})", status)
 
     @staticmethod
     def _check_response(url: str, response: httpx.Response) -> None:
         status = response.status_code
         if status >= 400:
-            raise FetchError(
+            raise FetchError.of(
                 url,
                 f"HTTP {status} {response.reason_phrase}",
                 status,
-                is_retryable_status(status),
-                retry_after_seconds(response.headers.get("retry-after")),
+                retryable=is_retryable_status(status),
+                retry_after=retry_after_seconds(response.headers.get("retry-after")),
             )
         if not 200 <= status < 300:
-            raise FetchError(url, f"unexpected HTTP {status} {response.reason_phrase}", status)
+            raise PermanentFetchError(url, f"unexpected HTTP {status} {response.reason_phrase}", status)
         content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type not in HTML_TYPES:
-            raise FetchError(url, f"not an HTML page (content-type {content_type or 'missing'!r})", status)
+            raise PermanentFetchError(url, f"not an HTML page (content-type {content_type or 'missing'!r})", status)
 
     def _read(self, response: httpx.Response) -> bytes:
         """The body up to ``max_bytes``; the rest is never read (the fetch's deadline bounds the time)."""
