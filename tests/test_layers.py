@@ -1,7 +1,7 @@
-"""The tree's layers hold: the Airflow-free core imports no Airflow, no module imports another in
-a cycle, the local and cloud backends share code only through backends/common/, the README's
-tree names every module of the package, and no test module imports another (shared builders live
-in tests/builders/)."""
+"""The tree's layers hold: the Airflow-free core imports no Airflow, the domain imports nothing of
+the package but itself and the errors, no module imports another in a cycle, the local and cloud
+backends share code only through backends/common/, the README's tree names every module of the
+package, and no test module imports another (shared builders live in tests/builders/)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def test_the_core_imports_no_airflow():
         "    for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__, pkg + '.'):\n"
         "        importlib.import_module(m.name)\n"
         "importlib.import_module('include.orchestrator.approval.rules')\n"
+        "importlib.import_module('include.orchestrator.steps')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
@@ -69,6 +70,17 @@ def test_no_import_cycles():
     for start in sorted(graph):
         if start not in seen:
             assert (cycle := walk(start, [start])) is None, " -> ".join(cycle)
+
+
+def test_the_domain_depends_on_nothing_but_itself_and_the_errors():
+    outside = [
+        f"{a} imports {b}"
+        for a, targets in imports().items()
+        if a.startswith("include.orchestrator.domain")
+        for b in targets
+        if not b.startswith("include.orchestrator.domain") and b != "include.orchestrator.errors"
+    ]
+    assert outside == []
 
 
 def test_local_and_cloud_backends_share_only_common_code():

@@ -13,9 +13,9 @@ from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, parse_campaign
 from include.orchestrator.domain.model import Campaign, campaign_version, plan_run
 from include.orchestrator.domain.ports import Copy, Image
-from include.orchestrator.domain.steps import STEPS, StepContext, approved_copy
 from include.orchestrator.errors import DecisionRefused, NotApproved, NotThisRun
 from include.orchestrator.saga import outcome
+from include.orchestrator.steps import STEPS, StepContext, approved_copy
 from tests.builders.ports import DRAFT, IMAGES
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")

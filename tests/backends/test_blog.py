@@ -28,11 +28,11 @@ from liquid import DictLoader, Environment
 from markdown_it import MarkdownIt
 from PIL import Image as PILImage
 
+from include.orchestrator import steps
 from include.orchestrator.backends.assets import AssetStore
 from include.orchestrator.backends.cloud.github import GithubBlog
 from include.orchestrator.backends.local.git_repo import Git, GitBlog
 from include.orchestrator.backends.local.images import PillowDesign
-from include.orchestrator.domain import steps
 from include.orchestrator.domain.blog_format import blog_markdown, blog_post, body_text, hero_path, inline_text, single_line
 from include.orchestrator.domain.loader import load_campaigns
 from include.orchestrator.domain.model import Campaign, plan_run

@@ -2,7 +2,7 @@
 
 One DAG per campaign, six task groups in order (research, content, design, review,
 distribution, analytics), then the ``compensation`` group. Every forward task is a
-:class:`CampaignStep` (``operators.py``) running one registered step of ``domain/steps.py``;
+:class:`CampaignStep` (``operators.py``) running one registered step of ``steps.py``;
 research and design fan out with dynamic task mapping; the review group ends in
 :class:`ApprovalGate` (``gate.py``), a human-in-the-loop task that waits in Airflow's
 ``awaiting_input`` state. Distribution publishes the undoable channels first and the email last
@@ -26,8 +26,8 @@ from include.orchestrator.airflow.retry import default_args
 from include.orchestrator.airflow.runtime import CAMPAIGNS
 from include.orchestrator.domain.loader import load_campaigns
 from include.orchestrator.domain.model import CHANNELS, LAUNCH_PATTERN, Campaign, RunOverrides, in_words, text_pattern
-from include.orchestrator.domain.steps import port_of
 from include.orchestrator.errors import CampaignFieldError, CampaignFileError, CampaignFilesInvalid
+from include.orchestrator.steps import port_of
 
 
 def pool_of(step: str, item: str | None = None) -> str:

@@ -17,8 +17,8 @@ from include.orchestrator.approval import rules as gate_rules
 from include.orchestrator.approval.rules import APPROVE, REJECT, Decision, GateState
 from include.orchestrator.domain.model import MULTI_LINE_PATTERN, at_utc, in_words, launch_name
 from include.orchestrator.domain.ports import Copy, Message
-from include.orchestrator.domain.steps import StepContext
 from include.orchestrator.errors import DecisionRefused
+from include.orchestrator.steps import StepContext
 
 
 class ApprovalGate(HITLOperator):

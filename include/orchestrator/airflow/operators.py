@@ -16,10 +16,10 @@ from include.orchestrator.backends.registry import open_backend, open_port
 from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import campaign_of
 from include.orchestrator.domain.model import run_key
-from include.orchestrator.domain.steps import STEPS
 from include.orchestrator.errors import ConnectionConfigError, NotThisRun, Permanent, error_name, retryable_flag
 from include.orchestrator.saga import compensation, outcome
 from include.orchestrator.saga.ledger import open_ledger
+from include.orchestrator.steps import STEPS
 
 # Errors that retrying cannot fix: fail at once with the message.
 _PERMANENT = (ValueError, Permanent)

@@ -12,9 +12,9 @@ from include.orchestrator.backends.assets import open_assets
 from include.orchestrator.backends.registry import open_port
 from include.orchestrator.domain import tasks
 from include.orchestrator.domain.model import Campaign, RunPlan, launch_name
-from include.orchestrator.domain.steps import StepContext
 from include.orchestrator.saga import outcome, recorder
 from include.orchestrator.saga.ledger import open_ledger
+from include.orchestrator.steps import StepContext
 
 
 def ui_link(dag_id: str, run_id: str, task_id: str | None = None) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from include.orchestrator import steps
 from include.orchestrator.approval.rules import Decision
-from include.orchestrator.domain import steps, tasks
+from include.orchestrator.domain import tasks
 from include.orchestrator.domain.loader import CAMPAIGNS_DIR, parse_campaign
 
 CAMPAIGN = parse_campaign(CAMPAIGNS_DIR / "spring-launch.yaml")
