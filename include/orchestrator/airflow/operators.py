@@ -133,7 +133,7 @@ class ReviewWatch(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from include.orchestrator.approval import review_watch
-        from include.orchestrator.backends.connection import get_connection
+        from include.orchestrator.connections import get_connection
 
         ti = context["ti"]
         api = get_connection(review_watch.API_CONN_ID)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from include.orchestrator.backends.common.folder import OnDisk, write_atomic
-from include.orchestrator.backends.connection import get_connection, local_path
+from include.orchestrator.connections import get_connection, local_path
 from include.orchestrator.domain.ports import Image, checked_bytes
 from include.orchestrator.errors import ConnectionConfigError, DeadlineExceeded
 from include.orchestrator.resilience.deadlines import host_of

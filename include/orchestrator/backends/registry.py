@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from include.orchestrator.backends.connection import flag, get_connection, local_path
+from include.orchestrator.connections import flag, get_connection, local_path
 from include.orchestrator.domain.model import PORTS, Port
 from include.orchestrator.errors import ConnectionConfigError
 

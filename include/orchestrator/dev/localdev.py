@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from include.orchestrator.backends.connection import PROJECT_ROOT, airflow_home
 from include.orchestrator.backends.registry import backend_for
+from include.orchestrator.connections import PROJECT_ROOT, airflow_home
 from include.orchestrator.domain import tasks
 
 SETTINGS = PROJECT_ROOT / "airflow_settings.yaml"

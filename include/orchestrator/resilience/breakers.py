@@ -76,7 +76,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from include.orchestrator.backends import connection as connection_fields
+from include.orchestrator import connections as connection_fields
 from include.orchestrator.errors import CircuitOpenError, ConnectionConfigError, Retryable, retryable_flag
 
 log = logging.getLogger(__name__)

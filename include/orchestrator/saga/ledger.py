@@ -338,7 +338,7 @@ class Ledger:
 
 def ledger_url(conn: Any) -> str:
     """The database URL of the ledger connection: ``fs`` (SQLite under extra.path) or ``postgres``."""
-    from include.orchestrator.backends.connection import local_path
+    from include.orchestrator.connections import local_path
 
     kind = (conn.conn_type or "").lower()
     if kind == "fs":
@@ -361,6 +361,6 @@ def ledger_url(conn: Any) -> str:
 
 
 def open_ledger() -> Ledger:
-    from include.orchestrator.backends.connection import get_connection
+    from include.orchestrator.connections import get_connection
 
     return Ledger(ledger_url(get_connection(LEDGER_CONN_ID)))

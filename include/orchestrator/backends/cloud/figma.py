@@ -45,7 +45,7 @@ from urllib.parse import quote
 from include.orchestrator.backends.assets import AssetStore
 from include.orchestrator.backends.common.http_api import Credentials, HttpApi, error_text, retry_after_seconds
 from include.orchestrator.backends.common.stored_images import StoredImages
-from include.orchestrator.backends.connection import flag
+from include.orchestrator.connections import flag
 from include.orchestrator.domain.ports import Effect, Image, ImageSpec
 from include.orchestrator.errors import (
     ConnectionConfigError,

@@ -1,8 +1,9 @@
 """Reading one Airflow connection: fetching it, the local folder it names, its boolean extras.
 
-Kept apart from ``registry.py`` (which picks a port's backend and so imports every backend):
-the backends, the breakers, the asset store and the ledger read their own connections through
-this module, which imports nothing of the package but its errors.
+At the package's top level, below every layer that reads a connection: the backends, the
+breakers, the asset store and the ledger read theirs through this module, which imports nothing
+of the package but its errors (in ``backends/`` it made the breakers and the saga depend on the
+backends layer).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from include.orchestrator.errors import ConnectionConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]  # holds dags/ and include/ (the Astro project)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds dags/ and include/ (the Astro project)
 
 
 def airflow_home() -> Path:
