@@ -133,6 +133,9 @@ def test_a_mark_by_the_user_who_triggered_the_run_publishes_nothing(world):
         403,
     ), entry
     assert why in entry["extra"]["why"], entry
+    # The reviewer page's data says why the gate ended without a decision.
+    detail = stack.api("GET", f"/campaigns/api/v1/runs/{dag_id}/{run_id}", "admin").json()
+    assert detail["approval"]["decision"] is None and why in detail["approval"]["error"], detail["approval"]
     # Nothing went out, nothing is left; the closed gate refuses a late decision.
     from include.orchestrator.saga.ledger import Ledger, ledger_url
 

@@ -101,3 +101,17 @@ def test_what_went_out_where_names_each_place_once():
     assert page.count("_posts/2026-12-02-x.md") == 1, "the blog post's path is in its summary: not repeated as a link"
     assert "<code>&lt;id@x&gt;</code>" in page
     assert '<a href="https://social.example/p/1"' in page
+
+
+def test_an_approval_without_a_decision_says_why_the_gate_ended():
+    """A mark of success the campaign refuses fails the gate with no record: the page gives the gate's reason."""
+    from include.orchestrator.web.campaigns import approval_of
+
+    why = "refused the approval by <eve>, who marked the approval task success: eve triggered this run"
+    approval = approval_of("failed", None, None, error=why)
+    assert approval is not None and approval.error == why
+    page = run_page("X", run(state="failed", approval=approval), review(), LINKS)
+    assert "without a decision (gate: failed)" in page
+    assert '<span id="gate-error">refused the approval by &lt;eve&gt;, who marked' in page
+    decided = approval_of("success", None, {"decision": "approved", "by": "dana"}, error="stale")
+    assert decided is not None and decided.error == "", "a decided gate shows its record, not an error"

@@ -52,6 +52,7 @@ class Approval(BaseModel):
     deadline: datetime | None = None
     eligible: list[str] = []
     decision: dict[str, Any] | None = None
+    error: str = ""  # why the gate ended without a decision (a refused answer or mark), as the gate recorded it
 
 
 class Outcome(BaseModel):
@@ -186,8 +187,8 @@ def progress_of(states: list[tuple[str, str | None]], run_state: str) -> Progres
 BRIEF_DECISION = ("decision", "by", "means", "at", "reason")  # a list's record: no copy
 
 
-def approval_of(gate_ti_state: str | None, gate: Any, record: Any, brief: bool = False) -> Approval | None:
-    if gate is None and record is None:
+def approval_of(gate_ti_state: str | None, gate: Any, record: Any, brief: bool = False, error: Any = None) -> Approval | None:
+    if gate is None and record is None and not error:
         return None
     if brief:  # the deadline and who may decide, without validating the draft the gate also holds
         deadline = datetime.fromisoformat(gate["deadline"]) if gate and gate.get("deadline") else None
@@ -202,6 +203,7 @@ def approval_of(gate_ti_state: str | None, gate: Any, record: Any, brief: bool =
         deadline=deadline,
         eligible=eligible,
         decision=record,
+        error=str(error or "") if record is None else "",
     )
 
 
@@ -264,6 +266,8 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
     waiting = [r for r in gated if (tasks.GATE, "awaiting_input") in states.get((r.dag_id, r.run_id), [])]
     gates = _xcoms(session, waiting if brief else gated, [tasks.GATE], "gate")
     values = _xcoms(session, gated, [tasks.GATE])
+    refused = [r for r in gated if (tasks.GATE, "failed") in states.get((r.dag_id, r.run_id), [])]
+    gate_errors = {} if brief else _xcoms(session, refused, [tasks.GATE], "error")
     channels = [] if brief else [tasks.channel_task(c) for c in ("email", "social", "blog")]
     values |= _xcoms(session, finished, [tasks.REPORT, *channels])
     published_by_run: dict[tuple[str, str], dict[str, Any]] = {}  # grouped once: per run, a scan of every value is quadratic
@@ -289,7 +293,11 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
                 note=(row.note or "").partition("\n")[0] if brief else row.note,
                 progress=progress_of(ti_states, state),
                 approval=approval_of(
-                    gate_state, gates.get((*key, tasks.GATE, -1)), values.get((*key, tasks.GATE, -1)), brief=brief
+                    gate_state,
+                    gates.get((*key, tasks.GATE, -1)),
+                    values.get((*key, tasks.GATE, -1)),
+                    brief=brief,
+                    error=gate_errors.get((*key, tasks.GATE, -1)),
                 ),
                 outcome=outcome_of(state, values.get((*key, tasks.REPORT, -1)), published, brief=brief),
             )

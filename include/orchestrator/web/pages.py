@@ -192,7 +192,8 @@ def _approval(run: RunSummary, review: Review, links: Links) -> str:
         return deadline + who + action
     record = a.decision or {}
     if not record:
-        return f"<p>The approval ended without a decision record (gate: {_e(a.gate_state)}).</p>"
+        why = f': <span id="gate-error">{_e(a.error)}</span>' if a.error else ""
+        return f"<p>The approval ended without a decision (gate: {_e(a.gate_state)}){why}.</p>"
     edits = ""
     if review.edits:
         rows = "".join(
