@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ SCENARIOS = [
     "sigkill",
     "github",
     "edited",
+    "broken",
     "timeout",
 ]
 
@@ -247,6 +249,36 @@ def test_what_was_approved_is_sent_although_the_file_changed_after_the_run_start
     assert fresh["campaign_version"] != plan["campaign_version"] and fresh["channels"] == ["email", "social"]
     assert fresh["campaign"]["channels"]["email"]["sender"] == "spoof@example.net"
     stack.api("PATCH", stack.run_path(dag_id, new_run), "admin", json={"state": "failed"})
+
+
+def test_a_run_holds_while_its_campaign_file_is_invalid_and_goes_on_once_it_is_fixed(world):
+    """An invalid edit while a run waits for approval: the file no longer defines the DAG, so Airflow
+    marks it stale and its scheduler leaves the run where it is (an approval is still recorded, nothing
+    is published, nothing is undone or lost); the Campaigns view names the file's error. Once the file
+    is valid again the run goes on, with the campaign it started with."""
+    stack, dag_id, run_id = waiting(world, "broken")
+    path = world["campaigns"] / "gate-broken.yaml"
+    good = path.read_text()
+    path.write_text(re.sub(r"^owner: .*$", "owner: bob@", good, count=1, flags=re.MULTILINE))
+
+    def dag_stale() -> bool:
+        return bool(stack.api("GET", f"/api/v2/dags/{dag_id}").json().get("is_stale"))
+
+    stack.wait(dag_stale, "Airflow to mark the DAG of the invalid file stale", timeout=300, interval=5)
+    view = stack.api("GET", f"/campaigns/api/v1/campaigns/{dag_id}").json()
+    assert "gate-broken.yaml" in view["file_error"] and "owner" in view["file_error"], view["file_error"]
+    answer = stack.api("POST", decision_path(dag_id, run_id), "dana", json={"decision": "approve", "reason": "ok"})
+    assert answer.status_code == 200, answer.text
+    held = stack.wait(lambda: stack.task_state(dag_id, run_id, GATE) == "success", "the approval to be recorded")
+    assert held and stack.run_state(dag_id, run_id) == "running"
+    for task_id in ("distribution.publish_email", "distribution.publish_social", "distribution.publish_blog"):
+        assert stack.task_state(dag_id, run_id, task_id) in (None, "scheduled"), task_id  # not started: held
+    assert not [m for m in world["smtp"].messages() if "<gate-broken-" in m.get("Message-ID", "")]
+    path.write_text(good)
+    stack.wait(lambda: not dag_stale(), "the fixed file to define the DAG again", timeout=180, interval=5)
+    assert stack.wait_run(dag_id, run_id) == "success", stack.xcom(dag_id, run_id, "compensation.report")
+    mails = [m for m in world["smtp"].messages() if "<gate-broken-" in m.get("Message-ID", "")]
+    assert mails and stack.xcom(dag_id, run_id, "compensation.report")["status"] == "completed"
 
 
 def test_rest_refuses_non_approvers_and_self_approval_and_accepts_a_role_approver(world):

@@ -96,11 +96,21 @@ class CampaignSummary(BaseModel):
 
 
 # --- campaign files (cached: the list page reads every campaign) ------------------------------
-_FILES: dict[Path, tuple[tuple[int, int], Campaign | None]] = {}
+_FILES: dict[Path, tuple[tuple[int, int], Campaign | None, str]] = {}
+HELD = "its runs in flight wait (Airflow stops scheduling a DAG its file no longer defines)"
 
 
 def campaign_file(dag_id: str) -> Campaign | None:
     """The campaign behind a DAG from its file, re-read only when the file changed."""
+    return _campaign_file(dag_id)[0]
+
+
+def campaign_file_error(dag_id: str) -> str:
+    """What is wrong with a campaign's file, in words naming the file and its fields; "" if nothing."""
+    return _campaign_file(dag_id)[1]
+
+
+def _campaign_file(dag_id: str) -> tuple[Campaign | None, str]:
     from include.orchestrator.domain.loader import campaigns_dir, parse_campaign
 
     slug = dag_id.removeprefix("campaign_")
@@ -114,12 +124,13 @@ def campaign_file(dag_id: str) -> Campaign | None:
         cached = _FILES.get(path)
         if cached is None or cached[0] != stamp:
             try:
-                cached = (stamp, parse_campaign(path))
-            except CampaignFilesInvalid:
-                cached = (stamp, None)
+                cached = (stamp, parse_campaign(path), "")
+            except CampaignFilesInvalid as exc:
+                problems = "; ".join(p for e in exc.errors for p in e.problems)
+                cached = (stamp, None, f"{path.name} is invalid: {problems}. Until it is fixed, {HELD}.")
             _FILES[path] = cached
-        return cached[1]
-    return None
+        return cached[1], cached[2]
+    return None, f"its campaign file {slug}.yaml is missing. Until it is back, {HELD}."
 
 
 # --- reading the metadata DB -------------------------------------------------------------------
@@ -326,6 +337,15 @@ def _recent_runs(session: Session, dag_ids: list[str], per_dag: int) -> list[Any
     return list(session.execute(query).all())
 
 
+def _with_runs_in_flight(session: Session, dag_ids: list[str]) -> set[str]:
+    from include.orchestrator.airflow.compat import DagRun
+
+    if not dag_ids:
+        return set()
+    query = select(DagRun.dag_id).where(DagRun.dag_id.in_(dag_ids), DagRun.state.in_(("queued", "running"))).distinct()
+    return set(session.scalars(query))
+
+
 def campaigns(session: Session, readable: set[str], runs_per_campaign: int = RECENT_RUNS) -> list[CampaignSummary]:
     """Every campaign DAG the caller may read, by name, with its recent runs."""
     from include.orchestrator.airflow.compat import DagModel
@@ -338,9 +358,14 @@ def campaigns(session: Session, readable: set[str], runs_per_campaign: int = REC
             DagModel.is_paused,
             DagModel.timetable_summary,
             DagModel.description,
-        ).where(DagModel.dag_id.like("campaign\\_%", escape="\\"), DagModel.is_stale.is_(False))
+            DagModel.is_stale,
+        ).where(DagModel.dag_id.like("campaign\\_%", escape="\\"))
     ).all()
     dags = [d for d in dags if d.dag_id in readable]
+    # A stale DAG (its file gone or invalid) is still a campaign while it has runs in flight: they
+    # wait for the file, and who looks for them here must find them, with the file's error.
+    held = _with_runs_in_flight(session, [d.dag_id for d in dags if d.is_stale])
+    dags = [d for d in dags if not d.is_stale or d.dag_id in held]
     by_dag: dict[str, list[RunSummary]] = {}
     for run in _runs(session, _recent_runs(session, [d.dag_id for d in dags], runs_per_campaign), brief=True):
         by_dag.setdefault(run.dag_id, []).append(run)
@@ -358,7 +383,7 @@ def campaigns(session: Session, readable: set[str], runs_per_campaign: int = REC
                 channels=campaign.channels.enabled if campaign else [],
                 schedule=dag.timetable_summary if dag.timetable_summary not in (None, "None") else "manual only",
                 paused=bool(dag.is_paused),
-                file_error="" if campaign else "its campaign file is missing or invalid (see the DAG import errors)",
+                file_error="" if campaign else campaign_file_error(dag.dag_id),
                 runs=runs,
                 waiting=sum(1 for r in runs if r.approval and r.approval.waiting),
             )
