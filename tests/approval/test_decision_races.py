@@ -134,7 +134,9 @@ def test_a_mark_by_the_user_who_triggered_the_run_publishes_nothing(world):
     ), entry
     assert why in entry["extra"]["why"], entry
     # The reviewer page's data says why the gate ended without a decision.
-    detail = stack.api("GET", f"/campaigns/api/v1/runs/{dag_id}/{run_id}", "admin").json()
+    answer = stack.api("GET", f"/campaigns/api/v1/runs/{dag_id}/{run_id}", "admin")
+    assert answer.status_code == 200, (answer.status_code, answer.text[:500])
+    detail = answer.json()
     assert detail["approval"]["decision"] is None and why in detail["approval"]["error"], detail["approval"]
     # Nothing went out, nothing is left; the closed gate refuses a late decision.
     from include.orchestrator.saga.ledger import Ledger, ledger_url

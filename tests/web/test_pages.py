@@ -115,3 +115,11 @@ def test_an_approval_without_a_decision_says_why_the_gate_ended():
     assert '<span id="gate-error">refused the approval by &lt;eve&gt;, who marked' in page
     decided = approval_of("success", None, {"decision": "approved", "by": "dana"}, error="stale")
     assert decided is not None and decided.error == "", "a decided gate shows its record, not an error"
+
+
+def test_a_gate_error_reads_the_same_whoever_stored_it():
+    """The gate pushes its error as JSON text; the decision API sets a refused mark's as a bare string."""
+    from include.orchestrator.web.campaigns import _text
+
+    assert _text('"refused: late"') == "refused: late" == _text("refused: late") == _text(b"refused: late")
+    assert _text("refused: 3 {x}") == "refused: 3 {x}" and _text(None) == ""

@@ -138,6 +138,18 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+def _text(value: Any) -> str:
+    """A text XCom: JSON text when a task pushed it, the bare string when the decision API set it
+    (``XComModel.set(serialize=False)``, as a refused mark of success does)."""
+    if isinstance(value, (str, bytes)):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value.decode() if isinstance(value, bytes) else value
+        return decoded if isinstance(decoded, str) else str(value)
+    return "" if value is None else str(value)
+
+
 def _xcoms(
     session: Session, runs: Iterable[Any], task_ids: Iterable[str], key: str = "return_value"
 ) -> dict[tuple[str, str, str, int], Any]:
@@ -161,7 +173,7 @@ def _xcoms(
             which, XComModel.task_id.in_(task_ids), XComModel.key == key
         )
     )
-    return {(d, r, t, m): _json(v) for d, r, t, m, v in rows}
+    return {(d, r, t, m): _json(v) if key != "error" else _text(v) for d, r, t, m, v in rows}
 
 
 def _task_states(session: Session, runs: list[Any]) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
