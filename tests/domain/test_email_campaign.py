@@ -34,13 +34,14 @@ from airflow.sdk import Connection
 from PIL import Image as PILImage
 from pydantic import ValidationError
 
+from include.orchestrator import steps
 from include.orchestrator.backends.assets import AssetStore
 from include.orchestrator.backends.cloud.sendgrid import SendGridEmail
 from include.orchestrator.backends.cloud.smtp_email import SmtpEmail
 from include.orchestrator.backends.local.images import PillowDesign
 from include.orchestrator.backends.local.outbox import OutboxEmail
 from include.orchestrator.dev.smtp_server import LocalSmtpServer
-from include.orchestrator.domain import mail, steps
+from include.orchestrator.domain import mail
 from include.orchestrator.domain.model import Campaign, EmailChannel, plan_run
 from include.orchestrator.domain.ports import Banner, Copy, ImageSpec
 from include.orchestrator.errors import ConnectionConfigError, SmtpDeliveryError
