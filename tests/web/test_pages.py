@@ -119,7 +119,11 @@ def test_an_approval_without_a_decision_says_why_the_gate_ended():
 
 def test_a_gate_error_reads_the_same_whoever_stored_it():
     """The gate pushes its error as JSON text; the decision API sets a refused mark's as a bare string."""
-    from include.orchestrator.web.campaigns import _text
+    from include.orchestrator.web.campaigns import _json, approval_of
 
-    assert _text('"refused: late"') == "refused: late" == _text("refused: late") == _text(b"refused: late")
-    assert _text("refused: 3 {x}") == "refused: 3 {x}" and _text(None) == ""
+    def error(stored):
+        approval = approval_of("failed", None, None, error=_json(stored))
+        return approval.error if approval else ""
+
+    assert error('"refused: late"') == "refused: late" == error("refused: late") == error(b"refused: late")
+    assert error("refused: 3 {x}") == "refused: 3 {x}" and error(None) == ""

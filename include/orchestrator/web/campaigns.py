@@ -135,19 +135,15 @@ def _campaign_file(dag_id: str) -> tuple[Campaign | None, str]:
 
 # --- reading the metadata DB -------------------------------------------------------------------
 def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
-def _text(value: Any) -> str:
-    """A text XCom: JSON text when a task pushed it, the bare string when the decision API set it
-    (``XComModel.set(serialize=False)``, as a refused mark of success does)."""
+    """An XCom value as stored: JSON text when a task pushed it; as it was given when the decision
+    API set it (``XComModel.set(serialize=False)``: the record as a dict, a refused mark's error as
+    a bare string, which is not JSON text)."""
     if isinstance(value, (str, bytes)):
         try:
-            decoded = json.loads(value)
+            return json.loads(value)
         except ValueError:
             return value.decode() if isinstance(value, bytes) else value
-        return decoded if isinstance(decoded, str) else str(value)
-    return "" if value is None else str(value)
+    return value
 
 
 def _xcoms(
@@ -173,7 +169,7 @@ def _xcoms(
             which, XComModel.task_id.in_(task_ids), XComModel.key == key
         )
     )
-    return {(d, r, t, m): _json(v) if key != "error" else _text(v) for d, r, t, m, v in rows}
+    return {(d, r, t, m): _json(v) for d, r, t, m, v in rows}
 
 
 def _task_states(session: Session, runs: list[Any]) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
@@ -289,8 +285,8 @@ def _runs(session: Session, rows: list[Any], brief: bool = False) -> list[RunSum
     waiting = [r for r in gated if (tasks.GATE, "awaiting_input") in states.get((r.dag_id, r.run_id), [])]
     gates = _xcoms(session, waiting if brief else gated, [tasks.GATE], "gate")
     values = _xcoms(session, gated, [tasks.GATE])
-    refused = [r for r in gated if (tasks.GATE, "failed") in states.get((r.dag_id, r.run_id), [])]
-    gate_errors = {} if brief else _xcoms(session, refused, [tasks.GATE], "error")
+    refused = [] if brief else [r for r in gated if (tasks.GATE, "failed") in states.get((r.dag_id, r.run_id), [])]
+    gate_errors = _xcoms(session, refused, [tasks.GATE], "error")  # why a gate ended without a decision
     channels = [] if brief else [tasks.channel_task(c) for c in ("email", "social", "blog")]
     values |= _xcoms(session, finished, [tasks.REPORT, *channels])
     published_by_run: dict[tuple[str, str], dict[str, Any]] = {}  # grouped once: per run, a scan of every value is quadratic
